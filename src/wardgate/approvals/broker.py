@@ -176,7 +176,6 @@ class ApprovalBroker:
                 "approvals_required": approval.approvals_required,
             },
         )
-        self._wakeups[approval.id] = asyncio.Event()
         self._state.insert(approval, self.run_id)
         if self.notifier is not None:
             self.notifier.notify("approval_requested", approval)
