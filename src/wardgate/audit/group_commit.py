@@ -1,0 +1,321 @@
+"""The single writer thread of the SQLite audit store: group commit.
+
+Theory of operation: callers (coroutines, engine threads, CLI processes) never touch the
+write connection. They put a request on a queue and get a `concurrent.futures.Future`.
+One thread owns the write connection. Each time it wakes it takes every request already
+waiting (up to `MAX_BATCH`), gives the events consecutive seq numbers and one timestamp,
+builds their canonical bodies and leaf hashes, extends the in-memory Merkle frontier on a
+copy, and writes events, payloads and the new complete tree nodes in ONE transaction. Only
+after COMMIT returns (with synchronous=FULL that is after the WAL fsync) are the futures
+resolved, so "append returned" means "durable". If anything fails, the transaction is
+rolled back, the frontier copy is thrown away (seq stays gapless) and every future in the
+batch gets `StoreUnavailable`. A request may also be a callable (`Job`): it runs alone in
+its own transaction, for checkpoints and retention, so those serialise with appends.
+
+If the thread dies, or the store is closed, every waiting and later request fails at once:
+nothing ever waits on a writer that is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from json.encoder import encode_basestring as _encode_str  # type: ignore[attr-defined]
+from typing import Any
+
+from wardgate.audit.canonical import leaf_hash, sha256_hex
+from wardgate.audit.merkle import MerkleFrontier
+from wardgate.audit.records import EventRecord, StoreUnavailable
+
+__all__ = ["AppendRequest", "Job", "GroupCommitWriter", "utc_now", "MAX_BATCH"]
+
+MAX_BATCH = 4096
+_STOP = object()
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with microseconds and a Z, as in every event's `time`."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_META_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _j(value: Any) -> str:
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return _encode_str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+@dataclass(slots=True)
+class AppendRequest:
+    """One event waiting for the writer, its body pre-encoded around seq and time.
+
+    Completion goes to `future` (a concurrent Future: threads, CLI) or, for coroutines,
+    to `waiter` on `loop`; the writer resolves waiters one loop callback per batch.
+    """
+
+    kind: str
+    session: str | None
+    identity: str | None
+    connection: str | None
+    verdict: str | None
+    rule: str | None
+    meta: dict[str, Any]
+    meta_json: str  # canonical JSON of meta, computed (and validated) by the caller
+    payload: bytes | None
+    payload_hash: str | None
+    head: bytes  # canonical body up to and including '"seq":'
+    mid: bytes  # ',"session":...,"time":'
+    tail: bytes  # ',"verdict":...}'
+    future: Future[EventRecord] | None = None
+    waiter: asyncio.Future[EventRecord] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def build(cls, kind: str, **kw: Any) -> AppendRequest:
+        meta = dict(kw.pop("meta", None) or {})
+        payload = kw.pop("payload", None)
+        if payload is not None and not isinstance(payload, bytes | bytearray | memoryview):
+            raise TypeError("payload must be bytes")
+        unknown = set(kw) - {"session", "identity", "connection", "verdict", "rule"}
+        if unknown:
+            raise TypeError(f"unknown event fields: {sorted(unknown)}")
+        meta_json = _META_ENCODER.encode(meta)
+        payload = bytes(payload) if payload is not None else None
+        payload_hash = sha256_hex(payload) if payload is not None else None
+        session, identity, connection = kw.get("session"), kw.get("identity"), kw.get("connection")
+        verdict, rule = kw.get("verdict"), kw.get("rule")
+        # Canonical JSON spliced in sorted key order; equal to canonical.event_body(...)
+        # (tests/audit/test_store.py checks it), with seq and time filled in by the writer.
+        head = (
+            f'{{"connection":{_j(connection)},"identity":{_j(identity)},'
+            f'"kind":{_j(kind)},"meta":{meta_json},'
+            f'"payload_hash":{_j(payload_hash)},"rule":{_j(rule)},"seq":'
+        ).encode()
+        mid = f',"session":{_j(session)},"time":'.encode()
+        tail = f',"verdict":{_j(verdict)}}}'.encode()
+        return cls(
+            kind, session, identity, connection, verdict, rule, meta, meta_json, payload,
+            payload_hash, head, mid, tail,
+        )  # fmt: skip
+
+    def body(self, seq: int, time_json: bytes) -> bytes:
+        return b"".join((self.head, str(seq).encode(), self.mid, time_json, self.tail))
+
+    def fail(self, exc: BaseException) -> None:
+        if self.future is not None:
+            self.future.set_exception(exc)
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for waiter, result, exc in pairs:
+        if waiter.done():
+            continue
+        if exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(result)
+
+
+def _complete(items: Sequence[AppendRequest | Job], results: Sequence[Any] | None,
+              exc: BaseException | None) -> None:  # fmt: skip
+    """Resolve every request of a batch: futures directly, waiters one callback per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+    for i, req in enumerate(items):
+        result = results[i] if results is not None else None
+        waiter, loop = getattr(req, "waiter", None), getattr(req, "loop", None)
+        if waiter is not None and loop is not None:
+            by_loop.setdefault(loop, []).append((waiter, result, exc))
+        elif req.future is not None:
+            if exc is not None:
+                req.future.set_exception(exc)
+            else:
+                req.future.set_result(result)
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, pairs)
+        except RuntimeError:  # loop closed: nobody is waiting any more
+            pass
+
+
+@dataclass(slots=True)
+class Job:
+    """Run `fn(conn, frontier)` alone in a write transaction on the writer thread."""
+
+    fn: Callable[[sqlite3.Connection, MerkleFrontier], Any]
+    future: Future[Any]
+
+
+class GroupCommitWriter:
+    """Owns the write connection and the Merkle frontier; see the module docstring."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+        self._connect = connect
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._dead = False
+        self._lock = threading.Lock()
+        self.frontier = MerkleFrontier()
+        self._last_time = ""
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self, load: Callable[[sqlite3.Connection], tuple[MerkleFrontier, str]]) -> None:
+        self._load = load
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise StoreUnavailable(f"audit store cannot be opened: {self._startup_error}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._dead:
+                return
+            self._dead = True
+            self._queue.put(_STOP)
+        self._thread.join()
+
+    @property
+    def alive(self) -> bool:
+        return not self._dead
+
+    # -- submission ----------------------------------------------------------------
+    def submit(self, item: AppendRequest | Job) -> None:
+        with self._lock:
+            if self._dead:
+                _complete([item], None, StoreUnavailable("audit store is closed"))
+                return
+            self._queue.put(item)
+
+    # -- the thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connect()
+            self.frontier, self._last_time = self._load(conn)
+        except BaseException as exc:  # noqa: BLE001 - reported to open()
+            self._startup_error = exc
+            self._dead = True
+            self._ready.set()
+            if conn is not None:
+                conn.close()
+            return
+        self._ready.set()
+        try:
+            stop = False
+            while not stop:
+                item = self._queue.get()
+                if item is _STOP:
+                    break
+                batch: list[AppendRequest] = []
+                while True:
+                    if isinstance(item, Job):
+                        self._commit_appends(conn, batch)
+                        batch = []
+                        self._run_job(conn, item)
+                    else:
+                        batch.append(item)
+                    if len(batch) >= MAX_BATCH:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stop = True
+                        break
+                self._commit_appends(conn, batch)
+        finally:
+            with self._lock:
+                self._dead = True
+            self._fail_pending()
+            conn.close()
+
+    def _fail_pending(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                _complete([item], None, StoreUnavailable("audit store is closed"))
+
+    def _next_time(self) -> str:
+        now = utc_now()
+        if now < self._last_time:  # clock stepped back: keep time monotonic in seq
+            now = self._last_time
+        self._last_time = now
+        return now
+
+    def _commit_appends(self, conn: sqlite3.Connection, batch: list[AppendRequest]) -> None:
+        if not batch:
+            return
+        frontier = self.frontier.copy()
+        time = self._next_time()
+        time_json = f'"{time}"'.encode()
+        events, payloads, nodes, records = [], [], [], []
+        for req in batch:
+            seq = frontier.size
+            body = req.body(seq, time_json)
+            leaf = leaf_hash(body)
+            nodes.extend(frontier.append(leaf)[1:])
+            events.append(
+                (seq, time, req.session, req.identity, req.connection, req.kind, req.verdict,
+                 req.rule, req.payload_hash, req.meta_json, body, leaf)
+            )  # fmt: skip
+            if req.payload is not None:
+                payloads.append((req.payload_hash, req.payload, time))
+            records.append(
+                EventRecord(seq, time, req.session, req.identity, req.connection, req.kind,
+                            req.verdict, req.rule, req.payload_hash, req.meta, body)
+            )  # fmt: skip
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", events)
+            if payloads:
+                conn.executemany(
+                    "INSERT INTO payloads(hash, data, stored) VALUES (?,?,?) "
+                    "ON CONFLICT(hash) DO UPDATE SET data = excluded.data, purged = NULL "
+                    "WHERE payloads.data IS NULL",
+                    payloads,
+                )
+            conn.executemany("INSERT INTO nodes(level, idx, hash) VALUES (?,?,?)", nodes)
+            conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - every failure means "not durable"
+            self._rollback(conn)
+            _complete(batch, None, StoreUnavailable(f"audit store write failed: {exc}"))
+            return
+        self.frontier = frontier
+        _complete(batch, records, None)
+
+    def _run_job(self, conn: sqlite3.Connection, job: Job) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            result = job.fn(conn, self.frontier)
+            conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001
+            self._rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                exc = StoreUnavailable(f"audit store write failed: {exc}")
+            job.future.set_exception(exc)
+            return
+        job.future.set_result(result)
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass

@@ -1,0 +1,445 @@
+"""The audit store: an append-only Merkle log of events in SQLite (WAL mode).
+
+Theory of operation: `AuditStore.open(url)` creates the file and schema and starts one
+`GroupCommitWriter` thread (group_commit.py) that owns the only write connection. Appends
+from any thread or coroutine are queued and group-committed; `append` returns (or its
+future resolves) only once the event, its payload and the Merkle tree nodes it completes
+are committed. Reads (`events`, `event`, `payload`, `sessions`, proofs) use one read-only
+connection per calling thread; WAL lets them run alongside the writer and see only
+committed data.
+
+Tables: `events` (one row per leaf, seq = leaf index, never updated or deleted; `body` is
+the canonical JSON that was hashed, `leaf` its leaf hash), `payloads` (bytes by SHA-256
+hex; retention sets `data` to NULL and `purged` to the time), `nodes` (every complete
+subtree hash above the leaves, keyed by (level, idx); leaves are events.leaf): a proof or
+a root at any size is O(log n) point reads. `checkpoints`: signed tree heads, written by
+checkpoint.py.
+
+Durability: "full" is `synchronous=FULL`: every group commit fsyncs the WAL, so an
+appended event survives power loss. "normal" is `synchronous=NORMAL`: the WAL is fsynced
+only at WAL checkpoints, so a power loss (not a process crash) can lose the last commits.
+Group commit makes "full" cheap: one fsync per batch, not per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from wardgate.audit.canonical import EMPTY_ROOT
+from wardgate.audit.group_commit import AppendRequest, GroupCommitWriter, Job
+from wardgate.audit.merkle import (
+    MerkleFrontier,
+    NodeKey,
+    consistency_proof,
+    inclusion_proof,
+    root_at,
+)
+from wardgate.audit.records import EventRecord, SessionSummary, StoreUnavailable
+
+__all__ = [
+    "AuditStore",
+    "EventRecord",
+    "SessionSummary",
+    "StoreUnavailable",
+    "parse_store_url",
+    "SCHEMA",
+]
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    session TEXT,
+    identity TEXT,
+    connection TEXT,
+    kind TEXT NOT NULL,
+    verdict TEXT,
+    rule TEXT,
+    payload_hash TEXT,
+    meta TEXT NOT NULL,
+    body BLOB NOT NULL,
+    leaf BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_identity ON events(identity);
+CREATE INDEX IF NOT EXISTS events_session ON events(session);
+CREATE INDEX IF NOT EXISTS events_time ON events(time);
+CREATE TABLE IF NOT EXISTS payloads (
+    hash TEXT PRIMARY KEY,
+    data BLOB,
+    stored TEXT NOT NULL,
+    purged TEXT
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    note TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+"""
+
+_DURABILITY = {"full": "FULL", "normal": "NORMAL"}
+_BUSY_TIMEOUT_MS = 2000
+_EVENT_COLS = (
+    "seq, time, session, identity, connection, kind, verdict, rule, payload_hash, meta, body"
+)
+
+
+def parse_store_url(url: str | Path) -> Path:
+    """`sqlite:///abs/path.db`, `sqlite://rel/path.db` or a plain path -> Path."""
+    s = str(url)
+    if s.startswith("sqlite://"):
+        rest = s[len("sqlite://") :]
+        return Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(rest)
+    if "://" in s:
+        raise ValueError(f"unsupported audit store url: {s!r} (only sqlite is built in)")
+    return Path(s)
+
+
+def _row_to_record(row: Sequence[Any]) -> EventRecord:
+    seq, time, session, identity, connection, kind, verdict, rule, ph, meta, body = row
+    return EventRecord(
+        seq, time, session, identity, connection, kind, verdict, rule, ph, json.loads(meta), body
+    )
+
+
+class AuditStore:
+    """Append-only audit log with Merkle proofs; see the module docstring."""
+
+    path: Path
+
+    def __init__(self, path: Path, durability: str, read_only: bool) -> None:
+        if durability not in _DURABILITY:
+            raise ValueError(f"durability must be 'full' or 'normal', not {durability!r}")
+        self.path = path
+        self.durability = durability
+        self.read_only = read_only
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer: GroupCommitWriter | None = None
+        self._closed = False
+
+    # -- opening -------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls, url: str | Path, *, durability: str = "full", read_only: bool = False
+    ) -> AuditStore:
+        """Open (creating file, directories and schema) and start the writer thread.
+
+        `read_only=True` opens an existing store for reading (verify, export): no writer,
+        appends raise StoreUnavailable. Raises StoreUnavailable if the file cannot be used.
+        """
+        path = parse_store_url(url)
+        store = cls(path, durability, read_only)
+        if read_only:
+            if not path.exists():
+                raise StoreUnavailable(f"audit store not found: {path}")
+            store._reader()  # fail now, not on first read
+            return store
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"audit store directory unusable: {exc}") from exc
+        writer = GroupCommitWriter(store._connect_writer, name=f"wardgate-audit:{path.name}")
+        writer.start(store._load_state)
+        store._writer = writer
+        return store
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+        )
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise StoreUnavailable(f"cannot put {self.path} in WAL mode (got {mode})")
+        conn.execute(f"PRAGMA synchronous={_DURABILITY[self.durability]}")
+        conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        conn.executescript(SCHEMA)
+        return conn
+
+    @staticmethod
+    def _load_state(conn: sqlite3.Connection) -> tuple[MerkleFrontier, str]:
+        seq, last_time = conn.execute(
+            "SELECT seq, time FROM events ORDER BY seq DESC LIMIT 1"
+        ).fetchone() or (-1, "")
+        reader = _ConnNodeReader(conn)
+        return MerkleFrontier.load(reader, seq + 1), last_time
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreUnavailable("audit store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                uri = "file:" + urllib.parse.quote(str(self.path.resolve()))
+                if self.read_only:
+                    uri += "?mode=ro"
+                conn = sqlite3.connect(
+                    uri, uri=True, check_same_thread=False, timeout=_BUSY_TIMEOUT_MS / 1000
+                )
+                conn.execute("PRAGMA query_only=ON")
+                conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"audit store unreadable: {exc}") from exc
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    # -- appending -----------------------------------------------------------------
+    def submit(self, kind: str, **fields: Any) -> Future[EventRecord]:
+        """Queue one event; the future resolves with its record once it is durable."""
+        req = AppendRequest.build(kind, **fields)
+        fut: Future[EventRecord] = Future()
+        req.future = fut
+        self._enqueue(req)
+        return fut
+
+    async def append(self, kind: str, **fields: Any) -> EventRecord:
+        """Append one event; returns once it is durable. Raises StoreUnavailable."""
+        req = AppendRequest.build(kind, **fields)
+        req.loop = asyncio.get_running_loop()
+        req.waiter = req.loop.create_future()
+        self._enqueue(req)
+        return await req.waiter
+
+    def _enqueue(self, req: AppendRequest) -> None:
+        if self._writer is None:
+            exc = StoreUnavailable("audit store opened read-only or closed")
+            if req.future is not None:
+                req.future.set_exception(exc)
+            if req.waiter is not None:
+                req.waiter.set_exception(exc)
+        else:
+            self._writer.submit(req)
+
+    def append_sync(self, kind: str, **fields: Any) -> EventRecord:
+        """Blocking append for CLI processes and threads without an event loop."""
+        return self.submit(kind, **fields).result()
+
+    def transact(self, fn: Callable[[sqlite3.Connection, MerkleFrontier], T]) -> Future[T]:
+        """Run `fn(conn, frontier)` on the writer thread in its own write transaction.
+
+        For checkpoints and retention: it serialises with appends, and `frontier` is the
+        committed tree at that instant (do not mutate it).
+        """
+        fut: Future[T] = Future()
+        if self._writer is None:
+            fut.set_exception(StoreUnavailable("audit store opened read-only or closed"))
+        else:
+            self._writer.submit(Job(fn, fut))
+        return fut
+
+    # -- reading -------------------------------------------------------------------
+    def size(self) -> int:
+        """Number of committed events (= tree size)."""
+        if self._writer is not None and self._writer.alive:
+            return self._writer.frontier.size
+        row = self._reader().execute("SELECT max(seq) FROM events").fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    def events(
+        self,
+        *,
+        identity: str | None = None,
+        connection: str | None = None,
+        session: str | None = None,
+        verdict: str | None = None,
+        kind: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[EventRecord]:
+        """Events in seq order; `since` inclusive, `until` exclusive (ISO-8601 strings)."""
+        where, args = [], []
+        for col, val in (
+            ("identity", identity),
+            ("connection", connection),
+            ("session", session),
+            ("verdict", verdict),
+            ("kind", kind),
+        ):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("time < ?")
+            args.append(until)
+        if after_seq is not None:
+            where.append("seq > ?")
+            args.append(after_seq)
+        sql = f"SELECT {_EVENT_COLS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        cur = self._reader().execute(sql, args)
+        while rows := cur.fetchmany(1000):
+            for row in rows:
+                yield _row_to_record(row)
+
+    def event(self, seq: int) -> EventRecord | None:
+        row = (
+            self._reader()
+            .execute(f"SELECT {_EVENT_COLS} FROM events WHERE seq = ?", (seq,))
+            .fetchone()
+        )
+        return None if row is None else _row_to_record(row)
+
+    def payload(self, payload_hash: str) -> bytes | None:
+        """The payload bytes, or None if absent or purged by retention."""
+        row = (
+            self._reader()
+            .execute("SELECT data FROM payloads WHERE hash = ?", (payload_hash,))
+            .fetchone()
+        )
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def sessions(
+        self,
+        *,
+        identity: str | None = None,
+        connection: str | None = None,
+        since: str | None = None,
+    ) -> list[SessionSummary]:
+        """One summary per session_start matching the filters, in start order."""
+        where, args = ["s.kind = 'session_start'", "s.session IS NOT NULL"], []
+        if identity is not None:
+            where.append("s.identity = ?")
+            args.append(identity)
+        if connection is not None:
+            where.append("s.connection = ?")
+            args.append(connection)
+        if since is not None:
+            where.append("s.time >= ?")
+            args.append(since)
+        sql = f"""
+            SELECT s.session, s.identity, s.connection, s.time, s.seq, s.meta,
+              (SELECT count(*) FROM events c WHERE c.session = s.session AND c.kind = 'command'),
+              (SELECT count(*) FROM events c WHERE c.session = s.session AND c.kind = 'command'
+                 AND c.verdict = 'allow'),
+              (SELECT count(*) FROM events c WHERE c.session = s.session AND c.kind = 'command'
+                 AND c.verdict = 'deny'),
+              (SELECT count(*) FROM events c WHERE c.session = s.session AND c.kind = 'command'
+                 AND c.verdict = 'review'),
+              (SELECT e.time || char(10) || e.meta FROM events e
+                 WHERE e.session = s.session AND e.kind = 'session_end' ORDER BY e.seq LIMIT 1)
+            FROM events s WHERE {" AND ".join(where)} ORDER BY s.seq
+        """
+        out = []
+        for sess, ident, conn, started, seq, meta, n, allowed, denied, reviewed, end in (
+            self._reader().execute(sql, args).fetchall()
+        ):
+            meta = json.loads(meta)
+            ended = end_reason = None
+            if end is not None:
+                ended, end_meta = end.split("\n", 1)
+                end_reason = json.loads(end_meta).get("reason")
+            out.append(
+                SessionSummary(
+                    session=sess,
+                    identity=ident,
+                    connection=conn,
+                    started=started,
+                    start_seq=seq,
+                    ended=ended,
+                    end_reason=end_reason,
+                    statements=n,
+                    allowed=allowed,
+                    denied=denied,
+                    reviewed=reviewed,
+                    client_addr=meta.get("client_addr"),
+                    protocol=meta.get("protocol"),
+                    application_name=meta.get("application_name"),
+                    database=meta.get("database"),
+                    meta=meta,
+                )
+            )
+        return out
+
+    # -- Merkle tree -----------------------------------------------------------------
+    def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        """Stored complete-subtree hashes for `keys` (one query)."""
+        return _ConnNodeReader(self._reader()).get_nodes(keys)
+
+    def root(self, size: int | None = None) -> bytes:
+        """Tree root at `size` (default: now)."""
+        size = self.size() if size is None else size
+        return EMPTY_ROOT if size == 0 else root_at(self, size)
+
+    def inclusion_proof(self, seq: int, size: int | None = None) -> list[bytes]:
+        return inclusion_proof(self, seq, self.size() if size is None else size)
+
+    def consistency_proof(self, size1: int, size2: int | None = None) -> list[bytes]:
+        return consistency_proof(self, size1, self.size() if size2 is None else size2)
+
+    # -- closing -------------------------------------------------------------------
+    def close(self) -> None:
+        """Flush pending appends, stop the writer, close connections. Idempotent."""
+        if self._writer is not None:
+            self._writer.close()
+        self._closed = True
+        with self._readers_lock:
+            for conn in self._readers:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._readers.clear()
+
+    def __enter__(self) -> AuditStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ConnNodeReader:
+    """`NodeReader` over one SQLite connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
+        out: dict[NodeKey, bytes] = {}
+        leaves = [idx for level, idx in keys if level == 0]
+        inner = [k for k in keys if k[0] > 0]
+        for i in range(0, len(leaves), 500):
+            chunk = leaves[i : i + 500]
+            sql = f"SELECT seq, leaf FROM events WHERE seq IN ({','.join('?' * len(chunk))})"
+            for seq, h in self._conn.execute(sql, chunk):
+                out[(0, seq)] = bytes(h)
+        for i in range(0, len(inner), 250):
+            chunk = inner[i : i + 250]
+            values = ",".join("(?,?)" for _ in chunk)
+            args = [v for k in chunk for v in k]
+            sql = f"SELECT level, idx, hash FROM nodes WHERE (level, idx) IN (VALUES {values})"
+            for level, idx, h in self._conn.execute(sql, args):
+                out[(level, idx)] = bytes(h)
+        return out
