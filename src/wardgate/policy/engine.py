@@ -1,0 +1,343 @@
+"""The policy engine: statements in, one Decision per statement out.
+
+Theory of operation:
+- `PolicyEngine` validates the policies at construction (unknown policy names, include
+  cycles, a user policy called `baseline`, bad `on_unparsed`) and owns the shared
+  classification caches. `PolicyEngine.session(info)` starts a `PolicySession` for one
+  agent connection with the rules that apply to its identity, groups, connection and
+  protocol already selected.
+- `PolicySession.evaluate(text)` classifies the message (see classify.py), merges in
+  session state (EXECUTE of a PREPAREd name takes the prepared statement's facts; a call
+  of a function created earlier in the session takes its body's facts), then decides
+  each statement.
+- Combination: every matching rule of every policy of the connection is collected; the
+  most restrictive verdict wins (deny > review > allow; `mask` counts as allow); the
+  first matching rule, in config order, with the winning verdict names the decision;
+  mask directives accumulate from all matching mask rules; a review needs the largest
+  `approvals` of the matching review rules. A policy with `default: deny|review` adds
+  that verdict (rule `<policy>/<default>`) when none of its rules matched. When nothing
+  matches at all: allow, rule `<default>`.
+- Caches: an exact-text LRU of classifications (always safe: same text, same tree), then
+  an LRU keyed by the parser's normalized text (pg_query_normalize: constants replaced by
+  $n, everything else verbatim) holding facts that did not depend on any constant. The
+  pglast fingerprint alone is NOT a safe key: it ignores schema names and role names
+  (`s.t` and `t` share one). Rule matching itself is not cached (it is a few
+  microseconds) so time windows and session state are always current.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pglast.parser import ParseError, normalize
+
+from wardgate.pipeline.command import Command, Decision, MaskDirective, SessionInfo, Verdict
+from wardgate.policy.baseline import BASELINE_NAME, baseline_policy
+from wardgate.policy.classify import classify_message
+from wardgate.policy.facts import StatementFacts
+from wardgate.policy.match import CompiledRule, MatchContext
+from wardgate.policy.model import PolicySpec, parse_duration
+from wardgate.policy.settings import wardgate_setting
+
+__all__ = ["PolicyEngine", "PolicySession", "PolicyConfigError", "wardgate_setting"]
+
+DEFAULT_POLICIES = [BASELINE_NAME]
+DEFAULT_TTL_SECONDS = 600.0
+_RANK = {Verdict.ALLOW: 0, Verdict.REVIEW: 1, Verdict.DENY: 2}
+# Kinds whose facts may be reused for statements that differ only in constants.
+_NORMALIZED_CACHE_KINDS = frozenset({"select", "insert", "update", "delete", "merge"})
+_MAX_NORMALIZE_LEN = 16384
+
+
+class PolicyConfigError(ValueError):
+    """The policies or their references in the config are inconsistent."""
+
+
+class _LRU:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.data: OrderedDict[str, object] = OrderedDict()
+
+    def get(self, key: str) -> object | None:
+        value = self.data.get(key)
+        if value is not None:
+            self.data.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: object) -> None:
+        self.data[key] = value
+        self.data.move_to_end(key)
+        if len(self.data) > self.size:
+            self.data.popitem(last=False)
+
+
+Classified = list[tuple[str, StatementFacts]]
+
+
+class PolicyEngine:
+    def __init__(
+        self,
+        policies: list[PolicySpec],
+        *,
+        connection_policies: dict[str, list[str]] | None = None,
+        on_unparsed: dict[str, str] | None = None,
+        cache_size: int = 10_000,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.specs: dict[str, PolicySpec] = {BASELINE_NAME: baseline_policy()}
+        for spec in policies:
+            if spec.name == BASELINE_NAME:
+                raise PolicyConfigError(
+                    f"policy name {BASELINE_NAME!r} is built in; include it instead"
+                )
+            if spec.name in self.specs:
+                raise PolicyConfigError(f"policy {spec.name!r} is defined twice")
+            self.specs[spec.name] = spec
+        self.rules: dict[str, list[CompiledRule]] = {
+            name: self._expand(name, ()) for name in self.specs
+        }
+        self.connection_policies = dict(connection_policies or {})
+        for conn, names in self.connection_policies.items():
+            for name in names:
+                if name not in self.specs:
+                    known = ", ".join(sorted(self.specs))
+                    raise PolicyConfigError(
+                        f"connection {conn!r} names unknown policy {name!r} (known: {known})"
+                    )
+        self.on_unparsed = dict(on_unparsed or {})
+        for conn, value in self.on_unparsed.items():
+            if value not in ("deny", "review"):
+                raise PolicyConfigError(
+                    f"connection {conn!r}: on_unparsed must be deny or review, not {value!r}"
+                )
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._text_cache = _LRU(cache_size)
+        self._normalized_cache = _LRU(cache_size)
+        self.stats = {"text_hits": 0, "normalized_hits": 0, "misses": 0}
+
+    def _expand(self, name: str, stack: tuple[str, ...]) -> list[CompiledRule]:
+        if name in stack:
+            raise PolicyConfigError("policy include cycle: " + " -> ".join((*stack, name)))
+        spec = self.specs.get(name)
+        if spec is None:
+            where = f" (included by {stack[-1]!r})" if stack else ""
+            raise PolicyConfigError(f"unknown policy {name!r}{where}")
+        out = [CompiledRule(name, rule, i) for i, rule in enumerate(spec.rules)]
+        for included in spec.include:
+            for rule in self._expand(included, (*stack, name)):
+                if all(r.name != rule.name for r in out):
+                    out.append(rule)
+        return out
+
+    def policies_for(self, connection: str) -> list[str]:
+        return self.connection_policies.get(connection, DEFAULT_POLICIES)
+
+    def session(self, info: SessionInfo) -> PolicySession:
+        names = self.policies_for(info.connection)
+        return PolicySession(self, info, names, self.on_unparsed.get(info.connection, "deny"))
+
+    def classify(self, text: str) -> Classified:
+        """Classify a message, through the caches. Raises ParseError / RecursionError."""
+        hit = self._text_cache.get(text)
+        if hit is not None:
+            self.stats["text_hits"] += 1
+            return hit  # type: ignore[return-value]
+        key = None
+        if len(text) <= _MAX_NORMALIZE_LEN:
+            try:
+                key = normalize(text)
+            except ParseError:
+                key = None
+            if key is not None:
+                facts = self._normalized_cache.get(key)
+                if facts is not None:
+                    self.stats["normalized_hits"] += 1
+                    result: Classified = [(text, facts)]  # type: ignore[list-item]
+                    self._text_cache.put(text, result)
+                    return result
+        self.stats["misses"] += 1
+        result = classify_message(text)
+        self._text_cache.put(text, result)
+        if key is not None and len(result) == 1:
+            facts = result[0][1]
+            if (
+                not facts.constant_sensitive
+                and facts.kinds
+                and facts.kinds <= _NORMALIZED_CACHE_KINDS
+                and not facts.features
+            ):
+                self._normalized_cache.put(key, facts)
+        return result
+
+
+class PolicySession:
+    """Policy state of one agent connection."""
+
+    def __init__(
+        self, engine: PolicyEngine, info: SessionInfo, policies: list[str], on_unparsed: str
+    ) -> None:
+        self.engine = engine
+        self.info = info
+        self.policies = list(policies)
+        self.on_unparsed = Verdict(on_unparsed)
+        seen: set[str] = set()
+        self.rules: list[CompiledRule] = []
+        self.policy_rules: dict[str, set[str]] = {}
+        for policy in policies:
+            names = set()
+            for rule in engine.rules[policy]:
+                names.add(rule.name)
+                if rule.name not in seen and rule.applies_to(info):
+                    seen.add(rule.name)
+                    self.rules.append(rule)
+            self.policy_rules[policy] = names
+        self.uses_text = any(r.uses_text for r in self.rules)
+        self.prepared: dict[str, StatementFacts] = {}
+        self.functions: dict[str, StatementFacts] = {}
+        self.search_path_changed = False
+
+    # -- evaluate ------------------------------------------------------------------
+    def evaluate(
+        self, text: str, *, via: str = "simple", parameters: tuple[str | None, ...] = ()
+    ) -> list[tuple[Command, Decision]]:
+        try:
+            classified = self.engine.classify(text)
+        except ParseError as exc:
+            return [(self._command(text, 0, via, parameters), self._unparsed(str(exc)))]
+        except RecursionError:
+            return [
+                (
+                    self._command(text, 0, via, parameters),
+                    self._unparsed("statement nested too deeply"),
+                )
+            ]
+        out = []
+        for index, (stmt_text, facts) in enumerate(classified):
+            command = self._command(stmt_text, index, via, parameters)
+            effective, problem = self._with_session_state(facts)
+            if problem is not None:
+                decision = problem
+            else:
+                decision = self.decide(effective, stmt_text)
+            out.append((command, decision))
+        return out
+
+    def _command(self, text: str, index: int, via: str, parameters: tuple) -> Command:
+        return Command(session=self.info, text=text, parameters=parameters, index=index, via=via)
+
+    def _unparsed(self, error: str) -> Decision:
+        return Decision(
+            verdict=self.on_unparsed,
+            rule="builtin/unparsed",
+            reason=f"statement cannot be parsed: {error}",
+            review_ttl_seconds=DEFAULT_TTL_SECONDS if self.on_unparsed is Verdict.REVIEW else None,
+            facts={"kinds": [], "objects": [], "fingerprint": "", "parse_error": error},
+        )
+
+    def _with_session_state(self, facts: StatementFacts) -> tuple[StatementFacts, Decision | None]:
+        effective = facts
+        if facts.executes is not None:
+            prepared = self.prepared.get(facts.executes)
+            if prepared is None:
+                return facts, Decision(
+                    verdict=Verdict.DENY,
+                    rule="builtin/unknown-prepared-statement",
+                    reason=f"EXECUTE of prepared statement {facts.executes!r} that this session "
+                    "did not PREPARE through the gateway",
+                    facts=facts.as_dict(),
+                )
+            effective = facts.copy()
+            effective.merge(prepared)
+        if self.functions and facts.functions:
+            for _, name in facts.functions:
+                body = self.functions.get(name)
+                if body is not None:
+                    if effective is facts:
+                        effective = facts.copy()
+                    effective.merge(body)
+                    effective.add_feature(
+                        "session_function", f"calls {name}() created in this session"
+                    )
+        # remember what this statement does to the session
+        if facts.prepares is not None and facts.prepared_facts is not None:
+            self.prepared[facts.prepares] = facts.prepared_facts
+        if facts.deallocates == "*":
+            self.prepared.clear()
+        elif facts.deallocates is not None:
+            self.prepared.pop(facts.deallocates, None)
+        if facts.creates_function and facts.function_body is not None:
+            self.functions[facts.creates_function] = facts.function_body
+        if "search_path" in facts.features:
+            self.search_path_changed = True
+        return effective, None
+
+    # -- decide --------------------------------------------------------------------
+    def decide(self, facts: StatementFacts, text: str) -> Decision:
+        ctx = MatchContext(
+            text=text, now=self.engine.clock(), search_path_changed=self.search_path_changed
+        )
+        matched = [r for r in self.rules if r.matches(facts, ctx, self.info)]
+        verdicts: list[tuple[Verdict, str, str, CompiledRule | None]] = []
+        for rule in matched:
+            v = Verdict.ALLOW if rule.spec.verdict == "mask" else Verdict(rule.spec.verdict)
+            verdicts.append((v, rule.name, rule.spec.reason or "", rule))
+        matched_names = {r.name for r in matched}
+        for policy in self.policies:
+            spec = self.engine.specs[policy]
+            if spec.default != "allow" and not (self.policy_rules[policy] & matched_names):
+                verdicts.append(
+                    (Verdict(spec.default), f"{policy}/<default>", f"{policy} default", None)
+                )
+        fact_dict = facts.as_dict()
+        fact_dict["matched"] = [r.name for r in matched]
+        cacheable = not facts.constant_sensitive and not self.uses_text
+        masks = tuple(
+            MaskDirective(
+                rule=r.name,
+                entities=tuple(r.spec.mask.entities),
+                columns=tuple(r.spec.mask.columns),
+                strategy=r.spec.mask.strategy,
+            )
+            for r in matched
+            if r.spec.verdict == "mask" and r.spec.mask is not None
+        )
+        if not verdicts:
+            return Decision(
+                verdict=Verdict.ALLOW,
+                rule="<default>",
+                reason="no rule matched",
+                facts=fact_dict,
+                cacheable=cacheable,
+            )
+        top = max(_RANK[v] for v, *_ in verdicts)
+        winners = [w for w in verdicts if _RANK[w[0]] == top]
+        # an explicit allow rule names an allow decision before a mask rule does
+        if winners[0][0] is Verdict.ALLOW:
+            explicit = [w for w in winners if w[3] is not None and w[3].spec.verdict == "allow"]
+            winners = explicit or winners
+        verdict, name, reason, rule = winners[0]
+        reason = reason or (rule.spec.verdict if rule else verdict.value)
+        if facts.notes and verdict is not Verdict.ALLOW:
+            reason = f"{reason} ({'; '.join(facts.notes[:4])})"
+        ttl = None
+        approvals = 1
+        if verdict is Verdict.REVIEW:
+            ttl = DEFAULT_TTL_SECONDS
+            if rule is not None and rule.spec.review is not None:
+                ttl = parse_duration(rule.spec.review.ttl)
+            approvals = max(
+                (w[3].spec.review.approvals for w in winners if w[3] and w[3].spec.review),
+                default=1,
+            )
+        return Decision(
+            verdict=verdict,
+            rule=name,
+            reason=reason,
+            review_ttl_seconds=ttl,
+            approvals_required=approvals,
+            masks=masks,
+            facts=fact_dict,
+            cacheable=cacheable,
+        )

@@ -1,0 +1,163 @@
+"""What the classifier learns about one SQL statement.
+
+Theory of operation: `classify.classify_statement` walks PostgreSQL's own parse tree
+(pglast's JSON form) and fills a `StatementFacts`. Rules never look at SQL text
+(except the opt-in `text_regex`); they look at these facts. Facts are pure functions of
+the statement text, so they can be cached and shared between sessions; what depends on
+the session (prepared statements, functions created earlier in the session) is merged in
+afterwards by `PolicySession`.
+
+`constant_sensitive` is set whenever the classifier consulted a literal value (a
+constant-true WHERE, `set_config('role', ...)`, a DO or function body, a COPY file
+name, ...). Only facts with `constant_sensitive == False` may be reused for a different
+statement that differs from this one in constants alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "StatementFacts",
+    "FEATURES",
+    "FILE_FUNCTIONS",
+    "LARGE_OBJECT_FILE_FUNCTIONS",
+    "SQL_STRING_FUNCTIONS",
+]
+
+# Server-side file access (core and adminpack).
+FILE_FUNCTIONS = frozenset(
+    {
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_ls_dir",
+        "pg_stat_file",
+        "pg_ls_logdir",
+        "pg_ls_waldir",
+        "pg_ls_tmpdir",
+        "pg_ls_archive_statusdir",
+        "pg_ls_logicalsnapdir",
+        "pg_ls_logicalmapdir",
+        "pg_ls_replslotdir",
+        "pg_ls_summariesdir",
+        "pg_file_write",
+        "pg_file_rename",
+        "pg_file_unlink",
+        "pg_file_sync",
+        "pg_logdir_ls",
+        "pg_file_read",
+        "pg_file_length",
+    }
+)
+LARGE_OBJECT_FILE_FUNCTIONS = frozenset({"lo_import", "lo_export"})
+# Functions that run a query given as a string: the string is parsed and classified.
+SQL_STRING_FUNCTIONS = {
+    "query_to_xml": 0,
+    "query_to_xmlschema": 0,
+    "query_to_xml_and_xmlschema": 0,
+    "ts_stat": 0,
+    "ts_rewrite": 1,
+}
+
+# Every feature the classifier can report, with a human-readable description.
+FEATURES: dict[str, str] = {
+    "file_access": "calls a server file access function",
+    "large_object_file": "imports or exports a large object from a server file",
+    "dblink": "opens a dblink connection",
+    "foreign_server": "creates or uses a foreign server connection",
+    "copy_program": "runs a server program through COPY ... PROGRAM",
+    "copy_server_file": "reads or writes a server file through COPY",
+    "copy_from": "COPY FROM (writes rows)",
+    "copy_to": "COPY TO (reads rows)",
+    "set_role": "changes the current role or session authorization",
+    "superuser_role": "creates or alters a role with SUPERUSER",
+    "bypassrls_role": "creates or alters a role with BYPASSRLS",
+    "drop_column": "drops a column (ALTER TABLE ... DROP COLUMN)",
+    "cascade": "drops objects with CASCADE",
+    "dynamic_sql": "runs dynamic SQL that cannot be analysed before it runs",
+    "unanalysable_body": "contains a body in a language or form that cannot be analysed",
+    "native_function": "creates a function in C or internal language",
+    "session_function": "calls a function created earlier in this session",
+    "explain_analyze": "EXPLAIN ANALYZE runs the inner statement",
+    "search_path": "changes search_path (unqualified names may then resolve anywhere)",
+}
+
+
+@dataclass(slots=True)
+class StatementFacts:
+    """Facts about one statement, from its syntax tree (and those of nested bodies)."""
+
+    kinds: set[str] = field(default_factory=set)
+    features: set[str] = field(default_factory=set)
+    # (schema or None, name)
+    tables: set[tuple[str | None, str]] = field(default_factory=set)
+    # (table or None, column); column "*" for a star
+    columns: set[tuple[str | None, str]] = field(default_factory=set)
+    functions: set[tuple[str | None, str]] = field(default_factory=set)
+    schemas: set[str] = field(default_factory=set)
+    writes: bool = False
+    reads: bool = False
+    without_where: bool = False
+    constant_sensitive: bool = False
+    # why each feature was set ("pg_read_file() called", ...): evidence for reasons
+    notes: list[str] = field(default_factory=list)
+    # session-related: PREPARE name, EXECUTE name, DEALLOCATE name ("*" for ALL)
+    prepares: str | None = None
+    prepared_facts: StatementFacts | None = None
+    executes: str | None = None
+    deallocates: str | None = None
+    # CREATE FUNCTION / PROCEDURE name -> facts of its body
+    creates_function: str | None = None
+    function_body: StatementFacts | None = None
+    fingerprint: str = ""
+    kind: str = ""  # top-level kind
+
+    def add_feature(self, feature: str, note: str) -> None:
+        self.features.add(feature)
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def merge(self, other: StatementFacts) -> None:
+        """Fold the facts of a nested statement or body into these."""
+        self.kinds |= other.kinds
+        self.features |= other.features
+        self.tables |= other.tables
+        self.columns |= other.columns
+        self.functions |= other.functions
+        self.schemas |= other.schemas
+        self.writes |= other.writes
+        self.reads |= other.reads
+        self.without_where |= other.without_where
+        self.constant_sensitive |= other.constant_sensitive
+        for note in other.notes:
+            if note not in self.notes:
+                self.notes.append(note)
+
+    def copy(self) -> StatementFacts:
+        new = StatementFacts()
+        new.merge(self)
+        new.prepares, new.prepared_facts = self.prepares, self.prepared_facts
+        new.executes, new.deallocates = self.executes, self.deallocates
+        new.creates_function, new.function_body = self.creates_function, self.function_body
+        new.fingerprint, new.kind = self.fingerprint, self.kind
+        return new
+
+    def objects(self) -> list[str]:
+        out = [f"table:{s + '.' if s else ''}{n}" for s, n in sorted(self.tables, key=str)]
+        out += [f"column:{t + '.' if t else ''}{c}" for t, c in sorted(self.columns, key=str)]
+        out += [f"function:{s + '.' if s else ''}{n}" for s, n in sorted(self.functions, key=str)]
+        out += [f"schema:{s}" for s in sorted(self.schemas)]
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "kinds": sorted(self.kinds),
+            "features": sorted(self.features),
+            "objects": self.objects(),
+            "writes": self.writes,
+            "reads": self.reads,
+            "without_where": self.without_where,
+            "fingerprint": self.fingerprint,
+        }
