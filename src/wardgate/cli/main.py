@@ -1,0 +1,216 @@
+"""The `wardgate` command.
+
+Each area registers its own sub-commands (`register(app)` in `cli/*_commands.py`); this
+module holds `serve`, `sessions`, `replay` and `demo`, and maps a bad configuration to
+a clear message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wardgate.config import Config, ConfigError, load_config
+
+__all__ = ["app", "open_config"]
+
+app = typer.Typer(
+    name="wardgate",
+    help="Identity-aware gateway: records, masks, holds and blocks what agents run, with verifiable evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="The wardgate YAML configuration file.")
+]
+
+
+def open_config(path: Path, *, check_secrets: bool = False) -> Config:
+    try:
+        return load_config(path, check_secrets=check_secrets)
+    except ConfigError as exc:
+        err.print(f"[red]wardgate: configuration error[/red]\n{exc}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+def _open_store(cfg: Config):
+    from wardgate.audit.store import AuditStore
+
+    return AuditStore.open(cfg.store, durability=cfg.audit.durability)
+
+
+@app.command()
+def serve(config: ConfigOpt) -> None:
+    """Run the gateway: one listener per connection, until SIGTERM or SIGINT."""
+    cfg = open_config(config, check_secrets=True)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    from wardgate.server import serve as run_serve
+
+    try:
+        code = runner(run_serve(cfg))
+    except ConfigError as exc:
+        err.print(f"wardgate: configuration error\n{exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        err.print(f"wardgate: cannot start: {exc}", highlight=False, markup=False)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+def _iso(ts: str | None) -> str:
+    return ts or ""
+
+
+@app.command()
+def sessions(
+    config: ConfigOpt,
+    identity: Annotated[str | None, typer.Option(help="Only this identity.")] = None,
+    connection: Annotated[str | None, typer.Option(help="Only this connection.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only sessions started at or after this ISO time.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List recorded sessions."""
+    cfg = open_config(config)
+    store = _open_store(cfg)
+    try:
+        rows = store.sessions(
+            identity=identity, connection=connection, since=_normalize_time(since)
+        )
+    finally:
+        store.close()
+    if as_json:
+        for s in rows:
+            sys.stdout.write(json.dumps(_session_dict(s), default=str) + "\n")
+        return
+    table = Table(title="wardgate sessions")
+    for col in (
+        "session",
+        "identity",
+        "connection",
+        "client",
+        "application",
+        "start",
+        "end",
+        "statements",
+        "status",
+    ):
+        table.add_column(col)
+    for s in rows:
+        d = _session_dict(s)
+        table.add_row(
+            d["id"],
+            d["identity"] or "",
+            d["connection"] or "",
+            d.get("client_addr") or "",
+            d.get("application_name") or "",
+            _iso(d.get("start")),
+            _iso(d.get("end")),
+            str(d.get("statements", 0)),
+            d.get("status") or "",
+        )
+    console.print(table)
+
+
+def _session_dict(s) -> dict:
+    if hasattr(s, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        d = asdict(s)
+    else:
+        d = dict(s)
+    if "id" not in d and "session" in d:
+        d["id"] = d["session"]
+    return d
+
+
+def _normalize_time(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        err.print(f"wardgate: --since/--until: not an ISO time: {value!r}")
+        raise typer.Exit(2) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@app.command()
+def replay(
+    session_id: Annotated[str, typer.Argument(help="The session id (a unique prefix is enough).")],
+    config: ConfigOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
+    max_rows: Annotated[int, typer.Option(help="Rows shown per statement.")] = 20,
+) -> None:
+    """Show one session as a timeline: statements, parameters, outcomes and rows."""
+    from wardgate.replay import load_timeline, render_timeline
+
+    cfg = open_config(config)
+    store = _open_store(cfg)
+    try:
+        timeline = load_timeline(store, session_id)
+    finally:
+        store.close()
+    if timeline is None:
+        err.print(f"wardgate: no session matches {session_id!r}")
+        raise typer.Exit(1)
+    if as_json:
+        for item in timeline.items:
+            sys.stdout.write(json.dumps(item, default=str, ensure_ascii=False) + "\n")
+        return
+    render_timeline(console, timeline, max_rows=max_rows)
+
+
+@app.command()
+def demo(
+    keep: Annotated[bool, typer.Option(help="Keep the demo's data directory.")] = False,
+) -> None:
+    """Run the guided demo: embedded PostgreSQL, the gateway and a scripted agent."""
+    from wardgate.demo.run import run_demo
+
+    raise typer.Exit(run_demo(keep=keep))
+
+
+def _register_optional() -> None:
+    for name in (
+        "policy_commands",
+        "approval_commands",
+        "audit_commands",
+        "masking_commands",
+        "evidence_commands",
+    ):
+        try:
+            module = importlib.import_module(f"wardgate.cli.{name}")
+        except ImportError as exc:
+            if exc.name and exc.name.startswith(f"wardgate.cli.{name}"):
+                continue
+            raise
+        module.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,388 @@
+"""The one YAML configuration file, validated at start.
+
+`load_config(path)` parses the YAML with line information, validates it with pydantic,
+and on failure raises `ConfigError` naming the file, the line, the key and what was
+expected. Secrets are `SecretRef`s (`env:NAME`, `file:PATH`); `Config.check_secrets()`
+resolves every one so a missing variable is named at start (its value never printed).
+
+The policy and masking sections are validated by the models their packages own
+(`wardgate.policy.model.PolicySpec`, `wardgate.masking.engine.MaskingConfig`).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from wardgate.secrets import SecretError, SecretRef
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ConnectionConfig",
+    "IdentityConfig",
+    "TargetConfig",
+    "load_config",
+    "parse_size",
+    "parse_seconds",
+    "DEFAULT_STORE",
+]
+
+DEFAULT_STORE = "sqlite:///./wardgate-data/audit.db"
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message says where and why."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": 1024,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+_SECONDS_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(value: Any) -> int:
+    """`1048576`, `"1MiB"`, `"512 kB"` -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 1048576 or '1MiB'")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError("expected a size such as 1048576 or '1MiB'")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def parse_seconds(value: Any) -> float:
+    """`10`, `"10s"`, `"10m"`, `"1h"`, `"7d"`, `"250ms"` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 10s, 10m, 1h or 7d")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w|)\s*", str(value))
+    if not m:
+        raise ValueError("expected a duration such as 10s, 10m, 1h or 7d")
+    return float(m.group(1)) * _SECONDS_UNITS[m.group(2)]
+
+
+def _secret(value: Any) -> SecretRef:
+    if isinstance(value, SecretRef):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a secret reference 'env:NAME' or 'file:PATH'")
+    try:
+        return SecretRef(value)
+    except SecretError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _file_path(value: Any) -> Path:
+    """`file:PATH` or a plain path."""
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a path or 'file:PATH'")
+    return Path(value[5:] if value.startswith("file:") else value).expanduser()
+
+
+Secret = Annotated[SecretRef, BeforeValidator(_secret)]
+FilePath = Annotated[Path, BeforeValidator(_file_path)]
+Seconds = Annotated[float, BeforeValidator(parse_seconds)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _host_port(value: Any) -> tuple[str, int]:
+    if isinstance(value, int):
+        return ("127.0.0.1", value)
+    if not isinstance(value, str):
+        raise ValueError("expected HOST:PORT, for example 127.0.0.1:6432")
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not (0 <= int(port) <= 65535):
+        raise ValueError("expected HOST:PORT, for example 127.0.0.1:6432")
+    return (host.strip("[]") or "0.0.0.0", int(port))
+
+
+HostPort = Annotated[tuple[str, int], BeforeValidator(_host_port)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class IdentityConfig(_Model):
+    name: str = Field(min_length=1, max_length=63)
+    token: Secret
+    groups: tuple[str, ...] = ()
+    roles: tuple[Literal["agent", "reviewer", "admin"], ...] = ("agent",)
+    disabled: bool = False
+    description: str | None = None
+
+
+class ListenerTLS(_Model):
+    """TLS between agents and the gateway (answer SSLRequest with 'S')."""
+
+    cert: FilePath
+    key: FilePath
+    required: bool = False  # refuse agents that do not ask for TLS
+
+
+class TargetConfig(_Model):
+    host: str
+    port: int = 5432
+    database: str
+    user: str
+    password: Secret | None = None
+    tls: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
+    ca: FilePath | None = None
+    connect_timeout: Seconds = 10.0
+
+    @model_validator(mode="after")
+    def _ca_for_verify(self) -> TargetConfig:
+        if self.tls == "verify-full" and self.ca is None:
+            raise ValueError("tls: verify-full needs ca: file:PATH")
+        return self
+
+
+class ConnectionConfig(_Model):
+    name: str = Field(min_length=1, max_length=63)
+    protocol: Literal["postgres"] = "postgres"
+    listen: HostPort
+    target: TargetConfig
+    tls: ListenerTLS | None = None
+    policies: tuple[str, ...] = ("baseline",)
+    on_unparsed: Literal["deny", "review"] = "deny"
+    # per-statement byte budget for the rows kept in the record
+    record_rows_budget: Size = 1024 * 1024
+    allowed_identities: tuple[str, ...] | None = None  # None: every identity
+    allowed_groups: tuple[str, ...] | None = None
+
+
+class AuditConfig(_Model):
+    durability: Literal["full", "normal"] = "full"
+
+
+class CheckpointConfig(_Model):
+    interval_seconds: Seconds = Field(default=10.0, alias="interval")
+    origin: str = Field(default_factory=lambda: f"wardgate/{socket.gethostname()}")
+    key_file: FilePath = Path("./wardgate-data/checkpoint.key")
+    publish: FilePath | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ApprovalsConfig(_Model):
+    reviewer_groups: tuple[str, ...] = ()
+    default_ttl: Seconds = 600.0
+    poll_interval: Seconds = 0.5
+
+
+class ApiConfig(_Model):
+    listen: HostPort | None = None
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class Config(_Model):
+    store: str = DEFAULT_STORE
+    audit: AuditConfig = AuditConfig()
+    identities: tuple[IdentityConfig, ...] = ()
+    connections: tuple[ConnectionConfig, ...] = Field(min_length=1)
+    policies: tuple[Any, ...] = ()
+    masking: Any = None
+    approvals: ApprovalsConfig = ApprovalsConfig()
+    checkpoints: CheckpointConfig = CheckpointConfig()
+    api: ApiConfig = ApiConfig()
+    logging: LoggingConfig = LoggingConfig()
+    # where the file came from, for messages
+    source: str | None = None
+
+    @field_validator("policies", mode="before")
+    @classmethod
+    def _policies(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        try:
+            from wardgate.policy.model import PolicySpec
+        except ImportError:  # pragma: no cover - policy package always ships
+            return tuple(value)
+        if not isinstance(value, list):
+            raise ValueError("expected a list of policies")
+        return tuple(PolicySpec.model_validate(v) for v in value)
+
+    @field_validator("masking", mode="before")
+    @classmethod
+    def _masking(cls, value: Any) -> Any:
+        try:
+            from wardgate.masking.engine import MaskingConfig
+        except ImportError:  # pragma: no cover
+            return value
+        return MaskingConfig.model_validate(value or {})
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        for what, items in (("identities", self.identities), ("connections", self.connections)):
+            seen: set[str] = set()
+            for item in items:
+                if item.name in seen:
+                    raise ValueError(f"{what}: name {item.name!r} is used twice")
+                seen.add(item.name)
+        listens: set[tuple[str, int]] = set()
+        for conn in self.connections:
+            if conn.listen in listens:
+                raise ValueError(
+                    f"connections: listen {conn.listen[0]}:{conn.listen[1]} is used twice"
+                )
+            listens.add(conn.listen)
+        return self
+
+    # ------------------------------------------------------------------ lookups
+
+    def identity(self, name: str) -> IdentityConfig | None:
+        for ident in self.identities:
+            if ident.name == name:
+                return ident
+        return None
+
+    def connection(self, name: str) -> ConnectionConfig | None:
+        for conn in self.connections:
+            if conn.name == name:
+                return conn
+        return None
+
+    def store_path(self) -> Path:
+        url = self.store
+        for prefix in ("sqlite:///", "sqlite://"):
+            if url.startswith(prefix):
+                url = url[len(prefix) :] if prefix == "sqlite://" else "/" + url[len(prefix) :]
+                break
+        # sqlite:///./x.db means relative, sqlite:////abs means absolute
+        if url.startswith("/./"):
+            url = url[1:]
+        return Path(url)
+
+    def check_secrets(self) -> None:
+        """Resolve every secret reference once; raise ConfigError naming a missing one."""
+        refs: list[tuple[str, SecretRef]] = []
+        for i, ident in enumerate(self.identities):
+            refs.append((f"identities[{i}] ({ident.name}).token", ident.token))
+        for i, conn in enumerate(self.connections):
+            if conn.target.password is not None:
+                refs.append(
+                    (f"connections[{i}] ({conn.name}).target.password", conn.target.password)
+                )
+        for where, ref in refs:
+            try:
+                ref.resolve()
+            except SecretError as exc:
+                raise ConfigError(f"{self.source or 'config'}: {where}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A SafeLoader that remembers the line of every mapping key and sequence item."""
+
+
+def _node_lines(node: yaml.Node, path: tuple, out: dict[tuple, int]) -> None:
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[path + (key,)] = key_node.start_mark.line + 1
+            _node_lines(value_node, path + (key,), out)
+            out[path + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _node_lines(item, path + (i,), out)
+
+
+def _line_for(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    loc = tuple(
+        p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))
+    )
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1: expected a mapping at the top level")
+    lines: dict[tuple, int] = {}
+    if node is not None:
+        _node_lines(node, (), lines)
+    data = dict(data)
+    data["source"] = source
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = tuple(err.get("loc", ()))
+            line = _line_for(loc, lines)
+            key = ".".join(str(p) for p in loc if not (isinstance(p, str) and "[" in p)) or "(top)"
+            msg = err.get("msg", "invalid")
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+            problems.append(f"{source}:{line or '?'}: {key}: {msg}")
+        raise ConfigError("\n".join(problems)) from None
+
+
+def load_config(path: str | Path, *, check_secrets: bool = False) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from None
+    cfg = parse_config(text, str(path))
+    if check_secrets:
+        cfg.check_secrets()
+    return cfg

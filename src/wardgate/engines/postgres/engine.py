@@ -1,0 +1,290 @@
+"""The PostgreSQL engine: one listener per `postgres` connection of the config.
+
+It accepts agents, runs the set-up in `handshake.py` (TLS, SCRAM, target login),
+records the session start (or the refused attempt), then hands both transports to a
+`PgRelay`. It keeps the table of backend keys it handed out so a CancelRequest reaches
+the right target backend, and closes every session on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import ssl
+import sys
+import time
+import uuid
+from typing import Any
+
+from wardgate.config import ConnectionConfig
+from wardgate.engines.postgres import handshake as hs
+from wardgate.engines.postgres.relay import PgRelay
+from wardgate.pipeline.command import SessionInfo
+from wardgate.pipeline.gateway import Gateway
+from wardgate.wire.pg import writers as w
+from wardgate.wire.pg.auth import AuthenticationFailed, ScramServer
+from wardgate.wire.pg.framing import MessageReader, ProtocolError
+
+__all__ = ["PostgresEngine", "log_line"]
+
+log = logging.getLogger("wardgate.postgres")
+
+SETUP_TIMEOUT = 30.0
+
+
+def log_line(event: str, **fields: Any) -> None:
+    """One structured line to stderr (never a secret: callers pass names, not values)."""
+    fields = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, **fields}
+    sys.stderr.write(json.dumps(fields, default=str) + "\n")
+    sys.stderr.flush()
+
+
+class PostgresEngine:
+    protocol = "postgres"
+
+    def __init__(self, gateway: Gateway, conn: ConnectionConfig) -> None:
+        self.gw = gateway
+        self.conn = conn
+        self.server: asyncio.AbstractServer | None = None
+        self.relays: set[PgRelay] = set()
+        self._setups: set[asyncio.Task] = set()
+        # our BackendKeyData -> (target host, port, target pid, target secret)
+        self.keys: dict[tuple[int, int], tuple[str, int, int, int]] = {}
+        self.ssl_context: ssl.SSLContext | None = None
+        if conn.tls is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(conn.tls.cert), str(conn.tls.key))
+            self.ssl_context = ctx
+
+    async def start(self) -> None:
+        host, port = self.conn.listen
+        self.server = await asyncio.start_server(
+            self._accept, host, port, reuse_address=True, limit=1 << 20
+        )
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self._setups):
+            task.cancel()
+        fatal = w.error_response("FATAL", "57P01", "wardgate: the gateway is shutting down")
+        for relay in list(self.relays):
+            relay.close("gateway shutdown", fatal=fatal)
+        if self.server is not None:
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+            except TimeoutError:
+                pass
+
+    # ------------------------------------------------------------------ one agent
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._setups.add(task)
+        try:
+            await asyncio.wait_for(self._setup(reader, writer), SETUP_TIMEOUT)
+        except TimeoutError:
+            self._refuse(
+                writer, w.error_response("FATAL", "08006", "wardgate: connection set-up timed out")
+            )
+        except hs.HandshakeError as exc:
+            self._refuse(writer, exc.packet)
+        except ProtocolError as exc:
+            self._refuse(
+                writer, w.error_response("FATAL", "08P01", f"wardgate: protocol violation: {exc}")
+            )
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
+            writer.close()
+        except asyncio.CancelledError:
+            writer.close()
+        except Exception:
+            log.exception("session set-up failed")
+            self._refuse(
+                writer, w.error_response("FATAL", "XX000", "wardgate: internal error during set-up")
+            )
+        finally:
+            if task is not None:
+                self._setups.discard(task)
+
+    def _refuse(self, writer: asyncio.StreamWriter, packet: bytes) -> None:
+        try:
+            if packet and not writer.is_closing():
+                writer.write(packet)
+        finally:
+            writer.close()
+
+    async def _setup(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        client_addr = f"{peer[0]}:{peer[1]}"
+        mr = MessageReader(startup=True)
+        tls_required = bool(self.conn.tls and self.conn.tls.required)
+        startup = await hs.read_agent_startup(
+            reader, writer, mr, self.ssl_context, tls_required=tls_required
+        )
+        if startup.cancel is not None:
+            await self._cancel(*startup.cancel, client_addr)
+            writer.close()
+            return
+
+        claimed = startup.user
+        identity = self.gw.identities.get(claimed)
+        server = ScramServer(self.gw.identities.verifier(claimed))
+        try:
+            await hs.authenticate_agent(reader, writer, mr, server)
+            if identity is None:
+                raise AuthenticationFailed("unknown identity")
+        except AuthenticationFailed:
+            reason = "unknown identity" if identity is None else "bad token"
+            await self._auth_failure(claimed, client_addr, reason, "28P01")
+            raise hs.HandshakeError(
+                f'password authentication failed for user "{claimed}"', sqlstate="28P01"
+            ) from None
+        if identity.disabled:
+            await self._auth_failure(claimed, client_addr, "identity disabled", "28000")
+            raise hs.HandshakeError(f'wardgate: identity "{claimed}" is disabled', sqlstate="28000")
+        if not self._admitted(identity):
+            await self._auth_failure(
+                claimed, client_addr, "not allowed on this connection", "28000"
+            )
+            raise hs.HandshakeError(
+                f'wardgate: identity "{claimed}" may not use connection "{self.conn.name}"',
+                sqlstate="28000",
+            )
+        if startup.database not in (self.conn.name, self.conn.target.database, claimed):
+            raise hs.HandshakeError(
+                f'wardgate: connection "{self.conn.name}" serves database "{self.conn.target.database}", '
+                f'not "{startup.database}"',
+                sqlstate="3D000",
+            )
+
+        target = await hs.connect_target(self.conn, startup.params)
+        info = SessionInfo(
+            session_id=str(uuid.uuid4()),
+            identity=identity.name,
+            groups=identity.groups,
+            connection=self.conn.name,
+            protocol="postgres",
+            client_addr=client_addr,
+            application_name=startup.params.get("application_name") or None,
+        )
+        fut = self.gw.record(
+            "session_start",
+            info,
+            meta={
+                "client_addr": client_addr,
+                "application_name": info.application_name,
+                "protocol": "postgres",
+                "tls": startup.tls,
+                "target_tls": target.tls,
+                "database": self.conn.target.database,
+            },
+        )
+        try:
+            await asyncio.wrap_future(fut)
+        except Exception:
+            target.writer.close()
+            raise hs.HandshakeError("wardgate: audit store unavailable", sqlstate="58000") from None
+
+        key = (secrets.randbits(31), secrets.randbits(31))
+        self.keys[key] = (self.conn.target.host, self.conn.target.port, target.pid, target.secret)
+        hello = [w.authentication_ok()]
+        hello += [w.parameter_status(k, v) for k, v in target.parameters]
+        hello.append(w.backend_key_data(*key))
+        hello.append(w.ready_for_query("I"))
+        writer.write(b"".join(hello))
+        log_line(
+            "session_start",
+            session=info.session_id,
+            identity=info.identity,
+            connection=info.connection,
+            client=client_addr,
+            application_name=info.application_name,
+            tls=startup.tls,
+        )
+
+        def closed(relay: PgRelay) -> None:
+            self.relays.discard(relay)
+            self.keys.pop(key, None)
+            log_line(
+                "session_end",
+                session=info.session_id,
+                identity=info.identity,
+                connection=info.connection,
+                statements=relay.statement_count,
+                reason=relay.end_reason,
+            )
+
+        relay = PgRelay(
+            self.gw,
+            info,
+            writer.transport,  # type: ignore[arg-type]
+            target.writer.transport,  # type: ignore[arg-type]
+            budget=self.conn.record_rows_budget,
+            on_close=closed,
+        )
+        self.relays.add(relay)
+        agent_left = mr.take_remaining() + _drain_stream(reader)
+        target_left = target.mr.take_remaining() + _drain_stream(target.reader)
+        relay.start(agent_left, target_left)
+
+    def _admitted(self, identity: Any) -> bool:
+        c = self.conn
+        if c.allowed_identities is None and c.allowed_groups is None:
+            return True
+        if c.allowed_identities and identity.name in c.allowed_identities:
+            return True
+        return bool(c.allowed_groups and set(c.allowed_groups).intersection(identity.groups))
+
+    async def _auth_failure(
+        self, claimed: str, client_addr: str, reason: str, sqlstate: str
+    ) -> None:
+        log_line(
+            "auth_failure",
+            identity=claimed,
+            connection=self.conn.name,
+            client=client_addr,
+            reason=reason,
+        )
+        fut = self.gw.store.submit(
+            "auth_failure",
+            identity=claimed,
+            connection=self.conn.name,
+            verdict="deny",
+            rule="gateway/authentication",
+            meta={
+                "client_addr": client_addr,
+                "reason": reason,
+                "protocol": "postgres",
+                "sqlstate": sqlstate,
+            },
+        )
+        try:
+            await asyncio.wrap_future(fut)
+        except Exception:
+            log.error("could not record an authentication failure")
+
+    async def _cancel(self, pid: int, secret: int, client_addr: str) -> None:
+        target = self.keys.get((pid, secret))
+        if target is None:
+            return  # as PostgreSQL: an unknown key is ignored silently
+        host, port, tpid, tsecret = target
+        self.gw.store.submit("cancel", connection=self.conn.name, meta={"client_addr": client_addr})
+        await hs.send_cancel(host, port, tpid, tsecret)
+
+
+def _drain_stream(reader: asyncio.StreamReader) -> bytes:
+    # bytes the stream read past the end of set-up (a pipelined first query)
+    buf = getattr(reader, "_buffer", None)
+    if not buf:
+        return b""
+    data = bytes(buf)
+    buf.clear()
+    return data

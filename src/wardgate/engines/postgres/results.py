@@ -1,0 +1,107 @@
+"""Recording what one statement returned, as it streams.
+
+A `ResultRecorder` counts rows, keeps the (already masked) rows as JSON lines up to a
+byte budget, and digests every row byte beyond it, so the record of a 10-million-row
+result costs a fixed amount of memory. When the statement ends it appends one `result`
+event. The rows are stored as a payload addressed by SHA-256; the event names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from wardgate.wire.pg.backend import decode_data_row
+
+__all__ = ["ResultRecorder", "rows_from_tag"]
+
+
+def rows_from_tag(tag: str) -> int | None:
+    """`SELECT 5` -> 5, `INSERT 0 3` -> 3, `BEGIN` -> None."""
+    parts = tag.rsplit(" ", 1)
+    if len(parts) == 2 and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+def _text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "replace")
+
+
+class ResultRecorder:
+    __slots__ = (
+        "budget",
+        "rows",
+        "stored_rows",
+        "stored_bytes",
+        "total_bytes",
+        "truncated",
+        "columns",
+        "_lines",
+        "_digest",
+        "copy_bytes",
+    )
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.rows = 0
+        self.stored_rows = 0
+        self.stored_bytes = 0
+        self.total_bytes = 0
+        self.truncated = False
+        self.columns: list[str] | None = None
+        self._lines: list[bytes] = []
+        self._digest = hashlib.sha256()
+        self.copy_bytes = 0
+
+    def set_columns(self, names: list[str]) -> None:
+        self.columns = names
+
+    def add_row_body(self, body: bytes) -> None:
+        """One DataRow body as sent to the agent (masked when masking applies)."""
+        self.rows += 1
+        self.total_bytes += len(body)
+        self._digest.update(body)
+        if self.truncated:
+            return
+        line = json.dumps([_text(v) for v in decode_data_row(body)], ensure_ascii=False).encode()
+        if self.stored_bytes + len(line) > self.budget:
+            self.truncated = True
+            return
+        self._lines.append(line)
+        self.stored_bytes += len(line) + 1
+        self.stored_rows += 1
+
+    def add_copy_data(self, data: bytes) -> None:
+        """COPY TO STDOUT data as sent to the agent; kept as text lines within the budget."""
+        self.copy_bytes += len(data)
+        self.total_bytes += len(data)
+        self._digest.update(data)
+        if self.truncated:
+            return
+        if self.stored_bytes + len(data) > self.budget:
+            self.truncated = True
+            return
+        self.rows += data.count(b"\n")
+        line = json.dumps({"copy": data.decode("utf-8", "replace")}, ensure_ascii=False).encode()
+        self._lines.append(line)
+        self.stored_bytes += len(line) + 1
+        self.stored_rows += 1
+
+    def payload(self) -> bytes | None:
+        if not self._lines and self.columns is None:
+            return None
+        head = json.dumps({"columns": self.columns}, ensure_ascii=False).encode()
+        return b"\n".join([head, *self._lines]) + b"\n"
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "rows_streamed": self.rows,
+            "stored_rows": self.stored_rows,
+            "truncated": self.truncated,
+            "total_bytes": self.total_bytes,
+            "digest": self._digest.hexdigest(),
+        }

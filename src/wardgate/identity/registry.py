@@ -1,0 +1,79 @@
+"""Agent and reviewer identities, resolved from the config at start.
+
+The registry keeps no raw token: for the PostgreSQL listener it keeps a SCRAM-SHA-256
+verifier per identity (what PostgreSQL itself stores in pg_authid), and for bearer
+authentication on the HTTP API a SHA-256 digest of the token. Tokens are high-entropy
+secrets, so a digest is as strong a check as a slow hash and costs microseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from wardgate.config import Config, IdentityConfig
+from wardgate.wire.pg.auth import ScramVerifier, make_scram_verifier
+
+__all__ = ["Identity", "IdentityRegistry"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    name: str
+    groups: tuple[str, ...]
+    roles: tuple[str, ...]
+    disabled: bool
+
+
+class IdentityRegistry:
+    def __init__(
+        self, identities: tuple[IdentityConfig, ...], *, reviewer_groups: tuple[str, ...] = ()
+    ):
+        self._identities: dict[str, Identity] = {}
+        self._verifiers: dict[str, ScramVerifier] = {}
+        self._bearer: dict[bytes, str] = {}
+        self._reviewer_groups = frozenset(reviewer_groups)
+        # a per-process key for verifiers of unknown users, so an unknown user runs the
+        # same exchange as a known one and fails only at the end
+        self._dummy_key = secrets.token_bytes(32)
+        for cfg in identities:
+            token = cfg.token.resolve()
+            ident = Identity(cfg.name, tuple(cfg.groups), tuple(cfg.roles), cfg.disabled)
+            self._identities[cfg.name] = ident
+            self._verifiers[cfg.name] = make_scram_verifier(token)
+            self._bearer[hashlib.sha256(token.encode()).digest()] = cfg.name
+            del token
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> IdentityRegistry:
+        return cls(cfg.identities, reviewer_groups=cfg.approvals.reviewer_groups)
+
+    def get(self, name: str) -> Identity | None:
+        return self._identities.get(name)
+
+    def verifier(self, name: str) -> ScramVerifier:
+        """The identity's SCRAM verifier, or a stable fake one for an unknown name."""
+        v = self._verifiers.get(name)
+        if v is not None:
+            return v
+        return ScramVerifier.dummy(name, self._dummy_key)
+
+    def authenticate_bearer(self, token: str) -> Identity | None:
+        digest = hashlib.sha256(token.encode()).digest()
+        for known, name in self._bearer.items():
+            if hmac.compare_digest(known, digest):
+                ident = self._identities[name]
+                return None if ident.disabled else ident
+        return None
+
+    # ReviewerDirectory protocol (approvals)
+    def is_reviewer(self, name: str) -> bool:
+        ident = self._identities.get(name)
+        if ident is None or ident.disabled:
+            return False
+        return "reviewer" in ident.roles or bool(self._reviewer_groups.intersection(ident.groups))
+
+    def names(self) -> list[str]:
+        return list(self._identities)

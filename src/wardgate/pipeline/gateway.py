@@ -1,0 +1,305 @@
+"""The pipeline every engine shares: policy, masking, approvals and the audit log.
+
+An engine owns sockets and a codec; it hands each statement to this `Gateway`, which
+decides (policy), records (audit, write-ahead), holds (approvals) and masks (masking).
+One Gateway serves every connection of a `wardgate serve` process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from wardgate.config import Config
+from wardgate.identity.registry import IdentityRegistry
+from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
+
+if TYPE_CHECKING:
+    from wardgate.audit.store import AuditStore
+
+__all__ = ["Gateway", "format_ttl"]
+
+log = logging.getLogger("wardgate.gateway")
+
+
+def format_ttl(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds % 3600 == 0 and seconds >= 3600:
+        return f"{seconds // 3600}h"
+    if seconds % 60 == 0 and seconds >= 60:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+class Gateway:
+    def __init__(
+        self, config: Config, store: AuditStore, *, identities: IdentityRegistry | None = None
+    ):
+        self.config = config
+        self.store = store
+        self.identities = identities or IdentityRegistry.from_config(config)
+        try:
+            from wardgate.policy.engine import PolicyEngine, wardgate_setting
+        except ImportError:
+            from wardgate.pipeline._interim import PermissivePolicy as PolicyEngine
+            from wardgate.pipeline._interim import wardgate_setting
+
+        self.policy = PolicyEngine(
+            list(config.policies),
+            connection_policies={c.name: list(c.policies) for c in config.connections},
+            on_unparsed={c.name: c.on_unparsed for c in config.connections},
+        )
+        self._wardgate_setting = wardgate_setting
+        try:
+            from wardgate.masking.engine import MaskingConfig, MaskingEngine
+        except ImportError:
+            from wardgate.pipeline._interim import NoMasking as MaskingEngine
+
+            MaskingConfig = dict
+        masking_cfg = config.masking or MaskingConfig()
+        token_key = None
+        ref = getattr(masking_cfg, "token_key", None)
+        if ref:
+            from wardgate.secrets import SecretRef
+
+            token_key = SecretRef(ref).resolve().encode() if isinstance(ref, str) else None
+        self.masking = MaskingEngine(masking_cfg, token_key=token_key)
+        try:
+            from wardgate.masking.baseline import BASELINE_MASK
+
+            self._baseline_masks = (BASELINE_MASK,)
+        except ImportError:
+            self._baseline_masks = ()
+        self.broker: Any = None  # set by serve() when approvals run
+
+    # ------------------------------------------------------------------ policy
+
+    def policy_session(self, info: SessionInfo) -> Any:
+        return self.policy.session(info)
+
+    def wardgate_setting(self, sql: str) -> tuple[str, str] | None:
+        if "wardgate" not in sql.lower():
+            return None
+        return self._wardgate_setting(sql)
+
+    # ------------------------------------------------------------------ audit
+
+    def record(
+        self,
+        kind: str,
+        info: SessionInfo | None,
+        *,
+        verdict: str | None = None,
+        rule: str | None = None,
+        meta: dict | None = None,
+        payload: bytes | None = None,
+    ) -> Any:
+        """Queue an event; returns a concurrent Future (or None if the store refused at once)."""
+        try:
+            return self.store.submit(
+                kind,
+                session=info.session_id if info else None,
+                identity=info.identity if info else None,
+                connection=info.connection if info else None,
+                verdict=verdict,
+                rule=rule,
+                meta=meta or {},
+                payload=payload,
+            )
+        except Exception as exc:  # the caller treats a failed future as store failure
+            import concurrent.futures
+
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            fut.set_exception(exc)
+            return fut
+
+    def _masks_for(self, decision: Decision | None) -> tuple:
+        if decision is not None and decision.masks:
+            return tuple(decision.masks)
+        return self._baseline_masks
+
+    def mask_text(self, text: str, decision: Decision | None = None) -> str:
+        if not text:
+            return text
+        masked, _counts = self.masking.mask_text(text, self._masks_for(decision))
+        return masked
+
+    def record_command(self, command: Command, decision: Decision, **extra: Any) -> Any:
+        masks = self._masks_for(decision)
+        text, _ = self.masking.mask_text(command.text, masks)
+        params = [
+            None if p is None else self.masking.mask_text(p, masks)[0] for p in command.parameters
+        ]
+        payload = json.dumps({"text": text, "parameters": params}, ensure_ascii=False).encode()
+        facts = decision.facts or {}
+        meta: dict[str, Any] = {
+            "index": command.index,
+            "via": command.via,
+            "reason": decision.reason,
+            "kinds": facts.get("kinds", []),
+            "objects": facts.get("objects", []),
+            "fingerprint": facts.get("fingerprint"),
+        }
+        if command.session.reason:
+            meta["justification"] = command.session.reason
+        if command.session.application_name:
+            meta["application_name"] = command.session.application_name
+        meta.update(extra)
+        return self.record(
+            "command",
+            command.session,
+            verdict=decision.verdict.value,
+            rule=decision.rule,
+            meta=meta,
+            payload=payload,
+        )
+
+    def record_result(
+        self, info: SessionInfo, ex: Any, *, tag: str | None, error: dict | None, rows: int | None
+    ) -> None:
+        try:
+            command_seq = ex.seq_future.result(timeout=0).seq
+        except Exception:
+            command_seq = None
+        rec = ex.recorder
+        meta = {"command_seq": command_seq, "tag": tag, "rows": rows, "error": error}
+        meta.update(rec.meta())
+        if ex.masker is not None:
+            meta["masking"] = ex.masker.summary()
+        self.record("result", info, meta=meta, payload=rec.payload())
+
+    # ------------------------------------------------------------------ masking
+
+    def result_masker(self, decision: Decision | None, fields: list, formats: list[int]) -> Any:
+        try:
+            from wardgate.masking.engine import ColumnInfo
+        except ImportError:  # interim
+            return None
+
+        tables = []
+        if decision is not None:
+            for obj in (decision.facts or {}).get("tables", []) or []:
+                tables.append(obj)
+        table = tables[0] if len(tables) == 1 else None
+        columns = [
+            ColumnInfo(
+                f.name,
+                table if f.table_oid else None,
+                f.type_oid,
+                formats[i] if i < len(formats) else 0,
+            )
+            for i, f in enumerate(fields)
+        ]
+        return self.masking.plan(self._masks_for(decision), columns)
+
+    def mask_unplanned_row(self, body: bytes) -> bytes:
+        from wardgate.wire.pg.backend import decode_data_row
+        from wardgate.wire.pg.writers import data_row
+
+        values = decode_data_row(body)
+        changed = False
+        out: list[bytes | None] = []
+        for v in values:
+            if v is None:
+                out.append(None)
+                continue
+            text = bytes(v).decode("utf-8", "replace")
+            masked = self.mask_text(text)
+            changed |= masked != text
+            out.append(masked.encode())
+        if not changed:
+            return body
+        return data_row(out)[5:]
+
+    def mask_copy_unplanned(self, data: bytes) -> bytes:
+        text = data.decode("utf-8", "replace")
+        masked = self.mask_text(text)
+        return data if masked == text else masked.encode()
+
+    def mask_error(self, raw: bytes, body: bytes, *, notice: bool = False) -> bytes:
+        """ErrorResponse / NoticeResponse with values echoed by PostgreSQL masked."""
+        from wardgate.wire.pg.backend import decode_fields
+        from wardgate.wire.pg.writers import error_response, notice_response
+
+        fields = decode_fields(body)
+        changed = False
+        for key in ("M", "D", "H", "W", "q"):
+            if key in fields:
+                masked = self.mask_text(fields[key])
+                if masked != fields[key]:
+                    fields[key] = masked
+                    changed = True
+        if not changed:
+            return raw
+        build = notice_response if notice else error_response
+        severity = fields.pop("S", "ERROR")
+        code = fields.pop("C", "XX000")
+        message = fields.pop("M", "")
+        return build(severity, code, message, fields=fields)
+
+    def mask_notification(self, raw: bytes, body: bytes) -> bytes:
+        from wardgate.wire.pg.backend import decode_notification_response as decode_notification
+        from wardgate.wire.pg.writers import notification_response
+
+        n = decode_notification(body)
+        masked = self.mask_text(n.payload)
+        if masked == n.payload:
+            return raw
+        return notification_response(n.pid, n.channel, masked)
+
+    # ------------------------------------------------------------------ approvals
+
+    async def review(
+        self, relay: Any, decisions: list[tuple[Command, Decision]], notice: Any
+    ) -> tuple[bool, str | None, dict]:
+        """Hold a statement for a human. Returns (approved, refusal message, evidence)."""
+        decision = max((d for _, d in decisions), key=lambda d: d.verdict is Verdict.REVIEW)
+        command = next(c for c, d in decisions if d is decision)
+        info = relay.info
+        command = Command(info, command.text, command.parameters, command.index, command.via)
+        fingerprint = (decision.facts or {}).get("fingerprint") or hashlib.sha256(
+            command.text.encode()
+        ).hexdigest()
+        ttl = decision.review_ttl_seconds or self.config.approvals.default_ttl
+        if self.broker is None:
+            return (
+                False,
+                f'wardgate: rule "{decision.rule}" needs an approval and approvals are not running',
+                {},
+            )
+        grant = self.broker.active_grant(info.identity, info.connection, fingerprint)
+        if grant is not None:
+            return True, None, {"grant": getattr(grant, "id", None), "approved_by_grant": True}
+        masked = Command(
+            info, self.mask_text(command.text, decision), (), command.index, command.via
+        )
+        approval = await self.broker.request(masked, decision, fingerprint=fingerprint)
+        notice(
+            f'wardgate: approval {approval.id} requested (rule "{decision.rule}"), '
+            f"waiting up to {format_ttl(ttl)}"
+        )
+        started = time.monotonic()
+        outcome = await self.broker.wait(approval.id, ttl)
+        evidence = {
+            "approval_id": approval.id,
+            "waited_seconds": round(time.monotonic() - started, 3),
+        }
+        if outcome.approved:
+            evidence["approved_by"] = list(outcome.reviewers)
+            return True, None, evidence
+        if outcome.timed_out:
+            return (
+                False,
+                f"wardgate: approval {approval.id} timed out after {format_ttl(ttl)}",
+                evidence,
+            )
+        who = ", ".join(outcome.reviewers) or "a reviewer"
+        return (
+            False,
+            f'wardgate: approval {approval.id} denied by {who} (rule "{decision.rule}"): '
+            f"{outcome.reason or 'no reason given'}",
+            evidence,
+        )

@@ -1,0 +1,168 @@
+"""A recorded session as a timeline, for `wardgate replay`.
+
+Reads a session's events in log order, joins each `command` with its `result`, and
+loads the stored payloads (statement text and parameters, rows as recorded: masked,
+and cut at the byte budget). A purged payload shows as purged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["Timeline", "load_timeline", "render_timeline"]
+
+
+@dataclass
+class Timeline:
+    session: str
+    identity: str | None
+    connection: str | None
+    start: str | None
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _rows(payload: bytes | None) -> tuple[list[str] | None, list[Any]]:
+    if payload is None:
+        return None, []
+    lines = payload.decode("utf-8", "replace").splitlines()
+    if not lines:
+        return None, []
+    columns = json.loads(lines[0]).get("columns")
+    return columns, [json.loads(line) for line in lines[1:] if line]
+
+
+def _resolve_session(store: Any, prefix: str) -> str | None:
+    matches = [s for s in store.sessions() if getattr(s, "id", None) and s.id.startswith(prefix)]
+    if len(matches) == 1:
+        return matches[0].id
+    exact = [s for s in matches if s.id == prefix]
+    return exact[0].id if exact else None
+
+
+def load_timeline(store: Any, session_prefix: str) -> Timeline | None:
+    session_id = _resolve_session(store, session_prefix)
+    if session_id is None:
+        return None
+    events = list(store.events(session=session_id))
+    if not events:
+        return None
+    start = events[0].time
+    t0 = _ts(start)
+    timeline = Timeline(session_id, events[0].identity, events[0].connection, start)
+    commands: dict[int, dict[str, Any]] = {}
+    for ev in events:
+        offset = round((_ts(ev.time) - t0).total_seconds(), 6)
+        item: dict[str, Any] = {"seq": ev.seq, "offset": offset, "kind": ev.kind, "time": ev.time}
+        if ev.kind == "command":
+            body = store.payload(ev.payload_hash) if ev.payload_hash else None
+            if body is None and ev.payload_hash:
+                item["text"], item["parameters"] = "<payload purged>", []
+            else:
+                data = json.loads(body) if body else {}
+                item["text"], item["parameters"] = data.get("text"), data.get("parameters", [])
+            item.update(verdict=ev.verdict, rule=ev.rule, reason=ev.meta.get("reason"))
+            for key in ("approval_id", "approved_by", "justification"):
+                if key in ev.meta:
+                    item[key] = ev.meta[key]
+            commands[ev.seq] = item
+        elif ev.kind == "result":
+            parent = commands.get(ev.meta.get("command_seq"))
+            payload = store.payload(ev.payload_hash) if ev.payload_hash else None
+            columns, rows = _rows(payload)
+            outcome = {
+                "tag": ev.meta.get("tag"),
+                "rows": ev.meta.get("rows")
+                if ev.meta.get("rows") is not None
+                else ev.meta.get("rows_streamed"),
+                "error": ev.meta.get("error"),
+                "stored_rows": ev.meta.get("stored_rows"),
+                "truncated": ev.meta.get("truncated"),
+                "masking": ev.meta.get("masking"),
+                "columns": columns,
+                "row_values": rows,
+            }
+            if parent is not None:
+                parent["result"] = outcome
+                continue
+            item.update(outcome)
+        else:
+            item["meta"] = ev.meta
+            if ev.verdict:
+                item["verdict"] = ev.verdict
+        timeline.items.append(item)
+    return timeline
+
+
+def render_timeline(console: Console, timeline: Timeline, *, max_rows: int = 20) -> None:
+    console.print(
+        f"[bold]session[/bold] {timeline.session}  identity [cyan]{timeline.identity}[/cyan]  "
+        f"connection [cyan]{timeline.connection}[/cyan]  started {timeline.start}"
+    )
+    colors = {"allow": "green", "deny": "red", "review": "yellow"}
+    for item in timeline.items:
+        stamp = f"+{item['offset']:9.3f}s"
+        if item["kind"] != "command":
+            meta = item.get("meta") or {}
+            detail = ", ".join(f"{k}={v}" for k, v in meta.items() if v not in (None, "", [], {}))
+            console.print(f"[dim]{stamp}  {item['kind']}  {detail}[/dim]", highlight=False)
+            continue
+        verdict = item.get("verdict") or ""
+        color = colors.get(verdict, "white")
+        console.print(
+            f"{stamp}  [{color}]{verdict:6}[/{color}]  {item.get('text')}", highlight=False
+        )
+        if item.get("parameters"):
+            console.print(f"{'':13}parameters: {item['parameters']}", highlight=False)
+        if verdict != "allow" and item.get("rule"):
+            console.print(
+                f"{'':13}rule {item['rule']}: {item.get('reason') or ''}", highlight=False
+            )
+        if item.get("approval_id"):
+            console.print(
+                f"{'':13}approval {item['approval_id']} by {', '.join(item.get('approved_by') or [])}",
+                highlight=False,
+            )
+        result = item.get("result")
+        if not result:
+            continue
+        if result.get("error"):
+            e = result["error"]
+            console.print(
+                f"{'':13}[red]error {e.get('sqlstate') or ''}: {e.get('message')}[/red]",
+                highlight=False,
+            )
+        else:
+            console.print(
+                f"{'':13}-> {result.get('tag')}  rows {result.get('rows')}", highlight=False
+            )
+        if result.get("masking"):
+            console.print(
+                f"{'':13}masking: {json.dumps(result['masking'], sort_keys=True)}", highlight=False
+            )
+        rows = result.get("row_values") or []
+        if rows and result.get("columns"):
+            table = Table(show_header=True, header_style="dim", box=None, padding=(0, 1))
+            for col in result["columns"]:
+                table.add_column(str(col))
+            for row in rows[:max_rows]:
+                if isinstance(row, list):
+                    table.add_row(*["NULL" if v is None else str(v) for v in row])
+            console.print(table)
+            extra = (result.get("rows") or 0) - min(len(rows), max_rows)
+            if extra > 0:
+                note = (
+                    " (beyond the record budget: counted and digested)"
+                    if result.get("truncated")
+                    else ""
+                )
+                console.print(f"{'':13}[dim]... {extra} more rows{note}[/dim]", highlight=False)

@@ -1,0 +1,136 @@
+"""`wardgate serve`: start every listener of the config and run until a signal.
+
+Order of start: the store (fail early if it cannot be opened), identities (fail early if
+a secret reference is missing), the pipeline, the approval broker (which marks requests
+left pending by a previous run as abandoned), the checkpointer, the listeners, then the
+HTTP API. On SIGTERM or SIGINT everything stops in reverse order: listeners close their
+sessions (recorded as ended), the broker abandons pending requests, a final checkpoint is
+signed, the store flushes, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from wardgate.audit.store import AuditStore
+from wardgate.config import Config
+from wardgate.engines.postgres.engine import PostgresEngine, log_line
+from wardgate.identity.registry import IdentityRegistry
+from wardgate.pipeline.gateway import Gateway
+
+__all__ = ["GatewayServer", "ENGINES", "serve"]
+
+log = logging.getLogger("wardgate.server")
+
+# protocol name -> engine class (the registry later protocols plug into)
+ENGINES: dict[str, type] = {"postgres": PostgresEngine}
+
+
+class GatewayServer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store: AuditStore | None = None
+        self.gateway: Gateway | None = None
+        self.engines: list[Any] = []
+        self.broker: Any = None
+        self.checkpointer: Any = None
+        self._api: tuple[Any, Any] | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.check_secrets()
+        self.store = AuditStore.open(cfg.store, durability=cfg.audit.durability)
+        identities = IdentityRegistry.from_config(cfg)
+        self.gateway = Gateway(cfg, self.store, identities=identities)
+        self.broker = _make_broker(cfg, self.store, identities)
+        if self.broker is not None:
+            await self.broker.start()
+            self.gateway.broker = self.broker
+        self.checkpointer = _make_checkpointer(cfg, self.store)
+        if self.checkpointer is not None:
+            await self.checkpointer.start()
+        for conn in cfg.connections:
+            engine = ENGINES[conn.protocol](self.gateway, conn)
+            await engine.start()
+            self.engines.append(engine)
+        if cfg.api.listen is not None and self.broker is not None:
+            from wardgate.api.app import create_app, serve_api
+
+            app = create_app(self.broker, identities)
+            self._api = await serve_api(app, *cfg.api.listen)
+        log_line(
+            "gateway_ready",
+            listeners={e.conn.name: f"{e.conn.listen[0]}:{e.port}" for e in self.engines},
+            api=f"{cfg.api.listen[0]}:{cfg.api.listen[1]}" if cfg.api.listen else None,
+            store=str(self.store.path),
+        )
+
+    async def stop(self) -> None:
+        for engine in self.engines:
+            await engine.stop()
+        if self._api is not None:
+            server, task = self._api
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5)
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                await self.broker.close()
+        if self.checkpointer is not None:
+            with contextlib.suppress(Exception):
+                await self.checkpointer.stop()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+        log_line("gateway_stopped")
+
+
+def _make_broker(cfg: Config, store: AuditStore, identities: IdentityRegistry) -> Any:
+    from wardgate.approvals.broker import ApprovalBroker
+
+    notifier = None
+    try:
+        from wardgate.approvals.notify import Notifier
+
+        notifier = (
+            Notifier.from_policies(cfg.policies, store)
+            if hasattr(Notifier, "from_policies")
+            else None
+        )
+    except Exception:
+        log.exception("webhook notifications disabled: bad notify settings")
+    return ApprovalBroker(
+        store, reviewers=identities, notifier=notifier, poll_interval=cfg.approvals.poll_interval
+    )
+
+
+def _make_checkpointer(cfg: Config, store: AuditStore) -> Any:
+    try:
+        from wardgate.audit.checkpoint import Checkpointer
+    except ImportError:
+        return None
+    return Checkpointer.from_config(cfg, store) if hasattr(Checkpointer, "from_config") else None
+
+
+def _configure_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=getattr(logging, config.logging.level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def serve(config: Config) -> int:
+    _configure_logging(config)
+    server = GatewayServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log_line("gateway_stopping")
+    await server.stop()
+    return 0
