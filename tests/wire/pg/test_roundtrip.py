@@ -173,9 +173,7 @@ def test_data_row_and_row_description_shapes() -> None:
 
 
 def test_error_response_writer_fields() -> None:
-    raw = w.error_response(
-        "FATAL", "28P01", "denied", detail="why", hint="ask", fields={"P": "3"}
-    )
+    raw = w.error_response("FATAL", "28P01", "denied", detail="why", hint="ask", fields={"P": "3"})
     t, body, _ = _one(raw)
     assert t == c.ERROR_RESPONSE
     assert b.decode_fields(body) == {

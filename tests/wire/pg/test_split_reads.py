@@ -43,7 +43,9 @@ CLIENT = b"".join(
 SERVER = b"".join(
     [
         w.authentication_sasl(["SCRAM-SHA-256"]),
-        w.authentication_sasl_continue(b"r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"),
+        w.authentication_sasl_continue(
+            b"r=rOprNGfwEbeRWgbNEkqOxyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
+        ),
         w.authentication_sasl_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
         w.authentication_ok(),
         w.parameter_status("server_version", "15.4"),
