@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from approvals.conftest import make_command, make_decision, open_store, store_failure
 
+from tests.approvals.helpers import StoreUnavailable, make_command, make_decision, open_store
 from wardgate.api.app import create_app, serve_api
 from wardgate.approvals.broker import ApprovalBroker
 from wardgate.config import IdentityConfig
@@ -203,7 +203,7 @@ async def test_503_when_the_store_is_down(
     client: httpx.AsyncClient, broker: ApprovalBroker, store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     approval_id = await held(broker)
-    failure = store_failure()
+    failure = StoreUnavailable
 
     def broken(*a: Any, **k: Any) -> Any:
         raise failure("disk on fire")

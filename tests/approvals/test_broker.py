@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from approvals.conftest import kinds, make_command, make_decision, store_failure
+from tests.approvals.helpers import StoreUnavailable, kinds, make_command, make_decision
 from wardgate.approvals.broker import ApprovalBroker
 from wardgate.approvals.model import (
     ApprovalForbidden,
@@ -176,7 +176,7 @@ async def test_grant_needs_every_approver_to_ask(store: Any) -> None:
 async def test_store_failure_leaves_decision_uncounted(store: Any, monkeypatch) -> None:
     broker = broker_for(store)
     a = await broker.request(make_command(), make_decision(), fingerprint="fp")
-    failure = store_failure()
+    failure = StoreUnavailable
 
     def broken(*args: Any, **kw: Any) -> Any:
         raise failure("disk on fire")
@@ -218,12 +218,10 @@ async def test_start_abandons_previous_runs_requests(store: Any) -> None:
 
 CLI_DECIDE = textwrap.dedent(
     """
-    import sys
-    sys.path[:0] = [{tests!r}]
-    from approvals.conftest import open_store
+    from wardgate.audit.store import AuditStore
     from wardgate.approvals.broker import ApprovalBroker
     from wardgate.approvals.model import StaticReviewers
-    store = open_store(__import__("pathlib").Path({path!r}))
+    store = AuditStore.open({path!r})
     broker = ApprovalBroker(store, reviewers=StaticReviewers.of({{"alice"}}))
     print(broker.decide({id!r}, "alice", approve=True, reason="from the cli").status)
     store.close()
@@ -235,8 +233,7 @@ async def test_decision_from_another_process_is_noticed_by_polling(store: Any) -
     broker = broker_for(store, poll_interval=0.1)
     a = await broker.request(make_command(), make_decision(), fingerprint="fp")
     waiter = asyncio.create_task(broker.wait(a.id, timeout=20))
-    tests_dir = str(__import__("pathlib").Path(__file__).resolve().parents[1])
-    code = CLI_DECIDE.format(tests=tests_dir, path=str(store.path), id=a.id)
+    code = CLI_DECIDE.format(path=str(store.path), id=a.id)
     proc = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
     )
@@ -244,3 +241,23 @@ async def test_decision_from_another_process_is_noticed_by_polling(store: Any) -
     assert proc.stdout.strip() == "approved"
     outcome = await asyncio.wait_for(waiter, 2)
     assert outcome.approved and outcome.reason == "from the cli"
+
+
+@pytest.mark.xfail(
+    reason="audit store keeps its Merkle frontier in memory and does not notice appends by "
+    "another process (the CLI): its next append fails with UNIQUE constraint failed: "
+    "events.seq. Fix belongs in audit/group_commit.py (reload the frontier when max(seq) moved).",
+    strict=False,
+)
+async def test_gateway_store_appends_after_another_process_appended(store: Any) -> None:
+    """The CLI's approval_decided lands between two of the gateway's own appends."""
+    broker = broker_for(store, poll_interval=0.1)
+    a = await broker.request(make_command(), make_decision(), fingerprint="fp")
+    code = CLI_DECIDE.format(path=str(store.path), id=a.id)
+    proc = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0, proc.stderr
+    await broker.request(make_command(), make_decision(), fingerprint="fp2")
+    seqs = [e.seq for e in store.events()]
+    assert seqs == list(range(len(seqs))) and len(seqs) == 3

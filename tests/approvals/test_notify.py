@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from approvals.conftest import make_command, make_decision
+from tests.approvals.helpers import make_command, make_decision
 from wardgate.approvals.broker import ApprovalBroker
 from wardgate.approvals.model import StaticReviewers
 from wardgate.approvals.notify import Notifier, WebhookTarget, redact_url

@@ -1,0 +1,207 @@
+"""`wardgate approvals list|approve|deny`: reviewers decide held statements from a shell.
+
+Theory of operation: each command loads the configuration, opens the same audit store as
+the running gateway (``cfg.store``) and builds an `ApprovalBroker` on it *without*
+starting it (starting would abandon the gateway's pending requests). `decide` writes the
+shared approval tables and appends ``approval_decided`` (and ``approval_grant``) events;
+the gateway's waiting session notices within its poll interval and runs or refuses the
+statement. Reviewers are checked against the configuration (``roles: [reviewer]`` or a
+group in ``approvals.reviewer_groups``), without resolving any token.
+
+Exit status: 0 done, 1 refused (unknown id, not pending, not a reviewer, own request,
+audit store unavailable), 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wardgate.approvals.broker import ApprovalBroker
+from wardgate.approvals.durations import format_duration, parse_duration
+from wardgate.approvals.model import Approval, ApprovalError, Status, iso_time
+
+__all__ = ["register", "ConfigReviewers"]
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="The wardgate YAML configuration file.")
+]
+AsOpt = Annotated[str, typer.Option("--as", help="The reviewer deciding (an identity name).")]
+
+console = Console()
+err = Console(stderr=True)
+
+
+class ConfigReviewers:
+    """ReviewerDirectory over the configuration's identities (no token is resolved)."""
+
+    def __init__(self, cfg: Any) -> None:
+        self._identities = {i.name: i for i in cfg.identities}
+        self._groups = frozenset(cfg.approvals.reviewer_groups)
+
+    def is_reviewer(self, name: str) -> bool:
+        ident = self._identities.get(name)
+        if ident is None or ident.disabled:
+            return False
+        return "reviewer" in ident.roles or bool(self._groups.intersection(ident.groups))
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"wardgate: {message}", highlight=False, markup=False)
+    return typer.Exit(code)
+
+
+@contextmanager
+def _broker(config: Path) -> Iterator[ApprovalBroker]:
+    from wardgate.audit.store import AuditStore, StoreUnavailable
+    from wardgate.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        err.print(f"wardgate: configuration error\n{exc}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    try:
+        store = AuditStore.open(cfg.store, durability=cfg.audit.durability)
+    except (StoreUnavailable, OSError, ValueError) as exc:
+        raise _fail(f"cannot open the audit store: {exc}") from None
+    try:
+        yield ApprovalBroker(store, reviewers=ConfigReviewers(cfg))
+    except ApprovalError as exc:
+        raise _fail(str(exc)) from None
+    except StoreUnavailable as exc:
+        raise _fail(f"the audit store is unavailable, nothing was decided: {exc}") from None
+    finally:
+        store.close()
+
+
+def _shorten(text: str, width: int = 60) -> str:
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= width else one_line[: width - 3] + "..."
+
+
+def _list(config: ConfigOpt, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Requests waiting for a decision, oldest first."""
+    with _broker(config) as broker:
+        pending = broker.pending()
+    if as_json:
+        sys.stdout.write(json.dumps([a.to_json() for a in pending], ensure_ascii=False) + "\n")
+        return
+    if not pending:
+        console.print("no approval requests are pending")
+        return
+    now = time.time()
+    if not sys.stdout.isatty():  # scripts and pipes: one tab-separated line per request
+        for a in pending:
+            fields = (
+                a.id,
+                a.identity,
+                a.connection,
+                a.rule,
+                f"{len(a.approvers)}/{a.approvals_required}",
+                format_duration(max(0.0, a.expires_at - now)),
+                a.application_name or "",
+                a.reason or "",
+                _shorten(a.statement, 200),
+            )
+            sys.stdout.write("\t".join(f.replace("\t", " ") for f in fields) + "\n")
+        return
+    table = Table(show_lines=False)
+    for column in ("id", "identity", "connection", "rule", "statement", "reason", "expires in"):
+        table.add_column(column, overflow="fold")
+    for a in pending:
+        need = f" ({len(a.approvers)}/{a.approvals_required})" if a.approvals_required > 1 else ""
+        table.add_row(
+            a.id + need,
+            a.identity + (f" [{a.application_name}]" if a.application_name else ""),
+            a.connection,
+            a.rule,
+            _shorten(a.statement),
+            a.reason or "",
+            format_duration(max(0.0, a.expires_at - now)),
+        )
+    console.print(table)
+
+
+def _report(a: Approval, verb: str, reviewer: str) -> None:
+    if a.status == Status.PENDING:
+        console.print(
+            f"{reviewer} approved {a.id}: {len(a.approvers)} of {a.approvals_required} "
+            "approvals, still pending",
+            highlight=False,
+        )
+    else:
+        console.print(f"{a.id} {a.status} ({verb} by {reviewer})", highlight=False)
+
+
+def _approve(
+    approval_id: Annotated[str, typer.Argument(help="The approval id, e.g. ap-7k3mq9xz.")],
+    reviewer: AsOpt,
+    config: ConfigOpt,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
+    grant_for: Annotated[
+        str | None,
+        typer.Option(
+            "--for",
+            help="Also let the same statement by the same identity on the same connection "
+            "run without asking for this long (e.g. 1h, 7d).",
+        ),
+    ] = None,
+) -> None:
+    """Approve a held statement."""
+    seconds = None
+    if grant_for is not None:
+        try:
+            seconds = parse_duration(grant_for)
+        except ValueError as exc:
+            raise _fail(f"--for: {exc}", 2) from None
+    with _broker(config) as broker:
+        a = broker.decide(
+            approval_id, reviewer, approve=True, reason=reason, grant_for_seconds=seconds
+        )
+        grant = broker.active_grant(a.identity, a.connection, a.fingerprint)
+    _report(a, "approved", reviewer)
+    if grant is not None and grant.approval_id == a.id:
+        console.print(
+            f"granted: {a.identity} on {a.connection} may run this statement until "
+            f"{iso_time(grant.until)}",
+            highlight=False,
+        )
+    elif seconds is not None and a.status == Status.APPROVED:
+        console.print("no grant: every approving reviewer must ask for one", highlight=False)
+
+
+def _deny(
+    approval_id: Annotated[str, typer.Argument(help="The approval id, e.g. ap-7k3mq9xz.")],
+    reviewer: AsOpt,
+    reason: Annotated[str, typer.Option("--reason", help="Why (the agent sees it).")],
+    config: ConfigOpt,
+) -> None:
+    """Deny a held statement; the agent gets an error with your reason."""
+    if not reason.strip():
+        raise _fail("--reason must not be empty", 2)
+    with _broker(config) as broker:
+        a = broker.decide(approval_id, reviewer, approve=False, reason=reason)
+    _report(a, "denied", reviewer)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``approvals`` command group to the ``wardgate`` app."""
+    group = typer.Typer(
+        name="approvals",
+        help="List, approve and deny statements held for review.",
+        no_args_is_help=True,
+    )
+    group.command("list")(_list)
+    group.command("approve")(_approve)
+    group.command("deny")(_deny)
+    app.add_typer(group, name="approvals")
