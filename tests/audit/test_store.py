@@ -263,3 +263,12 @@ def test_read_only_file_fails_promptly(tmp_path: Path) -> None:
     finally:
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(db)], capture_output=True)
+
+
+def test_cancelled_waiters_do_not_kill_the_writer(store: AuditStore) -> None:
+    futs = [store.submit("x") for _ in range(200)]
+    for f in futs[::2]:
+        f.cancel()
+    job = store.transact(lambda conn, _f: 1)
+    job.cancel()
+    assert store.append_sync("still alive").seq >= 100

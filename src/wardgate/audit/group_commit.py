@@ -112,10 +112,6 @@ class AppendRequest:
     def body(self, seq: int, time_json: bytes) -> bytes:
         return b"".join((self.head, str(seq).encode(), self.mid, time_json, self.tail))
 
-    def fail(self, exc: BaseException) -> None:
-        if self.future is not None:
-            self.future.set_exception(exc)
-
 
 def _resolve(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for waiter, result, exc in pairs:
@@ -125,6 +121,16 @@ def _resolve(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]])
             waiter.set_exception(exc)
         else:
             waiter.set_result(result)
+
+
+def _settle(fut: Future[Any], result: Any, exc: BaseException | None) -> None:
+    """Resolve a concurrent future unless its owner already cancelled it."""
+    if not fut.set_running_or_notify_cancel():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
 
 
 def _complete(items: Sequence[AppendRequest | Job], results: Sequence[Any] | None,
@@ -137,10 +143,7 @@ def _complete(items: Sequence[AppendRequest | Job], results: Sequence[Any] | Non
         if waiter is not None and loop is not None:
             by_loop.setdefault(loop, []).append((waiter, result, exc))
         elif req.future is not None:
-            if exc is not None:
-                req.future.set_exception(exc)
-            else:
-                req.future.set_result(result)
+            _settle(req.future, result, exc)
     for loop, pairs in by_loop.items():
         try:
             loop.call_soon_threadsafe(_resolve, pairs)
@@ -308,9 +311,9 @@ class GroupCommitWriter:
             self._rollback(conn)
             if isinstance(exc, sqlite3.Error):
                 exc = StoreUnavailable(f"audit store write failed: {exc}")
-            job.future.set_exception(exc)
+            _settle(job.future, None, exc)
             return
-        job.future.set_result(result)
+        _settle(job.future, result, None)
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:

@@ -226,7 +226,7 @@ class AuditStore:
     def _enqueue(self, req: AppendRequest) -> None:
         if self._writer is None:
             exc = StoreUnavailable("audit store opened read-only or closed")
-            if req.future is not None:
+            if req.future is not None and req.future.set_running_or_notify_cancel():
                 req.future.set_exception(exc)
             if req.waiter is not None:
                 req.waiter.set_exception(exc)
@@ -245,6 +245,7 @@ class AuditStore:
         """
         fut: Future[T] = Future()
         if self._writer is None:
+            fut.set_running_or_notify_cancel()
             fut.set_exception(StoreUnavailable("audit store opened read-only or closed"))
         else:
             self._writer.submit(Job(fn, fut))
