@@ -156,3 +156,27 @@ def test_target_validation_and_redaction() -> None:
     )
     with pytest.raises(ValueError, match="unknown notification kind"):
         Notifier({}).notify("x", None)  # type: ignore[arg-type]
+
+
+async def test_from_policies_and_event_filter(store: Any, hook: Hook) -> None:
+    from wardgate.policy.model import PolicySpec
+
+    policies = [
+        PolicySpec.model_validate({"name": "quiet"}),
+        PolicySpec.model_validate(
+            {"name": "baseline", "notify": {"url": hook.url + "/p", "events": ["decided"]}}
+        ),
+    ]
+    notifier = Notifier.from_policies(policies, store, backoff=0.01)
+    assert notifier is not None and set(notifier.targets) == {"baseline"}
+    assert Notifier.from_policies(policies[:1], store) is None
+    broker = ApprovalBroker(
+        store, reviewers=StaticReviewers.of({"alice"}), notifier=notifier, poll_interval=0.05
+    )
+    a = await broker.request(make_command(), make_decision(), fingerprint="fp")
+    waiter = asyncio.create_task(broker.wait(a.id, 10))
+    broker.decide(a.id, "alice", approve=True, reason=None)
+    await waiter
+    await notifier.drain()
+    assert [b["event"] for _, b in hook.received] == ["approval_decided"]
+    await broker.close()

@@ -1,1 +1,1 @@
-
+"""HTTP API: the reviewers' approvals endpoints (`create_app`, `serve_api`)."""

@@ -35,12 +35,23 @@ log = logging.getLogger(__name__)
 _KINDS = ("approval_requested", "approval_decided", "approval_expired")
 
 
+_EVENT_OF_KIND = {
+    "approval_requested": "requested",
+    "approval_decided": "decided",
+    "approval_expired": "decided",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookTarget:
     url: str
     format: str = "json"  # json | slack
+    # which notifications to send: "requested" and/or "decided" (expiry counts as decided)
+    events: frozenset[str] = frozenset({"requested", "decided"})
 
     def __post_init__(self) -> None:
+        if not self.events <= {"requested", "decided"}:
+            raise ValueError(f"webhook events must be requested/decided, not {sorted(self.events)}")
         if self.format not in ("json", "slack"):
             raise ValueError(f"webhook format must be json or slack, not {self.format!r}")
         if urlsplit(self.url).scheme not in ("http", "https"):
@@ -54,14 +65,18 @@ class WebhookTarget:
         if isinstance(value, Mapping):
             url = value.get("url") or value.get("webhook")
             fmt = value.get("format", "json")
+            events = value.get("events")
         else:
             url = getattr(value, "url", None) or getattr(value, "webhook", None)
             fmt = getattr(value, "format", "json") or "json"
+            events = getattr(value, "events", None)
         if hasattr(url, "resolve"):  # a SecretRef
             url = url.resolve()
         if not url:
             raise ValueError("a webhook notification needs a url")
-        return cls(str(url), str(fmt))
+        if events is None:
+            return cls(str(url), str(fmt))
+        return cls(str(url), str(fmt), frozenset(str(e) for e in events))
 
 
 def redact_url(url: str) -> str:
@@ -151,6 +166,14 @@ class Notifier:
         self._own_client = client is None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @classmethod
+    def from_policies(cls, policies: Any, store: Any = None, **kw: Any) -> Notifier | None:
+        """A notifier for every policy with a ``notify`` section; None when none has one."""
+        targets = {
+            p.name: p.notify for p in policies or () if getattr(p, "notify", None) is not None
+        }
+        return cls(targets, store=store, **kw) if targets else None
+
     def target_for(self, rule: str) -> WebhookTarget | None:
         policy = rule.split("/", 1)[0]
         return self.targets.get(policy) or self.targets.get("*")
@@ -160,7 +183,7 @@ class Notifier:
         if kind not in _KINDS:
             raise ValueError(f"unknown notification kind {kind!r}")
         target = self.target_for(approval.rule)
-        if target is None:
+        if target is None or _EVENT_OF_KIND[kind] not in target.events:
             return None
         task = asyncio.get_running_loop().create_task(self._deliver(target, kind, approval))
         self._tasks.add(task)
