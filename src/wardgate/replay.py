@@ -42,11 +42,10 @@ def _rows(payload: bytes | None) -> tuple[list[str] | None, list[Any]]:
 
 
 def _resolve_session(store: Any, prefix: str) -> str | None:
-    matches = [s for s in store.sessions() if getattr(s, "id", None) and s.id.startswith(prefix)]
+    matches = [s.session for s in store.sessions() if s.session.startswith(prefix)]
     if len(matches) == 1:
-        return matches[0].id
-    exact = [s for s in matches if s.id == prefix]
-    return exact[0].id if exact else None
+        return matches[0]
+    return prefix if prefix in matches else None
 
 
 def load_timeline(store: Any, session_prefix: str) -> Timeline | None:

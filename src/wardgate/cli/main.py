@@ -132,15 +132,28 @@ def sessions(
 
 
 def _session_dict(s) -> dict:
-    if hasattr(s, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        d = asdict(s)
+    """The store's SessionSummary in the documented shape of `sessions --json`."""
+    if s.ended is None:
+        status = "open"
+    elif s.end_reason in ("agent terminated", "agent disconnected"):
+        status = "ended"
     else:
-        d = dict(s)
-    if "id" not in d and "session" in d:
-        d["id"] = d["session"]
-    return d
+        status = f"ended: {s.end_reason}" if s.end_reason else "ended"
+    return {
+        "id": s.session,
+        "identity": s.identity,
+        "connection": s.connection,
+        "client_addr": s.client_addr,
+        "application_name": s.application_name,
+        "start": s.started,
+        "end": s.ended,
+        "statements": s.statements,
+        "allowed": s.allowed,
+        "denied": s.denied,
+        "reviewed": s.reviewed,
+        "status": status,
+        "end_reason": s.end_reason,
+    }
 
 
 def _normalize_time(value: str | None) -> str | None:

@@ -230,6 +230,9 @@ class PostgresEngine:
             budget=self.conn.record_rows_budget,
             on_close=closed,
         )
+        # StreamWriter.__del__ closes its transport: keep the set-up streams alive as
+        # long as the relay uses their transports
+        relay.keepalive = (reader, writer, target.reader, target.writer)
         self.relays.add(relay)
         agent_left = mr.take_remaining() + _drain_stream(reader)
         target_left = target.mr.take_remaining() + _drain_stream(target.reader)

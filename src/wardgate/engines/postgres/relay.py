@@ -172,6 +172,7 @@ class PgRelay:
         self._futures: list[Any] = []
         self._copy_exec: _Execution | None = None
         self._hold_task: asyncio.Task | None = None
+        self.keepalive: Any = None
 
     # ------------------------------------------------------------------ wiring
 
