@@ -691,7 +691,7 @@ def _h_create_function(w: _Walker, body: dict[str, Any]) -> None:
     w.facts.creates_function = names[-1] if names else None
     w.facts.function_body = body_facts
     w.facts.merge(body_facts)
-    w.walk_fields(body, skip=("options", "sql_body", "funcname"))
+    w.walk_fields(body, skip=("sql_body", "funcname"))
 
 
 def _h_trigger(w: _Walker, body: dict[str, Any]) -> None:
@@ -711,6 +711,26 @@ def _h_extension(w: _Walker, body: dict[str, Any]) -> None:
         w.facts.add_feature("file_access", "creates the adminpack extension")
     elif name in _FOREIGN_EXTENSIONS or name.endswith("_fdw"):
         w.facts.add_feature("foreign_server", f"creates the {name} extension")
+    w.walk_fields(body)
+
+
+def _h_setting_holder(kind: str):
+    """ALTER ROLE / DATABASE ... SET x: the nested SET arrives untyped."""
+
+    def handler(w: _Walker, body: dict[str, Any]) -> None:
+        w.add_kind(kind)
+        setstmt = body.get("setstmt")
+        if isinstance(setstmt, dict):
+            _h_variable_set(w, setstmt)
+        w.walk_fields(body, skip=("setstmt",))
+
+    return handler
+
+
+def _h_default_privileges(w: _Walker, body: dict[str, Any]) -> None:
+    w.add_kind("alter_default_privileges")
+    action = body.get("action", {})
+    w.add_kind("grant" if action.get("is_grant") else "revoke")
     w.walk_fields(body)
 
 
@@ -763,6 +783,9 @@ _HANDLERS = {
     "CreateTrigStmt": _h_trigger,
     "CreateExtensionStmt": _h_extension,
     "CallStmt": _h_call,
+    "AlterRoleSetStmt": _h_setting_holder("alter_role"),
+    "AlterDatabaseSetStmt": _h_setting_holder("alter_database"),
+    "AlterDefaultPrivilegesStmt": _h_default_privileges,
     "ColumnRef": _h_column_ref,
     "FuncCall": _h_func_call,
     "RangeVar": _h_range_var,

@@ -49,6 +49,7 @@ _RANK = {Verdict.ALLOW: 0, Verdict.REVIEW: 1, Verdict.DENY: 2}
 # Kinds whose facts may be reused for statements that differ only in constants.
 _NORMALIZED_CACHE_KINDS = frozenset({"select", "insert", "update", "delete", "merge"})
 _MAX_NORMALIZE_LEN = 16384
+_MEMO_SIZE = 4096
 
 
 class PolicyConfigError(ValueError):
@@ -194,6 +195,10 @@ class PolicySession:
                     self.rules.append(rule)
             self.policy_rules[policy] = names
         self.uses_text = any(r.uses_text for r in self.rules)
+        # decisions may be memoised per classified statement unless the clock or the
+        # text play a part
+        self._memo_ok = not self.uses_text and not any(r.uses_time for r in self.rules)
+        self._memo: dict[tuple[int, bool], tuple[StatementFacts, Decision]] = {}
         self.prepared: dict[str, StatementFacts] = {}
         self.functions: dict[str, StatementFacts] = {}
         self.search_path_changed = False
@@ -219,6 +224,16 @@ class PolicySession:
             effective, problem = self._with_session_state(facts)
             if problem is not None:
                 decision = problem
+            elif effective is facts and self._memo_ok:
+                key = (id(facts), self.search_path_changed)
+                memo = self._memo.get(key)
+                if memo is not None and memo[0] is facts:
+                    decision = memo[1]
+                else:
+                    decision = self.decide(facts, stmt_text)
+                    if len(self._memo) >= _MEMO_SIZE:
+                        self._memo.clear()
+                    self._memo[key] = (facts, decision)
             else:
                 decision = self.decide(effective, stmt_text)
             out.append((command, decision))

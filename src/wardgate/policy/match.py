@@ -110,7 +110,6 @@ class CompiledMatch:
         "kinds",
         "features",
         "regex",
-        "has_session_conditions",
     )
 
     def __init__(self, spec: MatchSpec) -> None:
@@ -122,6 +121,10 @@ class CompiledMatch:
     @property
     def uses_text(self) -> bool:
         return self.regex is not None
+
+    @property
+    def uses_time(self) -> bool:
+        return self.spec.time_windows is not None or self.spec.outside_time_windows is not None
 
     def applies_to(self, info: SessionInfo) -> bool:
         s = self.spec
@@ -172,6 +175,10 @@ class CompiledRule:
     @property
     def uses_text(self) -> bool:
         return self.match.uses_text or (self.unless is not None and self.unless.uses_text)
+
+    @property
+    def uses_time(self) -> bool:
+        return self.match.uses_time or (self.unless is not None and self.unless.uses_time)
 
     def applies_to(self, info: SessionInfo) -> bool:
         return self.match.applies_to(info)
