@@ -293,7 +293,7 @@ def test_extended_parameters_are_recorded(gateway: RunningGateway) -> None:
     with psycopg.connect(gateway.dsn(), autocommit=True, application_name="param-check") as conn:
         conn.execute("select %s::text as p", ("bound-value-xyz",))
     r = cli(gateway, "sessions", "--json")
-    session = next(json.loads(l) for l in reversed(r.stdout.splitlines()) if "param-check" in l)
+    session = next(json.loads(s) for s in reversed(r.stdout.splitlines()) if "param-check" in s)
     items = [
         json.loads(line)
         for line in cli(gateway, "replay", session["id"], "--json").stdout.splitlines()
