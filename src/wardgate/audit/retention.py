@@ -1,0 +1,79 @@
+"""Retention: purge old payloads while keeping every event, hash and proof.
+
+Theory of operation: payloads (statement texts, rows, terminal output) are stored apart
+from events, addressed by SHA-256, so purging one keeps its hash inside the event body and
+every Merkle proof intact. `apply_retention` first appends a `retention_purge` event
+(durable, in the log, meta {older_than, payloads_purged, cutoff}), then, in one writer
+transaction, sets `data` to NULL for every payload referenced only by events older than
+the cutoff. Recording first means a crash in between leaves payloads that are merely kept
+longer, never payloads missing without a recorded reason. Verify treats a missing payload
+of an event older than the latest recorded cutoff as purged, anything else as tampering.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from wardgate.audit.group_commit import utc_now
+from wardgate.audit.merkle import MerkleFrontier
+from wardgate.audit.store import AuditStore
+
+__all__ = ["RetentionResult", "parse_window", "apply_retention"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+_CANDIDATES = """
+    SELECT DISTINCT e.payload_hash FROM events e
+    JOIN payloads p ON p.hash = e.payload_hash AND p.data IS NOT NULL
+    WHERE e.time < :cutoff AND e.payload_hash IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM events n WHERE n.payload_hash = e.payload_hash
+                      AND n.time >= :cutoff)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionResult:
+    cutoff: str
+    payloads_purged: int
+    event_seq: int
+
+
+def parse_window(text: str) -> timedelta:
+    """'90d', '12h', '30m', '45s', '2w' -> timedelta."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if not m:
+        raise ValueError(f"bad duration {text!r}: use a number and one of s, m, h, d, w")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+def apply_retention(
+    store: AuditStore, older_than: str, *, now: datetime | None = None
+) -> RetentionResult:
+    """Purge payloads of events older than `older_than` (e.g. '90d'); record the purge."""
+    window = parse_window(older_than)
+    now = now or datetime.now(UTC)
+    cutoff = (now - window).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def count(conn: sqlite3.Connection, _f: MerkleFrontier) -> int:
+        return conn.execute(f"SELECT count(*) FROM ({_CANDIDATES})", {"cutoff": cutoff}).fetchone()[
+            0
+        ]
+
+    n = store.transact(count).result()
+    rec = store.append_sync(
+        "retention_purge",
+        meta={"older_than": older_than, "payloads_purged": n, "cutoff": cutoff},
+    )
+
+    def purge(conn: sqlite3.Connection, _f: MerkleFrontier) -> int:
+        cur = conn.execute(
+            f"UPDATE payloads SET data = NULL, purged = :now WHERE hash IN ({_CANDIDATES})",
+            {"cutoff": cutoff, "now": utc_now()},
+        )
+        return cur.rowcount
+
+    purged = store.transact(purge).result()
+    return RetentionResult(cutoff, purged, rec.seq)

@@ -1,0 +1,270 @@
+"""Verify a store from scratch: every event, payload, the tree, checkpoints, published notes.
+
+Theory of operation: verify trusts nothing in the store except what it recomputes. One
+pass over the events in seq order (joined with their payloads): each row's columns are
+re-canonicalised and compared with the stored body (so a field edit shows), the body's
+leaf hash with the stored leaf, the payload bytes with the payload hash (a missing payload
+is "purged" only if a recorded retention_purge cutoff covers the event's time), and seq
+must have no gaps. The leaves feed a `MerkleFrontier`, which yields the recomputed root at
+every size a checkpoint or published note names. Each stored checkpoint must carry a valid
+signature by a key that was active when it was made, and match the recomputed root at its
+size; successive checkpoints must be consistent (a proof from the stored nodes is
+checked). Every published note must verify and agree with the log and the stored
+checkpoint of its size: a log rolled back or rewritten behind a published checkpoint
+fails here even if the store itself was made self-consistent. Output reads like
+`aws cloudtrail validate-logs`: counts plus one line per named failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wardgate.audit.canonical import event_body, leaf_hash
+from wardgate.audit.checkpoint import CheckpointError, read_published, verify_note
+from wardgate.audit.keys import PublicKey
+from wardgate.audit.merkle import MerkleFrontier, ProofError, check_consistency, consistency_proof
+from wardgate.audit.store import _ConnNodeReader
+
+__all__ = ["VerifyReport", "verify_store"]
+
+_MAX_NAMED = 200  # failures listed one by one before summarising
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    events_total: int = 0
+    events_valid: int = 0
+    checkpoints_total: int = 0
+    checkpoints_valid: int = 0
+    published_total: int = 0
+    published_valid: int = 0
+    payloads_purged: int = 0
+    unsigned_tail: int = 0  # events after the last checkpoint (not yet signed)
+    failures: list[str] = field(default_factory=list)
+    published_checked: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def fail(self, msg: str) -> None:
+        self.failures.append(msg)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{self.events_valid}/{self.events_total} events valid",
+            f"{self.checkpoints_valid}/{self.checkpoints_total} checkpoints valid",
+        ]
+        if self.published_checked:
+            out.append(f"{self.published_valid}/{self.published_total} published checkpoints agree")
+        if self.payloads_purged:
+            out.append(f"{self.payloads_purged} payloads purged by retention (not tampering)")
+        if self.unsigned_tail:
+            out.append(f"{self.unsigned_tail} events after the last checkpoint (not yet signed)")
+        shown = self.failures[:_MAX_NAMED]
+        out += shown
+        if len(self.failures) > len(shown):
+            out.append(f"... and {len(self.failures) - len(shown)} more failures")
+        out.append("OK" if self.ok else f"FAILED: {len(self.failures)} problems")
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "ok": self.ok,
+            "events": {"valid": self.events_valid, "total": self.events_total},
+            "checkpoints": {"valid": self.checkpoints_valid, "total": self.checkpoints_total},
+            "published": {"valid": self.published_valid, "total": self.published_total}
+            if self.published_checked
+            else None,
+            "payloads_purged": self.payloads_purged,
+            "unsigned_tail": self.unsigned_tail,
+            "failures": self.failures,
+        }
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    uri = "file:" + urllib.parse.quote(str(Path(path).resolve())) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True)
+    conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+def _range(a: int, b: int) -> str:
+    return f"event {a}" if a == b else f"events {a}-{b}"
+
+
+def verify_store(
+    path: Path, keys: list[PublicKey], *, published: Path | None = None
+) -> VerifyReport:
+    """Recompute and check everything in the store at `path`; see the module docstring."""
+    rep = VerifyReport()
+    conn = _connect_ro(path)
+    try:
+        _verify(conn, keys, published, rep)
+    except sqlite3.Error as exc:
+        rep.fail(f"store unreadable: {exc}")
+    finally:
+        conn.close()
+    return rep
+
+
+def _verify(
+    conn: sqlite3.Connection, keys: list[PublicKey], published: Path | None, rep: VerifyReport
+) -> None:
+    checkpoints = conn.execute(
+        "SELECT size, root, note, created FROM checkpoints ORDER BY size"
+    ).fetchall()
+    notes: list[str] = []
+    if published is not None:
+        rep.published_checked = True
+        try:
+            notes = read_published(published)
+        except OSError as exc:
+            rep.fail(f"published checkpoints unreadable: {exc}")
+    pub_parsed = []
+    for i, note in enumerate(notes):
+        try:
+            pub_parsed.append((i, verify_note(note, keys)))
+        except CheckpointError as exc:
+            rep.fail(f"published checkpoint {i + 1}: {exc}")
+            pub_parsed.append((i, None))
+    wanted = {int(s) for s, *_ in checkpoints} | {cp.size for _, cp in pub_parsed if cp}
+    cutoff = ""
+    for (meta,) in conn.execute("SELECT meta FROM events WHERE kind = 'retention_purge'"):
+        try:
+            cutoff = max(cutoff, str(json.loads(meta).get("cutoff") or ""))
+        except ValueError:
+            pass  # the event itself fails its own check below
+
+    roots: dict[int, bytes] = {}
+    frontier = MerkleFrontier()
+    expected = 0
+    cur = conn.execute(
+        "SELECT e.seq, e.time, e.session, e.identity, e.connection, e.kind, e.verdict, e.rule,"
+        " e.payload_hash, e.meta, e.body, e.leaf, p.data, p.purged, p.hash IS NOT NULL"
+        " FROM events e LEFT JOIN payloads p ON p.hash = e.payload_hash ORDER BY e.seq"
+    )
+    while rows := cur.fetchmany(5000):
+        for (
+            seq,
+            time,
+            sess,
+            ident,
+            conn_,
+            kind,
+            verdict,
+            rule,
+            ph,
+            meta,
+            body,
+            leaf,
+            data,
+            purged,
+            has_row,
+        ) in rows:  # noqa: E501
+            if seq != expected:
+                if seq > expected:
+                    rep.fail(f"{_range(expected, seq - 1)} missing")
+                    rep.events_total += seq - expected
+                # a gap means every later leaf index is off: the tree cannot match anyway
+                while frontier.size < seq:
+                    frontier.append(b"\x00" * 32)
+                    if frontier.size in wanted:
+                        roots[frontier.size] = b""  # unknowable: forces checkpoint mismatch
+                expected = seq
+            rep.events_total += 1
+            problems = []
+            body = bytes(body)
+            try:
+                fields = {
+                    "seq": seq, "time": time, "session": sess, "identity": ident,
+                    "connection": conn_, "kind": kind, "verdict": verdict, "rule": rule,
+                    "payload_hash": ph, "meta": json.loads(meta),
+                }  # fmt: skip
+                if event_body(fields) != body:
+                    problems.append("fields do not match the hashed body")
+            except ValueError:
+                problems.append("meta is not valid JSON")
+            lh = leaf_hash(body)
+            if leaf is None or bytes(leaf) != lh:
+                problems.append("hash does not match")
+            if ph is not None:
+                if data is not None:
+                    raw = data if isinstance(data, bytes) else str(data).encode()
+                    if hashlib.sha256(raw).hexdigest() != ph:
+                        problems.append("payload does not match its hash")
+                elif cutoff and time < cutoff:
+                    rep.payloads_purged += 1
+                elif has_row and purged:
+                    problems.append("payload purged outside recorded retention")
+                else:
+                    problems.append("payload missing")
+            if problems:
+                rep.fail(f"event {seq}: {'; '.join(problems)}")
+            else:
+                rep.events_valid += 1
+            frontier.append(lh)
+            expected = seq + 1
+            if frontier.size in wanted:
+                roots[frontier.size] = frontier.root()
+
+    size = frontier.size
+    reader = _ConnNodeReader(conn)
+    try:
+        if size and MerkleFrontier.load(reader, size).root() != frontier.root():
+            rep.fail("stored tree nodes do not match the events")
+    except ProofError:
+        rep.fail("stored tree nodes missing")
+
+    prev: tuple[int, bytes] | None = None
+    rep.checkpoints_total = len(checkpoints)
+    stored_by_size: dict[int, bytes] = {}
+    for csize, croot, note, created in checkpoints:
+        label = f"checkpoint at size {csize}"
+        try:
+            cp = verify_note(note, keys, at=created)
+        except CheckpointError as exc:
+            rep.fail(f"{label}: {exc}")
+            continue
+        if cp.size != csize or cp.root != bytes(croot):
+            rep.fail(f"{label}: row does not match its signed note")
+            continue
+        stored_by_size[csize] = cp.root
+        if csize > size:
+            rep.fail(f"{label}: log has only {size} events (truncated or rolled back)")
+            continue
+        if roots.get(csize) != cp.root:
+            rep.fail(f"{label}: root does not match the log")
+            continue
+        if prev is not None:
+            try:
+                proof = consistency_proof(reader, prev[0], csize)
+                check_consistency(prev[0], csize, proof, prev[1], cp.root)
+            except ProofError as exc:
+                rep.fail(f"checkpoints at sizes {prev[0]} and {csize}: not consistent ({exc})")
+                continue
+        prev = (csize, cp.root)
+        rep.checkpoints_valid += 1
+    if checkpoints:
+        rep.unsigned_tail = max(0, size - max(int(c[0]) for c in checkpoints))
+    else:
+        rep.unsigned_tail = size
+
+    rep.published_total = len(pub_parsed)
+    for i, cp in pub_parsed:
+        if cp is None:
+            continue
+        label = f"published checkpoint {i + 1} (size {cp.size})"
+        if cp.size > size:
+            rep.fail(f"{label}: log has only {size} events (truncated or rolled back)")
+        elif roots.get(cp.size) != cp.root:
+            rep.fail(f"{label}: root does not match the log")
+        elif cp.size in stored_by_size and stored_by_size[cp.size] != cp.root:
+            rep.fail(f"{label}: differs from the stored checkpoint")
+        else:
+            rep.published_valid += 1

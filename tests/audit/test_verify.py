@@ -1,0 +1,241 @@
+"""Verify: a clean log passes; each kind of tampering from issue 5 is caught and named."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from wardgate.audit.canonical import event_body, leaf_hash
+from wardgate.audit.checkpoint import Checkpointer, checkpoint_body, sign_note
+from wardgate.audit.keys import init_keyring
+from wardgate.audit.retention import apply_retention, parse_window
+from wardgate.audit.store import AuditStore
+from wardgate.audit.verify import verify_store
+
+ORIGIN = "wardgate.test/log"
+
+
+def _fill(store: AuditStore, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        store.append_sync(
+            "command", session=f"s{i % 3}", identity="ci-deployer", connection="prod",
+            verdict="allow", rule="p/r", meta={"index": i}, payload=f"SELECT {i}".encode(),
+        )  # fmt: skip
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """Consistent copy of a live WAL database (what a backup or snapshot would hold)."""
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory: pytest.TempPathFactory):
+    """A log of 30 events, checkpoints at 10, 20, 30, and a copy taken at size 20."""
+    d = tmp_path_factory.mktemp("golden")
+    store = AuditStore.open(d / "log.db")
+    ring = init_keyring(d / "cp.key", ORIGIN)
+    cp = Checkpointer(store, ring, ORIGIN, publish=d / "published.txt")
+    _fill(store, 0, 10)
+    cp.checkpoint_now()
+    _fill(store, 10, 10)
+    cp.checkpoint_now()
+    _copy(d / "log.db", d / "old.db")
+    _fill(store, 20, 10)
+    cp.close()
+    store.close()
+    return d, ring.public_keys()
+
+
+@pytest.fixture
+def case(golden, tmp_path: Path):
+    d, keys = golden
+    _copy(d / "log.db", tmp_path / "log.db")
+    conn = sqlite3.connect(tmp_path / "log.db", isolation_level=None)
+    yield conn, tmp_path / "log.db", keys, d / "published.txt"
+    conn.close()
+
+
+def _verify(db: Path, keys, published: Path | None = None) -> list[str]:
+    rep = verify_store(db, keys, published=published)
+    return rep.failures
+
+
+def test_clean_log_verifies(case) -> None:
+    conn, db, keys, pub = case
+    rep = verify_store(db, keys, published=pub)
+    assert rep.ok, rep.failures
+    assert rep.lines()[:3] == [
+        "30/30 events valid", "3/3 checkpoints valid", "3/3 published checkpoints agree",
+    ]  # fmt: skip
+
+
+def test_edit_a_field(case) -> None:
+    conn, db, keys, pub = case
+    conn.execute("UPDATE events SET identity = 'someone-else' WHERE seq = 5")
+    assert _verify(db, keys) == ["event 5: fields do not match the hashed body"]
+
+
+def test_edit_body_and_leaf_consistently(case) -> None:
+    conn, db, keys, pub = case
+    _rewrite(conn, 5, identity="someone-else")
+    fails = _verify(db, keys)
+    assert "checkpoint at size 10: root does not match the log" in fails
+    assert "stored tree nodes do not match the events" in fails
+
+
+def test_edit_a_payload(case) -> None:
+    conn, db, keys, pub = case
+    (ph,) = conn.execute("SELECT payload_hash FROM events WHERE seq = 7").fetchone()
+    conn.execute("UPDATE payloads SET data = 'SELECT evil' WHERE hash = ?", (ph,))
+    assert _verify(db, keys) == ["event 7: payload does not match its hash"]
+
+
+def test_delete_an_event(case) -> None:
+    conn, db, keys, pub = case
+    conn.execute("DELETE FROM events WHERE seq BETWEEN 12 AND 14")
+    fails = _verify(db, keys)
+    assert fails[0] == "events 12-14 missing"
+    assert "checkpoint at size 20: root does not match the log" in fails
+
+
+def test_delete_a_payload_outside_retention(case) -> None:
+    conn, db, keys, pub = case
+    (ph,) = conn.execute("SELECT payload_hash FROM events WHERE seq = 3").fetchone()
+    conn.execute("DELETE FROM payloads WHERE hash = ?", (ph,))
+    (ph2,) = conn.execute("SELECT payload_hash FROM events WHERE seq = 4").fetchone()
+    conn.execute("UPDATE payloads SET data = NULL, purged = 'x' WHERE hash = ?", (ph2,))
+    assert _verify(db, keys) == [
+        "event 3: payload missing", "event 4: payload purged outside recorded retention",
+    ]  # fmt: skip
+
+
+def _rewrite(conn: sqlite3.Connection, at: int, **changes) -> None:
+    """Rewrite an event's columns, body and leaf consistently (a careful attacker)."""
+    cols = "seq, time, session, identity, connection, kind, verdict, rule, payload_hash, meta"
+    row = conn.execute(f"SELECT {cols} FROM events WHERE seq = ?", (at,)).fetchone()
+    import json
+
+    f = dict(zip(cols.split(", "), row, strict=True))
+    f["meta"] = json.loads(f["meta"])
+    f.update(changes)
+    body = event_body(f)
+    conn.execute(
+        "UPDATE events SET seq=?, time=?, session=?, identity=?, connection=?, kind=?, verdict=?,"
+        " rule=?, payload_hash=?, meta=?, body=?, leaf=? WHERE seq = ?",
+        (*[f[c] if c != "meta" else json.dumps(f["meta"]) for c in cols.split(", ")],
+         body, leaf_hash(body), at),
+    )  # fmt: skip
+
+
+def test_swap_two_events(case) -> None:
+    conn, db, keys, pub = case
+    conn.execute("UPDATE events SET seq = -1 WHERE seq = 3")
+    conn.execute("UPDATE events SET seq = 3 WHERE seq = 4")
+    conn.execute("UPDATE events SET seq = 4 WHERE seq = -1")
+    fails = _verify(db, keys)
+    assert fails[:2] == [
+        "event 3: fields do not match the hashed body", "event 4: fields do not match the hashed body",
+    ]  # fmt: skip
+    assert "checkpoint at size 10: root does not match the log" in fails
+
+
+def test_swap_two_events_and_fix_bodies(case) -> None:
+    conn, db, keys, pub = case
+    conn.execute("UPDATE events SET seq = -1 WHERE seq = 3")
+    conn.execute("UPDATE events SET seq = 3 WHERE seq = 4")
+    conn.execute("UPDATE events SET seq = 4 WHERE seq = -1")
+    _rewrite(conn, 3, seq=3)
+    _rewrite(conn, 4, seq=4)
+    fails = _verify(db, keys)
+    assert not any(f.startswith("event ") for f in fails)  # each row is self-consistent...
+    assert "checkpoint at size 10: root does not match the log" in fails  # ...the tree is not
+
+
+def test_insert_an_event(case) -> None:
+    conn, db, keys, pub = case
+    for seq in range(29, 11, -1):
+        conn.execute("UPDATE events SET seq = seq + 1 WHERE seq = ?", (seq,))
+    conn.execute(
+        "INSERT INTO events SELECT 12, time, session, 'intruder', connection, kind, verdict,"
+        " rule, payload_hash, meta, body, leaf FROM events WHERE seq = 11"
+    )
+    fails = _verify(db, keys)
+    assert "event 12: fields do not match the hashed body" in fails
+    assert "event 13: fields do not match the hashed body" in fails
+    assert "checkpoint at size 20: root does not match the log" in fails
+
+
+def test_truncate_the_log(case) -> None:
+    conn, db, keys, pub = case
+    conn.execute("DELETE FROM events WHERE seq >= 25")
+    fails = _verify(db, keys)
+    assert fails == ["stored tree nodes do not match the events",
+                     "checkpoint at size 30: log has only 25 events (truncated or rolled back)"] or (
+        "checkpoint at size 30: log has only 25 events (truncated or rolled back)" in fails
+    )  # fmt: skip
+
+
+def test_replace_a_checkpoint(case, tmp_path: Path) -> None:
+    conn, db, keys, pub = case
+    forger = init_keyring(tmp_path / "forger.key", ORIGIN)
+    note = sign_note(checkpoint_body(ORIGIN, 20, b"\x11" * 32), forger)
+    conn.execute("UPDATE checkpoints SET note = ?, root = ? WHERE size = 20", (note, b"\x11" * 32))
+    assert _verify(db, keys) == ["checkpoint at size 20: signature invalid"]
+
+
+def test_replace_checkpoint_root_column(case) -> None:
+    conn, db, keys, pub = case
+    conn.execute("UPDATE checkpoints SET root = zeroblob(32) WHERE size = 10")
+    assert _verify(db, keys) == ["checkpoint at size 10: row does not match its signed note"]
+
+
+def test_roll_back_to_older_copy(golden) -> None:
+    d, keys = golden
+    assert verify_store(d / "old.db", keys).ok  # self-consistent on its own...
+    fails = _verify(d / "old.db", keys, published=d / "published.txt")
+    assert fails == [
+        "published checkpoint 3 (size 30): log has only 20 events (truncated or rolled back)"
+    ]
+
+
+def test_rewrite_behind_published_checkpoint(case, tmp_path: Path) -> None:
+    """Whoever controls the store AND the key re-signs a rewritten log: publishing catches it."""
+    conn, db, keys, pub = case
+    conn.close()
+    d = db.parent
+    # rebuild a different 30-event log signed with the same keyring (the insider case)
+    store = AuditStore.open(d / "rewritten.db")
+    ring = init_keyring(d / "same.key", ORIGIN)
+    _fill(store, 100, 30)
+    Checkpointer(store, ring, ORIGIN).close()
+    store.close()
+    fails = _verify(d / "rewritten.db", [*keys, ring.active], published=pub)
+    assert fails == [f"published checkpoint {i} (size {s}): root does not match the log"
+                     for i, s in ((1, 10), (2, 20), (3, 30))]  # fmt: skip
+
+
+def test_retention_purge_is_not_tampering(tmp_path: Path) -> None:
+    store = AuditStore.open(tmp_path / "log.db")
+    ring = init_keyring(tmp_path / "cp.key", ORIGIN)
+    _fill(store, 0, 5)
+    store.append_sync("command", payload=b"SELECT 0")  # same payload as event 0, but new
+    future = datetime.now(UTC) + timedelta(days=1)
+    res = apply_retention(store, "1d", now=future - timedelta(microseconds=0))
+    assert res.payloads_purged == 5  # five distinct payloads; "SELECT 0" is used twice
+    Checkpointer(store, ring, ORIGIN).close()
+    store.close()
+    rep = verify_store(tmp_path / "log.db", ring.public_keys())
+    assert rep.ok, rep.failures
+    assert rep.payloads_purged == 6  # events whose payload is gone
+    assert "6 payloads purged by retention (not tampering)" in rep.lines()
+
+
+def test_parse_window() -> None:
+    assert parse_window("90d") == timedelta(days=90)
+    assert parse_window("12h") == timedelta(hours=12)
+    with pytest.raises(ValueError):
+        parse_window("90 days")
