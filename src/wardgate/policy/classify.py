@@ -36,6 +36,7 @@ __all__ = ["ParseError", "classify_message", "classify_sql", "statement_texts", 
 READ_KINDS = frozenset(
     {
         "select",
+        "values",
         "show",
         "explain",
         "set",
@@ -193,7 +194,7 @@ def _contains(node: Any, types: frozenset[str]) -> bool:
     return False
 
 
-_NON_CONSTANT = frozenset({"ColumnRef"})
+_NON_CONSTANT = frozenset({"ColumnRef", "CurrentOfExpr"})
 
 
 def _const_value(node: dict[str, Any]) -> Any:
@@ -477,8 +478,11 @@ class _Walker:
 
 
 def _h_select(w: _Walker, body: dict[str, Any]) -> None:
-    w.add_kind("select")
-    w.facts.reads = True
+    if "valuesLists" in body and "targetList" not in body:
+        w.add_kind("values")  # a VALUES list (also the rows of INSERT ... VALUES)
+    else:
+        w.add_kind("select")
+        w.facts.reads = True
     if body.get("intoClause"):
         w.add_kind("create_table_as")
     w.with_scope(body)

@@ -47,7 +47,7 @@ DEFAULT_POLICIES = [BASELINE_NAME]
 DEFAULT_TTL_SECONDS = 600.0
 _RANK = {Verdict.ALLOW: 0, Verdict.REVIEW: 1, Verdict.DENY: 2}
 # Kinds whose facts may be reused for statements that differ only in constants.
-_NORMALIZED_CACHE_KINDS = frozenset({"select", "insert", "update", "delete", "merge"})
+_NORMALIZED_CACHE_KINDS = frozenset({"select", "values", "insert", "update", "delete", "merge"})
 _MAX_NORMALIZE_LEN = 16384
 _MEMO_SIZE = 4096
 
