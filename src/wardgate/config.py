@@ -41,7 +41,7 @@ __all__ = [
     "DEFAULT_STORE",
 ]
 
-DEFAULT_STORE = "sqlite:///./wardgate-data/audit.db"
+DEFAULT_STORE = "./wardgate-data/audit.db"
 
 
 class ConfigError(Exception):
@@ -255,6 +255,10 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
+        if not (self.store.startswith("sqlite://") or "://" not in self.store):
+            raise ValueError(
+                "store: expected sqlite:///ABSOLUTE/PATH.db, sqlite://RELATIVE/PATH.db or a path"
+            )
         for what, items in (("identities", self.identities), ("connections", self.connections)):
             seen: set[str] = set()
             for item in items:
@@ -285,15 +289,9 @@ class Config(_Model):
         return None
 
     def store_path(self) -> Path:
-        url = self.store
-        for prefix in ("sqlite:///", "sqlite://"):
-            if url.startswith(prefix):
-                url = url[len(prefix) :] if prefix == "sqlite://" else "/" + url[len(prefix) :]
-                break
-        # sqlite:///./x.db means relative, sqlite:////abs means absolute
-        if url.startswith("/./"):
-            url = url[1:]
-        return Path(url)
+        from wardgate.audit.store import parse_store_url
+
+        return parse_store_url(self.store)
 
     def check_secrets(self) -> None:
         """Resolve every secret reference once; raise ConfigError naming a missing one."""
@@ -365,8 +363,12 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         problems = []
-        for err in exc.errors(include_input=False, include_url=False):
+        errors = exc.errors(include_input=False, include_url=False)
+        deeper = {tuple(e.get("loc", ()))[:1] for e in errors if len(e.get("loc", ())) > 1}
+        for err in errors:
             loc = tuple(err.get("loc", ()))
+            if err.get("type") == "too_short" and loc in deeper:
+                continue  # a list whose items failed: the item errors say why
             line = _line_for(loc, lines)
             key = ".".join(str(p) for p in loc if not (isinstance(p, str) and "[" in p)) or "(top)"
             msg = err.get("msg", "invalid")

@@ -42,7 +42,7 @@ def open_config(path: Path, *, check_secrets: bool = False) -> Config:
     try:
         return load_config(path, check_secrets=check_secrets)
     except ConfigError as exc:
-        err.print(f"[red]wardgate: configuration error[/red]\n{exc}", highlight=False, markup=True)
+        sys.stderr.write(f"wardgate: configuration error\n{exc}\n")
         raise typer.Exit(2) from None
 
 
@@ -67,7 +67,7 @@ def serve(config: ConfigOpt) -> None:
     try:
         code = runner(run_serve(cfg))
     except ConfigError as exc:
-        err.print(f"wardgate: configuration error\n{exc}", highlight=False, markup=False)
+        sys.stderr.write(f"wardgate: configuration error\n{exc}\n")
         raise typer.Exit(2) from None
     except OSError as exc:
         err.print(f"wardgate: cannot start: {exc}", highlight=False, markup=False)

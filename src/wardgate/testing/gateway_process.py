@@ -102,15 +102,26 @@ class GatewayProcess:
     proc: subprocess.Popen | None = None
     stderr_lines: list[str] = field(default_factory=list)
     ready: dict[str, Any] | None = None
+    # limit on the size of any file the gateway writes (RLIMIT_FSIZE): a full disk, simulated
+    max_file_size: int | None = None
 
     def start(self, timeout: float = 30) -> GatewayProcess:
         env = {**os.environ, **self.env}
+        limit = self.max_file_size
+
+        def preexec() -> None:
+            if limit is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wardgate", "serve", "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            preexec_fn=preexec if limit is not None else None,
         )
         got = threading.Event()
 
