@@ -1,0 +1,403 @@
+"""The streaming result masker: one DataRow (or COPY line) in, its masked form out.
+
+Theory of operation: `MaskingEngine.plan()` decides once per result, from the
+RowDescription, what happens to each column (a *mode*), so the per-row work is a
+few list operations and one scan:
+
+- column rules replace the whole non-NULL value (regardless of content) with the
+  rule's strategy; where the output would not parse as the column's type (any
+  type that is not text-like) the value becomes NULL and is counted as nulled;
+- all scanned columns of a row are joined with NUL bytes (text values never
+  contain NUL and no built-in pattern matches one) and scanned in ONE pass, so
+  gate checks and regular-expression calls are paid per row, not per value;
+  findings are mapped back to their value by offset;
+- a finding in a column whose type is not text-like (a card number in a
+  `numeric`, an IP in an `inet`, anything in a binary non-text value) turns the
+  value into NULL: a masked span would not parse as that type;
+- types that cannot hold any built-in entity (bool, int2/int4, floats, dates,
+  times, timestamps, intervals, uuid, bytea) are not scanned at all unless a
+  custom entity is configured (a user regex may match a date of birth).
+
+Nothing is buffered beyond the row at hand. A row with no finding and no rule
+returns the very object it was given (`mask_data_row` returns the same body
+bytes), so the engine can forward the original message. Any failure raises
+`MaskingError` and never carries a value in its message (strict: the engine
+refuses the row).
+"""
+
+from __future__ import annotations
+
+import struct
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from wardgate.masking.recognizers import Finding, Scanner
+
+__all__ = ["ColumnInfo", "MaskingError", "ResultMasker", "TEXT_LIKE_OIDS", "UNSCANNED_OIDS"]
+
+
+class MaskingError(Exception):
+    """Masking a value failed; the row must not be sent (strict)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnInfo:
+    """One RowDescription field, as far as masking cares."""
+
+    name: str
+    table: str | None  # "customers" or "public.customers"; None if not a table column
+    type_oid: int  # 0: unknown (COPY), treated as text
+    format: int = 0  # 0 text, 1 binary
+
+
+JSON_OID, JSONB_OID = 114, 3802
+TEXT_LIKE_OIDS = frozenset({25, 1043, 1042, 19, 18, JSON_OID, JSONB_OID, 142, 705, 2275, 0})
+# Types whose text (or binary) form cannot hold any built-in entity.
+UNSCANNED_OIDS = frozenset({16, 21, 23, 26, 700, 701, 1082, 1083, 1114, 1184, 1186, 1266, 2950, 17})
+_FIRST_USER_OID = 16384
+
+# column modes
+SKIP, SCAN_TEXT, SCAN_NULL, SCAN_JSONB_BIN = 0, 1, 2, 3
+RULE_TEXT, RULE_JSON, RULE_JSONB_BIN, RULE_NULL = 10, 11, 12, 13
+
+_I32 = struct.Struct("!i")
+_I16 = struct.Struct("!h")
+_NULL_LEN = b"\xff\xff\xff\xff"
+
+
+def text_like(col: ColumnInfo) -> bool:
+    """Does a replaced value still parse as this column's type?"""
+    if col.type_oid in TEXT_LIKE_OIDS:
+        return True
+    # user types (citext, enums, domains reported by oid) in text format
+    return col.format == 0 and col.type_oid >= _FIRST_USER_OID
+
+
+def scan_mode(col: ColumnInfo, *, custom: bool) -> int:
+    if col.type_oid in UNSCANNED_OIDS and not custom:
+        return SKIP
+    if col.format == 1 and col.type_oid == JSONB_OID:
+        return SCAN_JSONB_BIN
+    return SCAN_TEXT if text_like(col) else SCAN_NULL
+
+
+def rule_mode(col: ColumnInfo) -> int:
+    if col.type_oid in (JSON_OID, JSONB_OID):
+        return RULE_JSONB_BIN if col.format == 1 and col.type_oid == JSONB_OID else RULE_JSON
+    return RULE_TEXT if text_like(col) else RULE_NULL
+
+
+class ResultMasker:
+    """Masks the rows of one result (one RowDescription) and counts what it did."""
+
+    def __init__(
+        self,
+        columns: Sequence[ColumnInfo],
+        *,
+        scanner: Scanner | None,
+        replacers: dict[str, Callable[[bytes], bytes]],
+        rules: Sequence[tuple[int, int, Callable[[bytes], bytes], str, str]],
+        scan_modes: Sequence[int],
+        rule_descriptions: list[dict],
+    ) -> None:
+        self.columns = tuple(columns)
+        self._ncols = len(self.columns)
+        self._scanner = scanner
+        self._find = scanner.find if scanner is not None else None
+        self._replacers = replacers
+        # (index, mode, replacer, rule, strategy)
+        self._rules = tuple(rules)
+        self._scan_idx = tuple(i for i, m in enumerate(scan_modes) if m != SKIP)
+        self._scan_modes = tuple(scan_modes)
+        self._plain = all(scan_modes[i] == SCAN_TEXT for i in self._scan_idx)
+        self._rule_descriptions = rule_descriptions
+        self._counts: list[dict[str, int]] = [{} for _ in self.columns]
+        self._rule_counts = [0] * self._ncols
+        self._nulled = [0] * self._ncols
+        self.rows = 0
+        if not self._scan_idx:
+            self._find = None
+
+    # -- values ---------------------------------------------------------------
+
+    def mask_values(self, values: list[bytes | None]) -> list[bytes | None]:
+        """Masked values of one row (same count); the input list when nothing changed."""
+        try:
+            return self._mask(values)
+        except MaskingError:
+            raise
+        except Exception as exc:  # never let a value escape in a message
+            raise MaskingError(f"masking failed ({type(exc).__name__})") from None
+
+    def _mask(self, values: list[bytes | None]) -> list[bytes | None]:
+        if len(values) != self._ncols:
+            raise MaskingError(
+                f"row has {len(values)} values but the result has {self._ncols} columns"
+            )
+        self.rows += 1
+        out = values
+        if self._rules:
+            out = list(values)
+            for i, mode, repl, _rule, _strategy in self._rules:
+                v = out[i]
+                if v is None:
+                    continue
+                self._rule_counts[i] += 1
+                if mode == RULE_TEXT:
+                    out[i] = repl(v)
+                elif mode == RULE_NULL:
+                    out[i] = None
+                    self._nulled[i] += 1
+                elif mode == RULE_JSON:
+                    out[i] = b'"' + repl(v) + b'"'
+                else:  # binary jsonb: version byte, then JSON text
+                    out[i] = b'\x01"' + repl(v[1:]) + b'"'
+        find = self._find
+        if find is None:
+            return out
+        idx = self._scan_idx
+        if self._plain:
+            parts = [out[i] or b"" for i in idx]
+        else:
+            parts = [self._prepare(out[i], self._scan_modes[i]) for i in idx]
+        if len(parts) == 1:
+            found = find(parts[0])
+            if not found:
+                return out
+            starts = [0]
+        else:
+            found = find(b"\x00".join(parts))
+            if not found:
+                return out
+            starts = []
+            pos = 0
+            for p in parts:
+                starts.append(pos)
+                pos += len(p) + 1
+        if out is values:
+            out = list(values)
+        by_part: dict[int, list[Finding]] = {}
+        for f in found:
+            k = bisect_right(starts, f.start) - 1
+            end = starts[k] + len(parts[k])
+            if f.end > end:  # a custom pattern crossed a separator: clip it per part
+                by_part.setdefault(k, []).append(Finding(f.entity, f.start, end))
+                while f.end > end and k + 1 < len(parts):
+                    k += 1
+                    end = starts[k] + len(parts[k])
+                    s = starts[k]
+                    if s < f.end:
+                        by_part.setdefault(k, []).append(Finding(f.entity, s, min(f.end, end)))
+                continue
+            by_part.setdefault(k, []).append(f)
+        replacers = self._replacers
+        for k, fs in by_part.items():
+            col = idx[k]
+            v = parts[k]
+            base = starts[k]
+            counts = self._counts[col]
+            pieces = []
+            last = 0
+            for f in fs:
+                s, e = f.start - base, f.end - base
+                if s < last or e <= s:
+                    continue
+                pieces.append(v[last:s])
+                pieces.append(replacers[f.entity](v[s:e]))
+                counts[f.entity] = counts.get(f.entity, 0) + 1
+                last = e
+            pieces.append(v[last:])
+            mode = self._scan_modes[col]
+            if mode == SCAN_TEXT:
+                out[col] = b"".join(pieces)
+            elif mode == SCAN_NULL:
+                out[col] = None
+                self._nulled[col] += 1
+            else:
+                out[col] = b"\x01" + b"".join(pieces)
+        return out
+
+    @staticmethod
+    def _prepare(v: bytes | None, mode: int) -> bytes:
+        if v is None:
+            return b""
+        if mode == SCAN_JSONB_BIN:
+            if not v or v[0] != 1:
+                raise MaskingError("unsupported binary jsonb version")
+            return v[1:]
+        return v
+
+    # -- DataRow ------------------------------------------------------------------
+
+    def mask_data_row(self, body: bytes) -> bytes:
+        """A DataRow message body in (Int16 count, Int32 length + bytes each), masked body out."""
+        values = _decode_data_row(body)
+        out = self.mask_values(values)
+        if out is values:
+            return body
+        return encode_data_row(out)
+
+    # -- COPY TO STDOUT (text format) --------------------------------------------------
+
+    def mask_copy_line(self, line: bytes) -> bytes:
+        """One COPY text-format data line (tab separated, `\\N` nulls, backslash escapes)."""
+        if line in (b"\\.\n", b"\\.\r\n", b"\\."):
+            return line
+        eol = b""
+        body = line
+        if body.endswith(b"\r\n"):
+            body, eol = body[:-2], b"\r\n"
+        elif body.endswith(b"\n"):
+            body, eol = body[:-1], b"\n"
+        fields = body.split(b"\t")
+        values: list[bytes | None] = [
+            None if f == b"\\N" else (copy_unescape(f) if b"\\" in f else f) for f in fields
+        ]
+        out = self.mask_values(values)
+        if out is values:
+            return line
+        encoded = [
+            f if o is v else (b"\\N" if o is None else copy_escape(o))
+            for f, v, o in zip(fields, values, out, strict=True)
+        ]
+        return b"\t".join(encoded) + eol
+
+    # -- evidence -----------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """What was masked, for the statement's record (no values, only counts)."""
+        names = _unique_names(self.columns)
+        columns: dict[str, dict[str, int]] = {}
+        column_rules: dict[str, dict] = {}
+        for i, name in enumerate(names):
+            if self._counts[i]:
+                columns[name] = dict(sorted(self._counts[i].items()))
+        for i, _mode, _repl, rule, strategy in self._rules:
+            column_rules[names[i]] = {
+                "rule": rule,
+                "strategy": strategy,
+                "values": self._rule_counts[i],
+            }
+        nulled = {names[i]: n for i, n in enumerate(self._nulled) if n}
+        return {
+            "rows": self.rows,
+            "columns": columns,
+            "column_rules": column_rules,
+            "nulled": nulled,
+            "rules": self._rule_descriptions,
+        }
+
+
+def _unique_names(columns: Sequence[ColumnInfo]) -> list[str]:
+    seen: dict[str, int] = {}
+    names = []
+    for col in columns:
+        n = seen.get(col.name, 0)
+        seen[col.name] = n + 1
+        names.append(col.name if n == 0 else f"{col.name}#{n + 1}")
+    return names
+
+
+def _decode_data_row(body: bytes) -> list[bytes | None]:
+    size = len(body)
+    if size < 2:
+        raise MaskingError("malformed DataRow: no column count")
+    (count,) = _I16.unpack_from(body, 0)
+    if count < 0:
+        raise MaskingError("malformed DataRow: negative column count")
+    pos = 2
+    values: list[bytes | None] = []
+    append = values.append
+    unpack = _I32.unpack_from
+    try:
+        for _ in range(count):
+            (n,) = unpack(body, pos)
+            pos += 4
+            if n < 0:
+                if n != -1:
+                    raise MaskingError("malformed DataRow: bad value length")
+                append(None)
+            else:
+                end = pos + n
+                if end > size:
+                    raise MaskingError("malformed DataRow: value runs past the message")
+                append(body[pos:end])
+                pos = end
+    except struct.error:
+        raise MaskingError("malformed DataRow: truncated") from None
+    if pos != size:
+        raise MaskingError("malformed DataRow: trailing bytes")
+    return values
+
+
+def encode_data_row(values: Sequence[bytes | None]) -> bytes:
+    """A DataRow body from values (None: SQL NULL)."""
+    pack = _I32.pack
+    return _I16.pack(len(values)) + b"".join(
+        [_NULL_LEN if v is None else pack(len(v)) + v for v in values]
+    )
+
+
+def decode_data_row(body: bytes) -> list[bytes | None]:
+    """The values of a DataRow body (MaskingError if malformed)."""
+    return _decode_data_row(body)
+
+
+_COPY_UNESCAPE = {
+    ord("b"): b"\b",
+    ord("f"): b"\f",
+    ord("n"): b"\n",
+    ord("r"): b"\r",
+    ord("t"): b"\t",
+    ord("v"): b"\v",
+    ord("\\"): b"\\",
+}
+
+
+def copy_unescape(field: bytes) -> bytes:
+    """Undo COPY text-format backslash escapes (\\n, \\t, \\\\, octal \\NNN, hex \\xHH)."""
+    out = bytearray()
+    i, n = 0, len(field)
+    while i < n:
+        c = field[i]
+        if c != 0x5C or i + 1 == n:
+            out.append(c)
+            i += 1
+            continue
+        d = field[i + 1]
+        if d in _COPY_UNESCAPE:
+            out += _COPY_UNESCAPE[d]
+            i += 2
+        elif 0x30 <= d <= 0x37:
+            j = i + 1
+            while j < n and j < i + 4 and 0x30 <= field[j] <= 0x37:
+                j += 1
+            out.append(int(field[i + 1 : j], 8) & 0xFF)
+            i = j
+        elif d == 0x78 and i + 2 < n and field[i + 2 : i + 3].isalnum():
+            j = i + 2
+            while j < n and j < i + 4 and chr(field[j]) in "0123456789abcdefABCDEF":
+                j += 1
+            if j == i + 2:
+                out.append(d)
+                i += 2
+            else:
+                out.append(int(field[i + 2 : j], 16))
+                i = j
+        else:
+            out.append(d)
+            i += 2
+    return bytes(out)
+
+
+def copy_escape(value: bytes) -> bytes:
+    """COPY text-format escaping of one field value."""
+    if not any(c in value for c in (b"\\", b"\t", b"\n", b"\r")):
+        return value
+    return (
+        value.replace(b"\\", b"\\\\")
+        .replace(b"\t", b"\\t")
+        .replace(b"\n", b"\\n")
+        .replace(b"\r", b"\\r")
+    )

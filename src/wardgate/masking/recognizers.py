@@ -1,0 +1,422 @@
+"""Recognizers: which byte spans of a value are sensitive, and of what kind.
+
+Theory of operation: every recognizer is a loose regular expression over ASCII
+bytes plus an optional validator (Luhn, IBAN mod 97, SSN rules, IPv6 parse) and a
+few cheap *gates*: facts a value must show before the expression runs at all (it
+contains "@", it has at least 13 digits, it has two colons, the shared secrets
+trigger matches). Gates are C-level bytes operations (`in`, `count`,
+`translate`), so a value holding nothing sensitive costs a handful of them and
+no allocation beyond one digit count. The masker works on the wire bytes.
+
+Patterns start with a literal or a character class, never with a look-behind,
+so that the regular expression engine skips in C to a possible first byte; the
+"do not start inside a run" look-behind comes right after that first byte,
+which also keeps each scan linear. A candidate the validator rejects does not
+end the scan: it resumes one byte after the candidate's start, so a 16-digit
+card after a 4-digit prefix ("1234 4111 1111 1111 1111") is still found. Spans
+found by several recognizers are de-overlapped (earliest, then longest wins).
+
+All patterns are ASCII and never match a NUL byte, so they work unchanged on
+UTF-8 text (multi-byte sequences never match an ASCII class) and on the raw
+bytes of binary values.
+
+Custom entities (config) are a user regular expression with an optional
+validator, or a word list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from wardgate.masking.validators import (
+    IBAN_LENGTHS,
+    card_valid,
+    digits_only,
+    iban_valid,
+    ipv6_valid,
+    luhn_valid,
+    ssn_valid,
+)
+
+__all__ = [
+    "BUILTIN_ENTITIES",
+    "SECRET_ENTITIES",
+    "Finding",
+    "Recognizer",
+    "Scanner",
+    "builtin_recognizers",
+    "GATE_SECRET",
+    "custom_recognizer",
+    "VALIDATORS",
+]
+
+Validator = Callable[[bytes], int]
+"""Returns how many bytes of the candidate are accepted (0: rejected)."""
+
+_DIGITS = b"0123456789"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    entity: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recognizer:
+    """One way to find an entity: a bytes pattern, a validator, and cheap gates.
+
+    `value_groups` names groups of the pattern that hold the sensitive part (a
+    `password=` pair masks only what follows the `=`); without them the whole
+    match is sensitive. The gates (`needs`, `min_digits`, `min_length`,
+    `min_colons`, `secret`) are necessary conditions checked with C-level bytes
+    operations before the pattern runs at all.
+    """
+
+    entity: str
+    pattern: bytes
+    validator: Validator | None = None
+    value_groups: tuple[str, ...] = ()
+    flags: int = 0
+    needs: bytes | None = None  # a substring the value must contain
+    min_digits: int = 0
+    min_length: int = 0
+    min_colons: int = 0
+    secret: bool = False  # gated by the shared GATE_SECRET expression
+    compiled: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "compiled", re.compile(self.pattern, self.flags))
+
+    def find(self, data: bytes) -> list[Finding]:
+        return Scanner([self]).find(data)
+
+
+def _accept_all(check: Callable[[bytes], bool]) -> Validator:
+    def validate(candidate: bytes) -> int:
+        return len(candidate) if check(candidate) else 0
+
+    return validate
+
+
+def _iban_validator(candidate: bytes) -> int:
+    """Accept an IBAN, trimming trailing space-separated text the regex swallowed."""
+    compact = candidate.replace(b" ", b"")
+    expected = IBAN_LENGTHS.get(compact[:2])
+    if expected is not None and len(compact) > expected:
+        # walk the candidate until `expected` non-space bytes have been seen
+        seen = 0
+        cut = len(candidate)
+        for i, c in enumerate(candidate):
+            if c != 0x20:
+                seen += 1
+                if seen == expected:
+                    cut = i + 1
+                    break
+        if cut < len(candidate) and candidate[cut] != 0x20:
+            return 0  # the IBAN would end inside a group
+        candidate = candidate[:cut]
+        compact = compact[:expected]
+    return len(candidate) if iban_valid(compact) else 0
+
+
+def _ipv4_validator(candidate: bytes) -> int:
+    for octet in candidate.split(b"."):
+        if len(octet) > 1 and octet[0] == 0x30 or int(octet) > 255:
+            return 0
+    return len(candidate)
+
+
+def _ipv6_validator(candidate: bytes) -> int:
+    if candidate.count(b":") < 2 or candidate.strip(b":") == b"":
+        return 0
+    return len(candidate) if ipv6_valid(candidate) else 0
+
+
+def _luhn_digits(candidate: bytes) -> bool:
+    return luhn_valid(digits_only(candidate))
+
+
+VALIDATORS: dict[str, Validator | None] = {
+    "none": None,
+    "luhn": _accept_all(_luhn_digits),
+    "iban": _iban_validator,
+    "card": _accept_all(card_valid),
+    "ssn": _accept_all(ssn_valid),
+}
+
+_H = rb"[0-9A-Fa-f]{1,4}"
+_PW_KEYS = (
+    rb"aws_secret_access_key|client_secret|secret_key|access_?token|auth_?token|api_?key"
+    rb"|password|passwd|passphrase|pwd|pass|secret"
+)
+
+# Gates: the cheap facts a value must show before a recognizer runs on it.
+GATE_SECRET = re.compile(
+    rb"-----BEGIN|eyJ|AKIA|ASIA|ABIA|ACCA|A3T|gh[pousr]_|github_pat_|xox|xapp-|sk_|rk_"
+    rb"|whsec_|hooks|://|=|:|PASSWORD|Password|password|PWD|Pwd|pwd|SECRET|Secret|secret"
+)
+
+_BUILTIN: dict[str, tuple[Recognizer, ...]] = {}
+
+
+def _add(*recs: Recognizer) -> None:
+    _BUILTIN[recs[0].entity] = recs
+
+
+# Patterns start with a literal or a character class (never with a look-behind) so
+# that the regular expression engine can skip ahead to a possible first byte in C;
+# the "not inside a run" look-behind comes right after the first byte.
+_add(
+    Recognizer(
+        "PRIVATE_KEY",
+        rb"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----[^\x00]*?"
+        rb"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)",
+        needs=b"-----BEGIN",
+        secret=True,
+    )
+)
+_add(
+    Recognizer(
+        "JWT",
+        rb"eyJ(?<![\w-]eyJ)[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
+        needs=b"eyJ",
+        secret=True,
+    )
+)
+_add(
+    Recognizer(
+        "AWS_ACCESS_KEY",
+        rb"A(?:KIA|SIA|BIA|CCA|3T[A-Z0-9])(?<![A-Za-z0-9][\s\S]{4})[A-Z0-9]{16}(?![A-Za-z0-9])",
+        secret=True,
+    )
+)
+_add(
+    Recognizer(
+        "GITHUB_TOKEN",
+        rb"gh[pousr]_(?<![A-Za-z0-9]gh[pousr]_)[A-Za-z0-9]{36,251}(?![A-Za-z0-9])"
+        rb"|github_pat_(?<![A-Za-z0-9]github_pat_)[A-Za-z0-9_]{22,247}(?![A-Za-z0-9])",
+        secret=True,
+    )
+)
+_add(
+    Recognizer(
+        "SLACK_TOKEN",
+        rb"xox[abposre]-(?<![\w-]xox[abposre]-)[A-Za-z0-9-]{10,250}"
+        rb"|xapp-(?<![\w-]xapp-)\d-[A-Za-z0-9-]{10,250}"
+        rb"|https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}",
+        secret=True,
+    )
+)
+_add(
+    Recognizer(
+        "STRIPE_KEY",
+        rb"sk_(?:live|test)_(?<![A-Za-z0-9]sk_live_)(?<![A-Za-z0-9]sk_test_)[A-Za-z0-9]{16,247}(?![A-Za-z0-9])"
+        rb"|rk_(?:live|test)_(?<![A-Za-z0-9]rk_live_)(?<![A-Za-z0-9]rk_test_)[A-Za-z0-9]{16,247}(?![A-Za-z0-9])"
+        rb"|whsec_(?<![A-Za-z0-9]whsec_)[A-Za-z0-9]{24,247}(?![A-Za-z0-9])",
+        secret=True,
+    )
+)
+_add(
+    Recognizer(
+        "PASSWORD_PAIR",
+        rb"(?i:(?<![A-Za-z0-9])(?:" + _PW_KEYS + rb")[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?)"
+        rb"(?P<wg_pw1>[^\s\"'&;,\x00]{1,256})"
+        rb"|(?i:(?<![A-Za-z0-9])password[ \t]{1,8})'(?P<wg_pw2>(?:[^'\x00]|'')*)'"
+        rb"|(?<=://)[^\s:/@\x00]{1,128}:(?P<wg_pw3>[^\s/@\x00]{1,256})@",
+        value_groups=("wg_pw1", "wg_pw2", "wg_pw3"),
+        secret=True,
+    )
+)
+_add(
+    Recognizer(
+        "EMAIL_ADDRESS",
+        rb"[\w.%+-](?<![\w.%+-][\w.%+-])[\w.%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+        rb"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}(?![\w-])",
+        needs=b"@",
+    )
+)
+_add(
+    Recognizer(
+        "IBAN_CODE",
+        rb"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])",
+        validator=_iban_validator,
+        min_digits=4,
+        min_length=15,
+    )
+)
+_add(
+    Recognizer(
+        "CREDIT_CARD",
+        rb"[2-68](?<!\d[2-68])(?:[ -]?\d){12,18}(?!\d)",
+        validator=VALIDATORS["card"],
+        min_digits=13,
+    )
+)
+_add(
+    Recognizer(
+        "US_SSN",
+        rb"\d(?<![\d-]\d)\d{2}(?P<wg_ssn>[- .])\d{2}(?P=wg_ssn)\d{4}(?![\d-]|\.\d)",
+        validator=VALIDATORS["ssn"],
+        min_digits=9,
+    )
+)
+_add(
+    Recognizer(
+        "IP_ADDRESS",
+        rb"\d(?<![\w.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\w|\.\w)",
+        validator=_ipv4_validator,
+        min_digits=4,
+        needs=b".",
+    ),
+    Recognizer(
+        "IP_ADDRESS",
+        rb"[0-9A-Fa-f:](?<![\w:.][0-9A-Fa-f:])[0-9A-Fa-f:.]{1,44}(?:%[A-Za-z0-9_.]+)?(?![\w:])",
+        validator=_ipv6_validator,
+        min_colons=2,
+    ),
+)
+_add(
+    Recognizer(
+        "PHONE_NUMBER",
+        rb"(?<![\w+.-])(?:(?:\+?1|001)[ .-]?)?(?:\([2-9]\d{2}\)[ .-]?|[2-9]\d{2}[ .-])\d{3}[ .-]\d{4}"
+        rb"(?:[ ]?(?:x|ext\.?)[ ]?\d{1,5})?(?![\w-])"
+        rb"|(?<![\w+])\+[1-9]\d{0,2}[ .-]?(?:\(\d{1,4}\)|\d{1,4})(?:[ .-]?\d{2,4}){2,4}(?![\w-])",
+        min_digits=10,
+    )
+)
+
+SECRET_ENTITIES: tuple[str, ...] = (
+    "AWS_ACCESS_KEY",
+    "PRIVATE_KEY",
+    "JWT",
+    "GITHUB_TOKEN",
+    "SLACK_TOKEN",
+    "STRIPE_KEY",
+    "PASSWORD_PAIR",
+)
+BUILTIN_ENTITIES: tuple[str, ...] = tuple(_BUILTIN)
+
+
+def builtin_recognizers(entity: str) -> tuple[Recognizer, ...]:
+    """The built-in recognizers for `entity` (KeyError if there are none)."""
+    return _BUILTIN[entity]
+
+
+def custom_recognizer(
+    name: str,
+    *,
+    regex: str | None = None,
+    validator: str = "none",
+    words: Iterable[str] = (),
+    ignore_case: bool | None = None,
+) -> Recognizer:
+    """A config-defined entity: a regular expression (+ validator) or a word list.
+
+    The expression runs over UTF-8 bytes (character classes are ASCII); the
+    whole match is masked. Word lists match whole words, case-insensitively
+    unless `ignore_case` is False.
+    """
+    if validator not in VALIDATORS:
+        raise ValueError(f"unknown validator {validator!r} (one of {sorted(VALIDATORS)})")
+    words = [w for w in words if w]
+    if regex and words:
+        raise ValueError(f"custom entity {name}: give a regex or words, not both")
+    if regex:
+        flags = re.IGNORECASE if ignore_case else 0
+        return Recognizer(name, regex.encode("utf-8"), VALIDATORS[validator], flags=flags)
+    if words:
+        flags = 0 if ignore_case is False else re.IGNORECASE
+        alternation = b"|".join(
+            re.escape(w.encode("utf-8")) for w in sorted(words, key=len, reverse=True)
+        )
+        return Recognizer(
+            name, rb"(?<![\w])(?:" + alternation + rb")(?![\w])", VALIDATORS[validator], flags=flags
+        )
+    raise ValueError(f"custom entity {name}: needs a regex or words")
+
+
+class Scanner:
+    """A set of recognizers run over one bytes value, gated, validated, de-overlapped."""
+
+    __slots__ = ("recognizers", "_gated")
+
+    def __init__(self, recognizers: Sequence[Recognizer]) -> None:
+        self.recognizers = tuple(recognizers)
+        self._gated = tuple(
+            (
+                r.compiled.search,
+                r,
+                r.needs,
+                r.min_digits,
+                r.min_length,
+                r.min_colons,
+                r.secret,
+            )
+            for r in self.recognizers
+        )
+
+    def find(self, data: bytes) -> list[Finding]:
+        """Every sensitive span in `data`, in order, not overlapping."""
+        n = len(data)
+        digits = -1
+        secret_gate: bool | None = None
+        found: list[Finding] = []
+        for search, rec, needs, min_digits, min_length, min_colons, secret in self._gated:
+            if n < min_length:
+                continue
+            if min_digits:
+                if digits < 0:
+                    digits = n - len(data.translate(None, _DIGITS))
+                if digits < min_digits:
+                    continue
+            if needs is not None and needs not in data:
+                continue
+            if min_colons and data.count(b":") < min_colons:
+                continue
+            if secret:
+                if secret_gate is None:
+                    secret_gate = GATE_SECRET.search(data) is not None
+                if not secret_gate:
+                    continue
+            pos = 0
+            while pos <= n:
+                m = search(data, pos)
+                if m is None:
+                    break
+                hit = _validated(rec, m)
+                if hit is None:
+                    pos = m.start() + 1  # rejected: a real one may start inside it
+                    continue
+                found.append(hit[0])
+                pos = max(hit[1], m.start() + 1)
+        if len(found) > 1:
+            found.sort(key=lambda f: (f.start, f.start - f.end))
+            kept = [found[0]]
+            for f in found[1:]:
+                if f.start >= kept[-1].end:
+                    kept.append(f)
+            found = kept
+        return found
+
+
+def _validated(rec: Recognizer, m: re.Match[bytes]) -> tuple[Finding, int] | None:
+    start, end = m.span()
+    if rec.validator is not None:
+        accepted = rec.validator(m.group())
+        if not accepted:
+            return None
+        end = start + accepted
+    resume = end
+    if rec.value_groups:
+        for g in rec.value_groups:
+            s = m.start(g)
+            if s >= 0:
+                start, end = s, m.end(g)
+                break
+        if start == end:
+            return None
+    return Finding(rec.entity, start, end), resume
