@@ -243,12 +243,6 @@ async def test_decision_from_another_process_is_noticed_by_polling(store: Any) -
     assert outcome.approved and outcome.reason == "from the cli"
 
 
-@pytest.mark.xfail(
-    reason="audit store keeps its Merkle frontier in memory and does not notice appends by "
-    "another process (the CLI): its next append fails with UNIQUE constraint failed: "
-    "events.seq. Fix belongs in audit/group_commit.py (reload the frontier when max(seq) moved).",
-    strict=False,
-)
 async def test_gateway_store_appends_after_another_process_appended(store: Any) -> None:
     """The CLI's approval_decided lands between two of the gateway's own appends."""
     broker = broker_for(store, poll_interval=0.1)

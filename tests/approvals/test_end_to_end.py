@@ -119,12 +119,6 @@ def test_http_deny_refuses_with_the_reason(gw: Any) -> None:
     held.conn.close()
 
 
-@pytest.mark.xfail(
-    reason="the gateway's audit store does not notice the CLI process's appends (in-memory "
-    "Merkle frontier), so its next append fails: 'audit store unavailable'. Needs a fix in "
-    "audit/group_commit.py; see tests/approvals/test_broker.py.",
-    strict=False,
-)
 def test_cli_approve_with_grant_then_the_job_runs_without_waiting(gw: Any) -> None:
     held = HeldStatement(gw, "e2e_cli", "DELETE FROM e2e_cli")
     item = pending_for(gw, "e2e_cli")

@@ -261,30 +261,45 @@ class GroupCommitWriter:
         self._last_time = now
         return now
 
+    def _refresh(self, conn: sqlite3.Connection) -> None:
+        """Inside the write transaction: catch up with events another process appended.
+
+        The CLI (an approval decided from a shell, a retention purge) appends to the same
+        file while the gateway runs; BEGIN IMMEDIATE serialises the writers, and this
+        reloads the frontier when the log grew behind this writer's back.
+        """
+        (top,) = conn.execute("SELECT max(seq) FROM events").fetchone()
+        size = 0 if top is None else top + 1
+        if size != self.frontier.size:
+            self.frontier, last_time = self._load(conn)
+            if last_time > self._last_time:
+                self._last_time = last_time
+
     def _commit_appends(self, conn: sqlite3.Connection, batch: list[AppendRequest]) -> None:
         if not batch:
             return
-        frontier = self.frontier.copy()
-        time = self._next_time()
-        time_json = f'"{time}"'.encode()
-        events, payloads, nodes, records = [], [], [], []
-        for req in batch:
-            seq = frontier.size
-            body = req.body(seq, time_json)
-            leaf = leaf_hash(body)
-            nodes.extend(frontier.append(leaf)[1:])
-            events.append(
-                (seq, time, req.session, req.identity, req.connection, req.kind, req.verdict,
-                 req.rule, req.payload_hash, req.meta_json, body, leaf)
-            )  # fmt: skip
-            if req.payload is not None:
-                payloads.append((req.payload_hash, req.payload, time))
-            records.append(
-                EventRecord(seq, time, req.session, req.identity, req.connection, req.kind,
-                            req.verdict, req.rule, req.payload_hash, req.meta, body)
-            )  # fmt: skip
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._refresh(conn)
+            frontier = self.frontier.copy()
+            time = self._next_time()
+            time_json = f'"{time}"'.encode()
+            events, payloads, nodes, records = [], [], [], []
+            for req in batch:
+                seq = frontier.size
+                body = req.body(seq, time_json)
+                leaf = leaf_hash(body)
+                nodes.extend(frontier.append(leaf)[1:])
+                events.append(
+                    (seq, time, req.session, req.identity, req.connection, req.kind, req.verdict,
+                     req.rule, req.payload_hash, req.meta_json, body, leaf)
+                )  # fmt: skip
+                if req.payload is not None:
+                    payloads.append((req.payload_hash, req.payload, time))
+                records.append(
+                    EventRecord(seq, time, req.session, req.identity, req.connection, req.kind,
+                                req.verdict, req.rule, req.payload_hash, req.meta, body)
+                )  # fmt: skip
             conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", events)
             if payloads:
                 conn.executemany(
@@ -305,6 +320,7 @@ class GroupCommitWriter:
     def _run_job(self, conn: sqlite3.Connection, job: Job) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._refresh(conn)
             result = job.fn(conn, self.frontier)
             conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001
