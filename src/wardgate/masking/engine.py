@@ -288,17 +288,15 @@ class MaskingEngine:
             data = _mask_column_echoes(data, column_rules, counts, self._replacer)
         scanner = self._scanner(list(entities))
         if scanner is not None:
-            found = scanner.find(data)
+            found = scanner.spans(data)
             if found:
                 pieces = []
                 last = 0
-                for f in found:
-                    pieces.append(data[last : f.start])
-                    pieces.append(
-                        self._replacer(f.entity, entities[f.entity])(data[f.start : f.end])
-                    )
-                    counts[f.entity] = counts.get(f.entity, 0) + 1
-                    last = f.end
+                for entity, s, e in found:
+                    pieces.append(data[last:s])
+                    pieces.append(self._replacer(entity, entities[entity])(data[s:e]))
+                    counts[entity] = counts.get(entity, 0) + 1
+                    last = e
                 pieces.append(data[last:])
                 data = b"".join(pieces)
         return data.decode("utf-8", "surrogatepass"), counts

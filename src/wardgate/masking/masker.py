@@ -32,7 +32,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from wardgate.masking.recognizers import Finding, Scanner
+from wardgate.masking.recognizers import Scanner
 
 __all__ = ["ColumnInfo", "MaskingError", "ResultMasker", "TEXT_LIKE_OIDS", "UNSCANNED_OIDS"]
 
@@ -104,7 +104,7 @@ class ResultMasker:
         self.columns = tuple(columns)
         self._ncols = len(self.columns)
         self._scanner = scanner
-        self._find = scanner.find if scanner is not None else None
+        self._find = scanner.spans if scanner is not None else None
         self._replacers = replacers
         # (index, mode, replacer, rule, strategy)
         self._rules = tuple(rules)
@@ -177,46 +177,60 @@ class ResultMasker:
                 pos += len(p) + 1
         if out is values:
             out = list(values)
-        by_part: dict[int, list[Finding]] = {}
-        for f in found:
-            k = bisect_right(starts, f.start) - 1
-            end = starts[k] + len(parts[k])
-            if f.end > end:  # a custom pattern crossed a separator: clip it per part
-                by_part.setdefault(k, []).append(Finding(f.entity, f.start, end))
-                while f.end > end and k + 1 < len(parts):
-                    k += 1
-                    end = starts[k] + len(parts[k])
-                    s = starts[k]
-                    if s < f.end:
-                        by_part.setdefault(k, []).append(Finding(f.entity, s, min(f.end, end)))
-                continue
-            by_part.setdefault(k, []).append(f)
         replacers = self._replacers
-        for k, fs in by_part.items():
-            col = idx[k]
+        modes = self._scan_modes
+        counts_all = self._counts
+        k = 0
+        base = 0
+        limit = len(parts[0])
+        pieces: list[bytes] = []
+        last = 0
+        touched = False
+        for entity, s, e in found:
+            if s > limit:  # move on to the part holding this finding
+                if touched:
+                    self._store(out, idx[k], parts[k], pieces, last, modes)
+                    touched = False
+                k = bisect_right(starts, s) - 1
+                base = starts[k]
+                limit = base + len(parts[k])
+                pieces = []
+                last = 0
+            if e > limit:  # a custom pattern crossed a separator: clip it per part
+                e = limit
             v = parts[k]
-            base = starts[k]
-            counts = self._counts[col]
-            pieces = []
-            last = 0
-            for f in fs:
-                s, e = f.start - base, f.end - base
-                if s < last or e <= s:
-                    continue
-                pieces.append(v[last:s])
-                pieces.append(replacers[f.entity](v[s:e]))
-                counts[f.entity] = counts.get(f.entity, 0) + 1
-                last = e
-            pieces.append(v[last:])
-            mode = self._scan_modes[col]
-            if mode == SCAN_TEXT:
-                out[col] = b"".join(pieces)
-            elif mode == SCAN_NULL:
-                out[col] = None
-                self._nulled[col] += 1
-            else:
-                out[col] = b"\x01" + b"".join(pieces)
+            rs, re_ = s - base, e - base
+            if rs < last or re_ <= rs:
+                continue
+            pieces.append(v[last:rs])
+            pieces.append(replacers[entity](v[rs:re_]))
+            counts = counts_all[idx[k]]
+            counts[entity] = counts.get(entity, 0) + 1
+            last = re_
+            touched = True
+        if touched:
+            self._store(out, idx[k], parts[k], pieces, last, modes)
         return out
+
+    def _store(
+        self,
+        out: list[bytes | None],
+        col: int,
+        v: bytes,
+        pieces: list[bytes],
+        last: int,
+        modes: tuple[int, ...],
+    ) -> None:
+        mode = modes[col]
+        if mode == SCAN_TEXT:
+            pieces.append(v[last:])
+            out[col] = b"".join(pieces)
+        elif mode == SCAN_NULL:
+            out[col] = None
+            self._nulled[col] += 1
+        else:
+            pieces.append(v[last:])
+            out[col] = b"\x01" + b"".join(pieces)
 
     @staticmethod
     def _prepare(v: bytes | None, mode: int) -> bytes:

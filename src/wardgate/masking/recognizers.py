@@ -85,7 +85,10 @@ class Recognizer:
     min_digits: int = 0
     min_length: int = 0
     min_colons: int = 0
-    secret: bool = False  # gated by the shared GATE_SECRET expression
+    # "secret": gated by the shared GATE_SECRET expression; "digit": the pattern is
+    # rb"\d" + `rest` and runs in the shared digit pass; "email": anchored on "@"
+    kind: str = ""
+    rest: bytes = b""
     compiled: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -161,6 +164,11 @@ GATE_SECRET = re.compile(
 )
 
 _BUILTIN: dict[str, tuple[Recognizer, ...]] = {}
+_CARD_REST = rb"(?<=[1-68])(?<!\d\d)(?:[ -]?\d){12,18}(?!\d)"
+_SSN_REST = rb"(?<![\d-]\d)\d{2}(?P<wg_ssn>[- .])\d{2}(?P=wg_ssn)\d{4}(?![\d-]|\.\d)"
+_IPV4_REST = rb"(?<![\w.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\w|\.\w)"
+# The local part of an email address, for the walk back from its "@".
+_EMAIL_LOCAL = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.%+-"
 
 
 def _add(*recs: Recognizer) -> None:
@@ -176,7 +184,7 @@ _add(
         rb"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----[^\x00]*?"
         rb"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)",
         needs=b"-----BEGIN",
-        secret=True,
+        kind="secret",
     )
 )
 _add(
@@ -184,14 +192,14 @@ _add(
         "JWT",
         rb"eyJ(?<![\w-]eyJ)[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
         needs=b"eyJ",
-        secret=True,
+        kind="secret",
     )
 )
 _add(
     Recognizer(
         "AWS_ACCESS_KEY",
         rb"A(?:KIA|SIA|BIA|CCA|3T[A-Z0-9])(?<![A-Za-z0-9][\s\S]{4})[A-Z0-9]{16}(?![A-Za-z0-9])",
-        secret=True,
+        kind="secret",
     )
 )
 _add(
@@ -199,7 +207,7 @@ _add(
         "GITHUB_TOKEN",
         rb"gh[pousr]_(?<![A-Za-z0-9]gh[pousr]_)[A-Za-z0-9]{36,251}(?![A-Za-z0-9])"
         rb"|github_pat_(?<![A-Za-z0-9]github_pat_)[A-Za-z0-9_]{22,247}(?![A-Za-z0-9])",
-        secret=True,
+        kind="secret",
     )
 )
 _add(
@@ -208,7 +216,7 @@ _add(
         rb"xox[abposre]-(?<![\w-]xox[abposre]-)[A-Za-z0-9-]{10,250}"
         rb"|xapp-(?<![\w-]xapp-)\d-[A-Za-z0-9-]{10,250}"
         rb"|https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}",
-        secret=True,
+        kind="secret",
     )
 )
 _add(
@@ -217,18 +225,18 @@ _add(
         rb"sk_(?:live|test)_(?<![A-Za-z0-9]sk_live_)(?<![A-Za-z0-9]sk_test_)[A-Za-z0-9]{16,247}(?![A-Za-z0-9])"
         rb"|rk_(?:live|test)_(?<![A-Za-z0-9]rk_live_)(?<![A-Za-z0-9]rk_test_)[A-Za-z0-9]{16,247}(?![A-Za-z0-9])"
         rb"|whsec_(?<![A-Za-z0-9]whsec_)[A-Za-z0-9]{24,247}(?![A-Za-z0-9])",
-        secret=True,
+        kind="secret",
     )
 )
 _add(
     Recognizer(
         "PASSWORD_PAIR",
         rb"(?i:(?<![A-Za-z0-9])(?:" + _PW_KEYS + rb")[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?)"
-        rb"(?P<wg_pw1>[^\s\"'&;,\x00]{1,256})"
+        rb"(?P<wg_pw1>(?:[^\s\"'&;,\x00]|[&;,](?![\w.-]{1,64}=)(?=[^\s\"'\x00])){1,256})"
         rb"|(?i:(?<![A-Za-z0-9])password[ \t]{1,8})'(?P<wg_pw2>(?:[^'\x00]|'')*)'"
         rb"|(?<=://)[^\s:/@\x00]{1,128}:(?P<wg_pw3>[^\s/@\x00]{1,256})@",
         value_groups=("wg_pw1", "wg_pw2", "wg_pw3"),
-        secret=True,
+        kind="secret",
     )
 )
 _add(
@@ -237,6 +245,7 @@ _add(
         rb"[\w.%+-](?<![\w.%+-][\w.%+-])[\w.%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
         rb"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}(?![\w-])",
         needs=b"@",
+        kind="email",
     )
 )
 _add(
@@ -251,26 +260,32 @@ _add(
 _add(
     Recognizer(
         "CREDIT_CARD",
-        rb"[2-68](?<!\d[2-68])(?:[ -]?\d){12,18}(?!\d)",
+        rb"\d" + _CARD_REST,
         validator=VALIDATORS["card"],
         min_digits=13,
+        kind="digit",
+        rest=_CARD_REST,
     )
 )
 _add(
     Recognizer(
         "US_SSN",
-        rb"\d(?<![\d-]\d)\d{2}(?P<wg_ssn>[- .])\d{2}(?P=wg_ssn)\d{4}(?![\d-]|\.\d)",
+        rb"\d" + _SSN_REST,
         validator=VALIDATORS["ssn"],
         min_digits=9,
+        kind="digit",
+        rest=_SSN_REST,
     )
 )
 _add(
     Recognizer(
         "IP_ADDRESS",
-        rb"\d(?<![\w.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\w|\.\w)",
+        rb"\d" + _IPV4_REST,
         validator=_ipv4_validator,
         min_digits=4,
         needs=b".",
+        kind="digit",
+        rest=_IPV4_REST,
     ),
     Recognizer(
         "IP_ADDRESS",
@@ -340,70 +355,147 @@ def custom_recognizer(
 
 
 class Scanner:
-    """A set of recognizers run over one bytes value, gated, validated, de-overlapped."""
+    """A set of recognizers run over one bytes value, gated, validated, de-overlapped.
 
-    __slots__ = ("recognizers", "_gated")
+    Findings are `(entity, start, end)` tuples (cheaper than objects in the hot
+    path); `find()` wraps them as `Finding`s for callers that prefer names.
+    """
+
+    __slots__ = ("recognizers", "_digit", "_digit_min", "_email", "_secret", "_other", "_groups")
 
     def __init__(self, recognizers: Sequence[Recognizer]) -> None:
         self.recognizers = tuple(recognizers)
-        self._gated = tuple(
-            (
-                r.compiled.search,
-                r,
-                r.needs,
-                r.min_digits,
-                r.min_length,
-                r.min_colons,
-                r.secret,
-            )
-            for r in self.recognizers
+        digit = [r for r in self.recognizers if r.kind == "digit"]
+        self._groups: dict[str, Recognizer] = {}
+        parts = []
+        for i, rec in enumerate(digit):
+            self._groups[f"g{i}"] = rec
+            parts.append(b"(?P<g%d>" % i + rec.rest + b")")
+        self._digit = (
+            (re.compile(rb"\d(?:" + b"|".join(parts) + rb")").search, tuple(digit))
+            if digit
+            else None
+        )
+        self._digit_min = min((r.min_digits for r in digit), default=0)
+        self._email = next((r for r in self.recognizers if r.kind == "email"), None)
+        self._secret = tuple(_gate_tuple(r) for r in self.recognizers if r.kind == "secret")
+        self._other = tuple(
+            _gate_tuple(r) for r in self.recognizers if r.kind not in ("digit", "email", "secret")
         )
 
     def find(self, data: bytes) -> list[Finding]:
         """Every sensitive span in `data`, in order, not overlapping."""
+        return [Finding(e, s, t) for e, s, t in self.spans(data)]
+
+    def spans(self, data: bytes) -> list[tuple[str, int, int]]:
+        """Every sensitive span in `data` as (entity, start, end), sorted, not overlapping."""
         n = len(data)
+        found: list[tuple[str, int, int]] = []
         digits = -1
-        secret_gate: bool | None = None
-        found: list[Finding] = []
-        for search, rec, needs, min_digits, min_length, min_colons, secret in self._gated:
-            if n < min_length:
-                continue
-            if min_digits:
+        if self._digit is not None:
+            digits = n - len(data.translate(None, _DIGITS))
+            if digits >= self._digit_min:
+                self._scan_digits(data, found)
+        if self._email is not None and 64 in data:
+            self._scan_email(data, found)
+        if self._secret and GATE_SECRET.search(data) is not None:
+            for gate in self._secret:
+                _scan_gated(gate, data, n, found)
+        for gate in self._other:
+            if gate[3]:
                 if digits < 0:
                     digits = n - len(data.translate(None, _DIGITS))
-                if digits < min_digits:
+                if digits < gate[3]:
                     continue
-            if needs is not None and needs not in data:
-                continue
-            if min_colons and data.count(b":") < min_colons:
-                continue
-            if secret:
-                if secret_gate is None:
-                    secret_gate = GATE_SECRET.search(data) is not None
-                if not secret_gate:
-                    continue
-            pos = 0
-            while pos <= n:
-                m = search(data, pos)
-                if m is None:
-                    break
-                hit = _validated(rec, m)
-                if hit is None:
-                    pos = m.start() + 1  # rejected: a real one may start inside it
-                    continue
-                found.append(hit[0])
-                pos = max(hit[1], m.start() + 1)
+            _scan_gated(gate, data, n, found)
         if len(found) > 1:
-            found.sort(key=lambda f: (f.start, f.start - f.end))
+            found.sort(key=_order)
             kept = [found[0]]
+            last_end = found[0][2]
             for f in found[1:]:
-                if f.start >= kept[-1].end:
+                if f[1] >= last_end:
                     kept.append(f)
-            found = kept
+                    last_end = f[2]
+            return kept
         return found
 
+    def _scan_digits(self, data: bytes, found: list[tuple[str, int, int]]) -> None:
+        search, recs = self._digit
+        groups = self._groups
+        pos = 0
+        while True:
+            m = search(data, pos)
+            if m is None:
+                return
+            rec = groups[m.lastgroup]  # type: ignore[index]
+            start, end = m.span()
+            validator = rec.validator
+            accepted = validator(data[start:end]) if validator is not None else end - start
+            if not accepted:
+                # another digit recognizer may match at this very position
+                for other in recs:
+                    if other is rec:
+                        continue
+                    m2 = other.compiled.match(data, start)
+                    if m2 is not None:
+                        v2 = other.validator
+                        e2 = m2.end()
+                        ok = v2(data[start:e2]) if v2 is not None else e2 - start
+                        if ok:
+                            found.append((other.entity, start, start + ok))
+                            break
+                pos = start + 1
+                continue
+            found.append((rec.entity, start, start + accepted))
+            pos = start + accepted
 
-def _validated(rec: Recognizer, m: re.Match[bytes]) -> tuple[Finding, int] | None:
+    def _scan_email(self, data: bytes, found: list[tuple[str, int, int]]) -> None:
+        match = self._email.compiled.match
+        at = data.find(64)
+        floor = 0
+        while at >= 0:
+            lo = max(floor, at - 64)
+            start = lo + len(data[lo:at].rstrip(_EMAIL_LOCAL))
+            if start < at:
+                m = match(data, start)
+                if m is not None:
+                    found.append(("EMAIL_ADDRESS", start, m.end()))
+                    floor = m.end()
+                    at = data.find(64, floor)
+                    continue
+            at = data.find(64, at + 1)
+
+
+def _gate_tuple(r: Recognizer) -> tuple:
+    return (r.compiled.search, r, r.needs, r.min_digits, r.min_length, r.min_colons)
+
+
+def _order(f: tuple[str, int, int]) -> tuple[int, int]:
+    return (f[1], f[1] - f[2])
+
+
+def _scan_gated(gate: tuple, data: bytes, n: int, found: list[tuple[str, int, int]]) -> None:
+    search, rec, needs, _min_digits, min_length, min_colons = gate
+    if n < min_length:
+        return
+    if needs is not None and needs not in data:
+        return
+    if min_colons and data.count(b":") < min_colons:
+        return
+    pos = 0
+    while pos <= n:
+        m = search(data, pos)
+        if m is None:
+            return
+        hit = _validated(rec, m)
+        if hit is None:
+            pos = m.start() + 1  # rejected: a real one may start inside it
+            continue
+        found.append(hit[0])
+        pos = max(hit[1], m.start() + 1)
+
+
+def _validated(rec: Recognizer, m: re.Match[bytes]) -> tuple[tuple[str, int, int], int] | None:
     start, end = m.span()
     if rec.validator is not None:
         accepted = rec.validator(m.group())
@@ -419,4 +511,4 @@ def _validated(rec: Recognizer, m: re.Match[bytes]) -> tuple[Finding, int] | Non
                 break
         if start == end:
             return None
-    return Finding(rec.entity, start, end), resume
+    return (rec.entity, start, end), resume

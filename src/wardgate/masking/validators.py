@@ -49,7 +49,7 @@ def card_brand_ok(digits: bytes) -> bool:
     """Issuer prefix and length of a payment card number (all major brands).
 
     Visa 4 (13, 16, 19); Mastercard 51-55 and 2221-2720 (16); American Express
-    34/37 (15); Discover 6011, 644-649, 65 (16-19); JCB 3528-3589 (16-19); Diners
+    34/37 (15); Discover 6011, 644-649, 65 (16-19); JCB 35 (16-19) and 1800/2131 (15); Diners
     300-305, 36, 38, 39 (14-19); UnionPay 62 (16-19); Maestro 50, 56-69 (12-19);
     RuPay 60, 65, 81, 82 and Mir 2200-2204 (16).
     """
@@ -64,12 +64,16 @@ def card_brand_ok(digits: bytes) -> bool:
         if two in (34, 37):
             return n == 15
         if two == 35:
-            return 3528 <= int(digits[:4]) <= 3589 and n >= 16
+            return n >= 16
         return two in (30, 36, 38, 39) and n >= 14
+    if first == 0x31:  # 1: JCB 15-digit 1800
+        return n == 15 and digits[:4] == b"1800"
     if first == 0x35:  # 5: Mastercard 51-55, Maestro 50, 56-59
         return n == 16 if 51 <= two <= 55 else n >= 12
     if first == 0x32:  # 2: Mastercard 2221-2720, Mir 2200-2204
         four = int(digits[:4])
+        if n == 15:
+            return four == 2131  # JCB 15-digit
         return n == 16 and (2221 <= four <= 2720 or 2200 <= four <= 2204)
     if first == 0x36:  # 6: Discover, UnionPay, Maestro, RuPay
         return n >= 16 or n >= 12 and two not in (60, 62, 64, 65)
