@@ -51,8 +51,7 @@ class GatewayServer:
             await self.broker.start()
             self.gateway.broker = self.broker
         self.checkpointer = _make_checkpointer(cfg, self.store)
-        if self.checkpointer is not None:
-            await self.checkpointer.start()
+        self.checkpointer.start()
         for conn in cfg.connections:
             engine = ENGINES[conn.protocol](self.gateway, conn)
             await engine.start()
@@ -81,8 +80,10 @@ class GatewayServer:
             with contextlib.suppress(Exception):
                 await self.broker.close()
         if self.checkpointer is not None:
-            with contextlib.suppress(Exception):
-                await self.checkpointer.stop()
+            try:
+                await self.checkpointer.aclose()  # the checkpoint at shutdown
+            except Exception:
+                log.exception("final checkpoint failed")
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
         log_line("gateway_stopped")
@@ -108,11 +109,22 @@ def _make_broker(cfg: Config, store: AuditStore, identities: IdentityRegistry) -
 
 
 def _make_checkpointer(cfg: Config, store: AuditStore) -> Any:
-    try:
-        from wardgate.audit.checkpoint import Checkpointer
-    except ImportError:
-        return None
-    return Checkpointer.from_config(cfg, store) if hasattr(Checkpointer, "from_config") else None
+    """Signed checkpoints every `checkpoints.interval`; the key is made on first start."""
+    from wardgate.audit.checkpoint import Checkpointer
+    from wardgate.audit.keys import init_keyring, load_keyring
+
+    key_file = cfg.checkpoints.key_file
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        init_keyring(key_file, cfg.checkpoints.origin)
+        log_line("checkpoint_key_created", key_file=str(key_file))
+    return Checkpointer(
+        store,
+        load_keyring(key_file),
+        cfg.checkpoints.origin,
+        interval=cfg.checkpoints.interval_seconds,
+        publish=cfg.checkpoints.publish,
+    )
 
 
 def _configure_logging(config: Config) -> None:

@@ -67,12 +67,9 @@ class Gateway:
 
             token_key = SecretRef(ref).resolve().encode() if isinstance(ref, str) else None
         self.masking = MaskingEngine(masking_cfg, token_key=token_key)
-        try:
-            from wardgate.masking.baseline import BASELINE_MASK
+        from wardgate.masking.baseline import BASELINE_MASK
 
-            self._baseline_masks = (BASELINE_MASK,)
-        except ImportError:
-            self._baseline_masks = ()
+        self._baseline_masks = (BASELINE_MASK,)
         self.broker: Any = None  # set by serve() when approvals run
 
     # ------------------------------------------------------------------ policy
@@ -174,10 +171,7 @@ class Gateway:
     # ------------------------------------------------------------------ masking
 
     def result_masker(self, decision: Decision | None, fields: list, formats: list[int]) -> Any:
-        try:
-            from wardgate.masking.engine import ColumnInfo
-        except ImportError:  # interim
-            return None
+        from wardgate.masking.engine import ColumnInfo
 
         tables = []
         if decision is not None:
