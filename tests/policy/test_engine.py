@@ -316,3 +316,39 @@ def test_config_validation_errors() -> None:
 )
 def test_wardgate_setting(sql: str, expected) -> None:
     assert wardgate_setting(sql) == expected
+
+
+def test_documented_analytics_example() -> None:
+    import yaml
+
+    doc = yaml.safe_load(
+        """
+- name: analytics
+  include: [baseline]
+  default: deny
+  rules:
+    - {name: reads, verdict: allow, kinds: [select, show, set, transaction, explain]}
+    - name: pii
+      verdict: review
+      reason: reads PII
+      objects: {columns: ["customers.ssn", "*.card_number"]}
+      review: {ttl: 30m, approvals: 2}
+    - name: mask-email
+      verdict: mask
+      objects: {tables: [customers]}
+      mask: {columns: [customers.email], strategy: partial}
+"""
+    )
+    e = PolicyEngine(
+        [PolicySpec.model_validate(p) for p in doc], connection_policies={"prod": ["analytics"]}
+    )
+    s = e.session(info())
+    d = one(s, "SELECT name FROM customers")
+    assert (d.verdict, d.rule) == (Verdict.ALLOW, "analytics/reads")
+    assert [m.rule for m in d.masks] == ["analytics/mask-email"]
+    d = one(s, "SELECT * FROM customers")
+    assert (d.verdict, d.rule, d.approvals_required) == (Verdict.REVIEW, "analytics/pii", 2)
+    assert d.review_ttl_seconds == 1800
+    d = one(s, "INSERT INTO customers (name) VALUES ('x')")
+    assert (d.verdict, d.rule) == (Verdict.DENY, "analytics/<default>")
+    assert one(s, "DROP TABLE customers").rule == "baseline/deny-drop-table"

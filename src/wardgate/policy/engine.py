@@ -189,7 +189,8 @@ class PolicySession:
         for policy in policies:
             names = set()
             for rule in engine.rules[policy]:
-                names.add(rule.name)
+                if rule.spec.verdict != "mask":  # mask rules do not decide
+                    names.add(rule.name)
                 if rule.name not in seen and rule.applies_to(info):
                     seen.add(rule.name)
                     self.rules.append(rule)
