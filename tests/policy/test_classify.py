@@ -204,3 +204,18 @@ def test_fingerprint_recorded() -> None:
     ((_, f),) = classify_message("SELECT * FROM t WHERE a = 1")
     ((_, g),) = classify_message("SELECT * FROM t WHERE a = 2")
     assert f.fingerprint and f.fingerprint == g.fingerprint
+
+
+def test_functions_named_by_signature_and_dml_targets() -> None:
+    f = facts("CREATE OPERATOR === (PROCEDURE = pg_read_file, LEFTARG = text, RIGHTARG = bigint)")
+    assert "file_access" in f.features
+    f = facts("CREATE CAST (text AS int) WITH FUNCTION pg_catalog.pg_stat_file(text)")
+    assert "file_access" in f.features
+    assert ("pg_catalog", "pg_stat_file") in f.functions
+    # a CTE cannot be a DML target: the real table is touched even when a CTE shadows it
+    f = facts("WITH customers AS (SELECT 1) DELETE FROM customers WHERE id = 1")
+    assert (None, "customers") in f.tables
+    f = facts("UPDATE customers c SET ssn = NULL WHERE c.id = 1")
+    assert ("customers", "ssn") in f.columns and ("customers", "id") in f.columns
+    f = facts("INSERT INTO customers (name, ssn) VALUES ('a', 'b')")
+    assert ("customers", "ssn") in f.columns

@@ -360,6 +360,8 @@ class _Walker:
                 return
         if "relname" in node and "relpersistence" in node:
             self.range_var(node)
+        elif "objname" in node and isinstance(node["objname"], list):
+            self.object_with_args(node)
         elif "funcname" in node and "funcformat" in node:
             self.func_call(node)
         else:
@@ -419,6 +421,13 @@ class _Walker:
             self.facts.schemas.add(schema)
         if alias:
             self.aliases[alias] = name
+
+    def object_with_args(self, body: dict[str, Any]) -> None:
+        """A function named by signature (CREATE CAST ... WITH FUNCTION, DROP FUNCTION, ...)."""
+        names = _names(body.get("objname", []))
+        if names and (names[-1][:1].isalpha() or names[-1][:1] == "_"):
+            self.note_function(names[0] if len(names) > 1 else None, names[-1], None)
+        self.walk_fields(body, skip=("objname",))
 
     def column_ref(self, body: dict[str, Any]) -> None:
         fields = []
@@ -505,6 +514,20 @@ def _where_check(w: _Walker, body: dict[str, Any], kind: str, key: str) -> None:
 def _h_dml(kind: str):
     def handler(w: _Walker, body: dict[str, Any]) -> None:
         w.add_kind(kind)
+        relation = body.get("relation")
+        if isinstance(relation, dict) and "relname" in relation:
+            # the target is always a real table, even when a CTE has the same name
+            name = relation["relname"]
+            w.facts.tables.add((relation.get("schemaname"), name))
+            if relation.get("schemaname"):
+                w.facts.schemas.add(relation["schemaname"])
+            alias = relation.get("alias", {}).get("aliasname")
+            if alias:
+                w.aliases[alias] = name
+            for target in body.get("cols", []) + body.get("targetList", []):
+                column = target.get("ResTarget", {}).get("name") if kind != "select" else None
+                if column and kind in ("insert", "update"):
+                    w.facts.columns.add((name, column))
         if body.get("returningList") or body.get("returningClause"):
             w.facts.reads = True
         if kind in ("update", "delete"):
@@ -699,11 +722,53 @@ def _h_create_function(w: _Walker, body: dict[str, Any]) -> None:
 
 
 def _h_trigger(w: _Walker, body: dict[str, Any]) -> None:
-    w.add_kind("create_trigger")
+    w.add_kind("create_event_trigger" if "eventname" in body else "create_trigger")
     names = _names(body.get("funcname", []))
     if names:
         w.note_function(names[0] if len(names) > 1 else None, names[-1], None)
     w.walk_fields(body, skip=("funcname",))
+
+
+_FUNCTION_DEFNAMES = frozenset(
+    {
+        "procedure",
+        "function",
+        "sfunc",
+        "finalfunc",
+        "combinefunc",
+        "serialfunc",
+        "deserialfunc",
+        "msfunc",
+        "minvfunc",
+        "mfinalfunc",
+        "restrict",
+        "join",
+        "input",
+        "output",
+        "receive",
+        "send",
+        "typmod_in",
+        "typmod_out",
+        "analyze",
+        "subtype_diff",
+        "canonical",
+    }
+)
+
+
+def _h_define(w: _Walker, body: dict[str, Any]) -> None:
+    """CREATE OPERATOR / AGGREGATE / TYPE ...: the functions they will call."""
+    w.add_kind("create_" + body.get("kind", "OBJECT_UNKNOWN").removeprefix("OBJECT_").lower())
+    for item in body.get("definition", []):
+        elem = item.get("DefElem", {})
+        if elem.get("defname", "").lower() in _FUNCTION_DEFNAMES:
+            arg = elem.get("arg", {})
+            names = _names(arg.get("TypeName", {}).get("names", [])) or _names(
+                arg.get("List", {}).get("items", [])
+            )
+            if names:
+                w.note_function(names[0] if len(names) > 1 else None, names[-1], None)
+    w.walk_fields(body)
 
 
 def _h_extension(w: _Walker, body: dict[str, Any]) -> None:
@@ -785,6 +850,8 @@ _HANDLERS = {
     "DoStmt": _h_do,
     "CreateFunctionStmt": _h_create_function,
     "CreateTrigStmt": _h_trigger,
+    "CreateEventTrigStmt": _h_trigger,
+    "DefineStmt": _h_define,
     "CreateExtensionStmt": _h_extension,
     "CallStmt": _h_call,
     "AlterRoleSetStmt": _h_setting_holder("alter_role"),
