@@ -102,6 +102,30 @@ def load_timeline(store: Any, session_prefix: str) -> Timeline | None:
     return timeline
 
 
+def _masking_line(masking: dict | None) -> str:
+    """`email: EMAIL_ADDRESS x4; ssn: column rule x4 (baseline/mask-pii, shop/mask-ssn)`"""
+    if not masking:
+        return ""
+    parts = []
+    for column, found in sorted((masking.get("columns") or {}).items()):
+        if found:
+            parts.append(f"{column}: " + ", ".join(f"{e} x{n}" for e, n in sorted(found.items())))
+    for column, info in sorted((masking.get("column_rules") or {}).items()):
+        if isinstance(info, dict):
+            parts.append(
+                f"{column}: column rule {info.get('strategy', '')} x{info.get('values', '?')}"
+            )
+        elif info:
+            parts.append(f"{column}: column rule x{info}")
+    for column, n in sorted((masking.get("nulled") or {}).items()):
+        if n:
+            parts.append(f"{column}: sent as NULL x{n}")
+    if not parts:
+        return ""
+    rules = sorted({r.get("rule", "") for r in masking.get("rules") or [] if isinstance(r, dict)})
+    return "; ".join(parts) + (f"  ({', '.join(rules)})" if rules else "")
+
+
 def render_timeline(console: Console, timeline: Timeline, *, max_rows: int = 20) -> None:
     console.print(
         f"[bold]session[/bold] {timeline.session}  identity [cyan]{timeline.identity}[/cyan]  "
@@ -144,10 +168,9 @@ def render_timeline(console: Console, timeline: Timeline, *, max_rows: int = 20)
             console.print(
                 f"{'':13}-> {result.get('tag')}  rows {result.get('rows')}", highlight=False
             )
-        if result.get("masking"):
-            console.print(
-                f"{'':13}masking: {json.dumps(result['masking'], sort_keys=True)}", highlight=False
-            )
+        summary = _masking_line(result.get("masking"))
+        if summary:
+            console.print(f"{'':13}[magenta]masked[/magenta] {summary}", highlight=False)
         rows = result.get("row_values") or []
         if rows and result.get("columns"):
             table = Table(show_header=True, header_style="dim", box=None, padding=(0, 1))

@@ -114,8 +114,10 @@ class Gateway:
             return fut
 
     def _masks_for(self, decision: Decision | None) -> tuple:
+        # the baseline (cards, emails, SSNs, IBANs, secrets) applies to every identity;
+        # mask rules add to it, never replace it
         if decision is not None and decision.masks:
-            return tuple(decision.masks)
+            return self._baseline_masks + tuple(decision.masks)
         return self._baseline_masks
 
     def mask_text(self, text: str, decision: Decision | None = None) -> str:
