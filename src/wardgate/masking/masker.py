@@ -138,11 +138,12 @@ class ResultMasker:
         self.rows += 1
         out = values
         if self._rules:
-            out = list(values)
             for i, mode, repl, _rule, _strategy in self._rules:
-                v = out[i]
+                v = values[i]
                 if v is None:
                     continue
+                if out is values:
+                    out = list(values)
                 self._rule_counts[i] += 1
                 if mode == RULE_TEXT:
                     out[i] = repl(v)

@@ -126,6 +126,17 @@ def _iban_validator(candidate: bytes) -> int:
     return len(candidate) if iban_valid(compact) else 0
 
 
+def _card_validator(candidate: bytes) -> int:
+    """Accept a card number; if the run is longer (a number follows after a space
+    or dash), try the shorter prefixes that end at a separator."""
+    if card_valid(candidate):
+        return len(candidate)
+    for i in range(len(candidate) - 1, 11, -1):
+        if candidate[i] in (0x20, 0x2D) and card_valid(candidate[:i]):
+            return i
+    return 0
+
+
 def _ipv4_validator(candidate: bytes) -> int:
     for octet in candidate.split(b"."):
         if len(octet) > 1 and octet[0] == 0x30 or int(octet) > 255:
@@ -232,7 +243,7 @@ _add(
     Recognizer(
         "PASSWORD_PAIR",
         rb"(?i:(?<![A-Za-z0-9])(?:" + _PW_KEYS + rb")[\"']?[ \t]{0,8}[:=][ \t]{0,8}[\"']?)"
-        rb"(?P<wg_pw1>(?:[^\s\"'&;,\x00]|[&;,](?![\w.-]{1,64}=)(?=[^\s\"'\x00])){1,256})"
+        rb"(?P<wg_pw1>(?:[^\s\"'&;,\x00]|[&;,](?![\w.-]{1,64}=)){1,256})"
         rb"|(?i:(?<![A-Za-z0-9])password[ \t]{1,8})'(?P<wg_pw2>(?:[^'\x00]|'')*)'"
         rb"|(?<=://)[^\s:/@\x00]{1,128}:(?P<wg_pw3>[^\s/@\x00]{1,256})@",
         value_groups=("wg_pw1", "wg_pw2", "wg_pw3"),
@@ -261,7 +272,7 @@ _add(
     Recognizer(
         "CREDIT_CARD",
         rb"\d" + _CARD_REST,
-        validator=VALIDATORS["card"],
+        validator=_card_validator,
         min_digits=13,
         kind="digit",
         rest=_CARD_REST,
