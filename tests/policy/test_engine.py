@@ -352,3 +352,12 @@ def test_documented_analytics_example() -> None:
     d = one(s, "INSERT INTO customers (name) VALUES ('x')")
     assert (d.verdict, d.rule) == (Verdict.DENY, "analytics/<default>")
     assert one(s, "DROP TABLE customers").rule == "baseline/deny-drop-table"
+
+
+def test_pathological_input_fails_closed() -> None:
+    s = PolicyEngine([]).session(info())
+    deep = "SELECT " + " + ".join(["pg_read_file('x')"] * 3000)
+    assert one(s, deep).verdict is Verdict.DENY
+    long = "SELECT 1 /*" + "x" * 20000 + "*/; DROP TABLE t"
+    assert [d.verdict for _, d in s.evaluate(long)] == [Verdict.ALLOW, Verdict.DENY]
+    assert s.evaluate("") == [] and s.evaluate("  ;  -- nothing") == []

@@ -48,7 +48,7 @@ DEFAULT_TTL_SECONDS = 600.0
 _RANK = {Verdict.ALLOW: 0, Verdict.REVIEW: 1, Verdict.DENY: 2}
 # Kinds whose facts may be reused for statements that differ only in constants.
 _NORMALIZED_CACHE_KINDS = frozenset({"select", "values", "insert", "update", "delete", "merge"})
-_MAX_NORMALIZE_LEN = 16384
+_MAX_CACHED_TEXT = 8192  # longer messages are classified every time (bounded memory)
 _MEMO_SIZE = 4096
 
 
@@ -141,23 +141,24 @@ class PolicyEngine:
 
     def classify(self, text: str) -> Classified:
         """Classify a message, through the caches. Raises ParseError / RecursionError."""
+        if len(text) > _MAX_CACHED_TEXT:
+            self.stats["misses"] += 1
+            return classify_message(text)
         hit = self._text_cache.get(text)
         if hit is not None:
             self.stats["text_hits"] += 1
             return hit  # type: ignore[return-value]
-        key = None
-        if len(text) <= _MAX_NORMALIZE_LEN:
-            try:
-                key = normalize(text)
-            except ParseError:
-                key = None
-            if key is not None:
-                facts = self._normalized_cache.get(key)
-                if facts is not None:
-                    self.stats["normalized_hits"] += 1
-                    result: Classified = [(text, facts)]  # type: ignore[list-item]
-                    self._text_cache.put(text, result)
-                    return result
+        try:
+            key: str | None = normalize(text)
+        except ParseError:
+            key = None
+        if key is not None:
+            facts = self._normalized_cache.get(key)
+            if facts is not None:
+                self.stats["normalized_hits"] += 1
+                result: Classified = [(text, facts)]  # type: ignore[list-item]
+                self._text_cache.put(text, result)
+                return result
         self.stats["misses"] += 1
         result = classify_message(text)
         self._text_cache.put(text, result)
