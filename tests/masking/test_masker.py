@@ -204,3 +204,9 @@ def test_custom_entity_scans_every_type() -> None:
     d = MaskDirective("p/bday", entities=("BIRTHDAY",))
     m = engine.plan([d], [col("dob", 1082), col("note")])
     assert m.mask_values([b"1980-02-03", b"born 1975-01-01"]) == [None, b"born [BIRTHDAY]"]
+
+
+def test_custom_pattern_crossing_values_masks_both_sides() -> None:
+    engine = MaskingEngine(MaskingConfig(custom=[{"name": "GREEDY", "regex": r"zz[^a]*"}]))
+    m = engine.plan([MaskDirective("p/g", entities=("GREEDY",))], [col("a"), col("b")])
+    assert m.mask_values([b"xx zz yy", b"qq a"]) == [b"xx [GREEDY]", b"[GREEDY]a"]

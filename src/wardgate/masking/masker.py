@@ -28,7 +28,6 @@ refuses the row).
 from __future__ import annotations
 
 import struct
-from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -162,45 +161,35 @@ class ResultMasker:
             parts = [out[i] or b"" for i in idx]
         else:
             parts = [self._prepare(out[i], self._scan_modes[i]) for i in idx]
-        if len(parts) == 1:
-            found = find(parts[0])
-            if not found:
-                return out
-            starts = [0]
-        else:
-            found = find(b"\x00".join(parts))
-            if not found:
-                return out
-            starts = []
-            pos = 0
-            for p in parts:
-                starts.append(pos)
-                pos += len(p) + 1
+        found = find(parts[0] if len(parts) == 1 else b"\x00".join(parts))
+        if not found:
+            return out
         if out is values:
             out = list(values)
         replacers = self._replacers
-        modes = self._scan_modes
         counts_all = self._counts
+        # walk the parts in step with the (sorted) findings
         k = 0
         base = 0
-        limit = len(parts[0])
+        v = parts[0]
+        limit = len(v)
         pieces: list[bytes] = []
         last = 0
-        touched = False
         for entity, s, e in found:
-            if s > limit:  # move on to the part holding this finding
-                if touched:
-                    self._store(out, idx[k], parts[k], pieces, last, modes)
-                    touched = False
-                k = bisect_right(starts, s) - 1
-                base = starts[k]
-                limit = base + len(parts[k])
-                pieces = []
-                last = 0
-            if e > limit:  # a custom pattern crossed a separator: clip it per part
+            if s > limit:
+                if pieces:
+                    self._store(out, idx[k], v, pieces, last)
+                    pieces = []
+                    last = 0
+                while s > limit:
+                    k += 1
+                    base = limit + 1
+                    v = parts[k]
+                    limit = base + len(v)
+            if e > limit:  # a custom pattern crossed a separator: clip it
                 e = limit
-            v = parts[k]
-            rs, re_ = s - base, e - base
+            rs = s - base
+            re_ = e - base
             if rs < last or re_ <= rs:
                 continue
             pieces.append(v[last:rs])
@@ -208,9 +197,8 @@ class ResultMasker:
             counts = counts_all[idx[k]]
             counts[entity] = counts.get(entity, 0) + 1
             last = re_
-            touched = True
-        if touched:
-            self._store(out, idx[k], parts[k], pieces, last, modes)
+        if pieces:
+            self._store(out, idx[k], v, pieces, last)
         return out
 
     def _store(
@@ -220,9 +208,8 @@ class ResultMasker:
         v: bytes,
         pieces: list[bytes],
         last: int,
-        modes: tuple[int, ...],
     ) -> None:
-        mode = modes[col]
+        mode = self._scan_modes[col]
         if mode == SCAN_TEXT:
             pieces.append(v[last:])
             out[col] = b"".join(pieces)

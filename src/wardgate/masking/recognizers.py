@@ -47,7 +47,6 @@ __all__ = [
     "Recognizer",
     "Scanner",
     "builtin_recognizers",
-    "GATE_SECRET",
     "custom_recognizer",
     "VALIDATORS",
 ]
@@ -81,14 +80,16 @@ class Recognizer:
     validator: Validator | None = None
     value_groups: tuple[str, ...] = ()
     flags: int = 0
-    needs: bytes | None = None  # a substring the value must contain
+    # the value must contain one of these (bytes: a substring; int: a byte)
+    needs: tuple[bytes | int, ...] = ()
     min_digits: int = 0
     min_length: int = 0
     min_colons: int = 0
     # "secret": gated by the shared GATE_SECRET expression; "digit": the pattern is
     # rb"\d" + `rest` and runs in the shared digit pass; "email": anchored on "@"
-    kind: str = ""
+    kind: str = ""  # "custom": a config entity, whose pattern may match a NUL byte
     rest: bytes = b""
+    lead_back: int = 0  # digit pass: the entity starts this many bytes before the digit
     compiled: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -168,13 +169,26 @@ _PW_KEYS = (
     rb"|password|passwd|passphrase|pwd|pass|secret"
 )
 
-# Gates: the cheap facts a value must show before a recognizer runs on it.
-GATE_SECRET = re.compile(
-    rb"-----BEGIN|eyJ|AKIA|ASIA|ABIA|ACCA|A3T|gh[pousr]_|github_pat_|xox|xapp-|sk_|rk_"
-    rb"|whsec_|hooks|://|=|:|PASSWORD|Password|password|PWD|Pwd|pwd|SECRET|Secret|secret"
+_PW_KEY_LIST = (
+    b"aws_secret_access_key", b"client_secret", b"secret_key", b"access_token",
+    b"accesstoken", b"auth_token", b"authtoken", b"api_key", b"apikey", b"password",
+    b"passwd", b"passphrase", b"pwd", b"pass", b"secret",
+)  # fmt: skip
+# `key = value` pairs are found from their separator: the bytes before it, reversed,
+# must be a key (one anchored match), then the value is matched after it.
+_PW_SEP = re.compile(rb"[:=]")
+_PW_KEY_REV = re.compile(
+    rb"[ \t]{0,8}[\"']?(?:"
+    + b"|".join(re.escape(k[::-1]) for k in sorted(_PW_KEY_LIST, key=len, reverse=True))
+    + rb")(?![A-Za-z0-9])",
+    re.IGNORECASE,
 )
+_PW_VALUE = re.compile(rb"[ \t]{0,8}[\"']?(?P<v>(?:[^\s\"'&;,\x00]|[&;,](?![\w.-]{1,64}=)){1,256})")
+_PW_SQL = re.compile(rb"(?i:(?<![A-Za-z0-9])password[ \t]{1,8})'(?P<v>(?:[^'\x00]|'')*)'")
+_PW_URL = re.compile(rb"(?<=://)[^\s:/@\x00]{1,128}:(?P<v>[^\s/@\x00]{1,256})@")
 
 _BUILTIN: dict[str, tuple[Recognizer, ...]] = {}
+_IBAN_REST = rb"(?<=(?<![A-Za-z0-9])[A-Z]{2}\d)\d(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])"
 _CARD_REST = rb"(?<=[1-68])(?<!\d\d)(?:[ -]?\d){12,18}(?!\d)"
 _SSN_REST = rb"(?<![\d-]\d)\d{2}(?P<wg_ssn>[- .])\d{2}(?P=wg_ssn)\d{4}(?![\d-]|\.\d)"
 _IPV4_REST = rb"(?<![\w.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\w|\.\w)"
@@ -194,7 +208,7 @@ _add(
         "PRIVATE_KEY",
         rb"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----[^\x00]*?"
         rb"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)",
-        needs=b"-----BEGIN",
+        needs=(b"-----BEGIN",),
         kind="secret",
     )
 )
@@ -202,7 +216,7 @@ _add(
     Recognizer(
         "JWT",
         rb"eyJ(?<![\w-]eyJ)[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*",
-        needs=b"eyJ",
+        needs=(b"eyJ",),
         kind="secret",
     )
 )
@@ -210,6 +224,7 @@ _add(
     Recognizer(
         "AWS_ACCESS_KEY",
         rb"A(?:KIA|SIA|BIA|CCA|3T[A-Z0-9])(?<![A-Za-z0-9][\s\S]{4})[A-Z0-9]{16}(?![A-Za-z0-9])",
+        needs=(65,),
         kind="secret",
     )
 )
@@ -218,6 +233,7 @@ _add(
         "GITHUB_TOKEN",
         rb"gh[pousr]_(?<![A-Za-z0-9]gh[pousr]_)[A-Za-z0-9]{36,251}(?![A-Za-z0-9])"
         rb"|github_pat_(?<![A-Za-z0-9]github_pat_)[A-Za-z0-9_]{22,247}(?![A-Za-z0-9])",
+        needs=(95,),
         kind="secret",
     )
 )
@@ -227,6 +243,7 @@ _add(
         rb"xox[abposre]-(?<![\w-]xox[abposre]-)[A-Za-z0-9-]{10,250}"
         rb"|xapp-(?<![\w-]xapp-)\d-[A-Za-z0-9-]{10,250}"
         rb"|https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}",
+        needs=(b"xox", b"xapp-", b"hooks.slack"),
         kind="secret",
     )
 )
@@ -236,6 +253,7 @@ _add(
         rb"sk_(?:live|test)_(?<![A-Za-z0-9]sk_live_)(?<![A-Za-z0-9]sk_test_)[A-Za-z0-9]{16,247}(?![A-Za-z0-9])"
         rb"|rk_(?:live|test)_(?<![A-Za-z0-9]rk_live_)(?<![A-Za-z0-9]rk_test_)[A-Za-z0-9]{16,247}(?![A-Za-z0-9])"
         rb"|whsec_(?<![A-Za-z0-9]whsec_)[A-Za-z0-9]{24,247}(?![A-Za-z0-9])",
+        needs=(95,),
         kind="secret",
     )
 )
@@ -247,7 +265,7 @@ _add(
         rb"|(?i:(?<![A-Za-z0-9])password[ \t]{1,8})'(?P<wg_pw2>(?:[^'\x00]|'')*)'"
         rb"|(?<=://)[^\s:/@\x00]{1,128}:(?P<wg_pw3>[^\s/@\x00]{1,256})@",
         value_groups=("wg_pw1", "wg_pw2", "wg_pw3"),
-        kind="secret",
+        kind="password",
     )
 )
 _add(
@@ -255,17 +273,19 @@ _add(
         "EMAIL_ADDRESS",
         rb"[\w.%+-](?<![\w.%+-][\w.%+-])[\w.%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
         rb"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}(?![\w-])",
-        needs=b"@",
+        needs=(64,),
         kind="email",
     )
 )
 _add(
     Recognizer(
         "IBAN_CODE",
-        rb"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])",
+        rb"\d" + _IBAN_REST,
         validator=_iban_validator,
         min_digits=4,
-        min_length=15,
+        kind="digit",
+        rest=_IBAN_REST,
+        lead_back=2,
     )
 )
 _add(
@@ -294,7 +314,7 @@ _add(
         rb"\d" + _IPV4_REST,
         validator=_ipv4_validator,
         min_digits=4,
-        needs=b".",
+        needs=(46,),
         kind="digit",
         rest=_IPV4_REST,
     ),
@@ -353,14 +373,20 @@ def custom_recognizer(
         raise ValueError(f"custom entity {name}: give a regex or words, not both")
     if regex:
         flags = re.IGNORECASE if ignore_case else 0
-        return Recognizer(name, regex.encode("utf-8"), VALIDATORS[validator], flags=flags)
+        return Recognizer(
+            name, regex.encode("utf-8"), VALIDATORS[validator], flags=flags, kind="custom"
+        )
     if words:
         flags = 0 if ignore_case is False else re.IGNORECASE
         alternation = b"|".join(
             re.escape(w.encode("utf-8")) for w in sorted(words, key=len, reverse=True)
         )
         return Recognizer(
-            name, rb"(?<![\w])(?:" + alternation + rb")(?![\w])", VALIDATORS[validator], flags=flags
+            name,
+            rb"(?<![\w])(?:" + alternation + rb")(?![\w])",
+            VALIDATORS[validator],
+            flags=flags,
+            kind="custom",
         )
     raise ValueError(f"custom entity {name}: needs a regex or words")
 
@@ -370,9 +396,21 @@ class Scanner:
 
     Findings are `(entity, start, end)` tuples (cheaper than objects in the hot
     path); `find()` wraps them as `Finding`s for callers that prefer names.
+    Passes: one shared digit pass (cards, SSNs, IBANs, IPv4), emails from each
+    "@", `key=value` secrets from each separator, then the other recognizers,
+    each behind its gates.
     """
 
-    __slots__ = ("recognizers", "_digit", "_digit_min", "_email", "_secret", "_other", "_groups")
+    __slots__ = (
+        "recognizers",
+        "_digit",
+        "_digit_min",
+        "_email",
+        "_password",
+        "_other",
+        "_groups",
+        "_custom",
+    )
 
     def __init__(self, recognizers: Sequence[Recognizer]) -> None:
         self.recognizers = tuple(recognizers)
@@ -389,9 +427,10 @@ class Scanner:
         )
         self._digit_min = min((r.min_digits for r in digit), default=0)
         self._email = next((r for r in self.recognizers if r.kind == "email"), None)
-        self._secret = tuple(_gate_tuple(r) for r in self.recognizers if r.kind == "secret")
+        self._password = any(r.kind == "password" for r in self.recognizers)
+        self._custom = any(r.kind == "custom" for r in self.recognizers)
         self._other = tuple(
-            _gate_tuple(r) for r in self.recognizers if r.kind not in ("digit", "email", "secret")
+            _gate_tuple(r) for r in self.recognizers if r.kind not in ("digit", "email", "password")
         )
 
     def find(self, data: bytes) -> list[Finding]:
@@ -409,16 +448,25 @@ class Scanner:
                 self._scan_digits(data, found)
         if self._email is not None and 64 in data:
             self._scan_email(data, found)
-        if self._secret and GATE_SECRET.search(data) is not None:
-            for gate in self._secret:
-                _scan_gated(gate, data, n, found)
-        for gate in self._other:
-            if gate[3]:
+        if self._password:
+            _scan_password(data, found)
+        for search, rec, needs, min_digits, min_length, min_colons in self._other:
+            if needs:
+                for needle in needs:
+                    if needle in data:
+                        break
+                else:
+                    continue
+            if n < min_length or (min_colons and data.count(b":") < min_colons):
+                continue
+            if min_digits:
                 if digits < 0:
                     digits = n - len(data.translate(None, _DIGITS))
-                if digits < gate[3]:
+                if digits < min_digits:
                     continue
-            _scan_gated(gate, data, n, found)
+            _scan_loop(search, rec, data, n, found)
+        if self._custom and 0 in data:
+            found = _split_at_nul(data, found)
         if len(found) > 1:
             found.sort(key=_order)
             kept = [found[0]]
@@ -439,29 +487,31 @@ class Scanner:
             if m is None:
                 return
             rec = groups[m.lastgroup]  # type: ignore[index]
-            start, end = m.span()
+            at, end = m.span()
+            start = at - rec.lead_back
             validator = rec.validator
             accepted = validator(data[start:end]) if validator is not None else end - start
-            if not accepted:
-                # another digit recognizer may match at this very position
-                for other in recs:
-                    if other is rec:
-                        continue
-                    m2 = other.compiled.match(data, start)
-                    if m2 is not None:
-                        v2 = other.validator
-                        e2 = m2.end()
-                        ok = v2(data[start:e2]) if v2 is not None else e2 - start
-                        if ok:
-                            found.append((other.entity, start, start + ok))
-                            break
-                pos = start + 1
+            if accepted:
+                found.append((rec.entity, start, start + accepted))
+                pos = start + accepted
                 continue
-            found.append((rec.entity, start, start + accepted))
-            pos = start + accepted
+            # rejected: another digit recognizer may match at this very digit
+            for other in recs:
+                if other is rec:
+                    continue
+                m2 = other.compiled.match(data, at)
+                if m2 is not None:
+                    s2 = at - other.lead_back
+                    v2 = other.validator
+                    e2 = m2.end()
+                    ok = v2(data[s2:e2]) if v2 is not None else e2 - s2
+                    if ok:
+                        found.append((other.entity, s2, s2 + ok))
+                        break
+            pos = at + 1
 
     def _scan_email(self, data: bytes, found: list[tuple[str, int, int]]) -> None:
-        match = self._email.compiled.match
+        match = self._email.compiled.match  # type: ignore[union-attr]
         at = data.find(64)
         floor = 0
         while at >= 0:
@@ -477,6 +527,34 @@ class Scanner:
             at = data.find(64, at + 1)
 
 
+def _scan_password(data: bytes, found: list[tuple[str, int, int]]) -> None:
+    """`password=...`, `pwd: ...`, `"secret": "..."`, SQL `PASSWORD '...'`, URL credentials."""
+    if 61 in data or 58 in data:  # '=' or ':'
+        search = _PW_SEP.search
+        key = _PW_KEY_REV.match
+        value = _PW_VALUE.match
+        pos = 0
+        while True:
+            m = search(data, pos)
+            if m is None:
+                break
+            p = m.start()
+            if key(data[p - 1 : (p - 70 if p > 70 else None) : -1] if p else b""):
+                v = value(data, p + 1)
+                if v is not None:
+                    found.append(("PASSWORD_PAIR", v.start("v"), v.end("v")))
+                    pos = v.end()
+                    continue
+            pos = p + 1
+        if b"://" in data:
+            for m in _PW_URL.finditer(data):
+                found.append(("PASSWORD_PAIR", m.start("v"), m.end("v")))
+    if 39 in data:  # "'"
+        for m in _PW_SQL.finditer(data):
+            if m.end("v") > m.start("v"):
+                found.append(("PASSWORD_PAIR", m.start("v"), m.end("v")))
+
+
 def _gate_tuple(r: Recognizer) -> tuple:
     return (r.compiled.search, r, r.needs, r.min_digits, r.min_length, r.min_colons)
 
@@ -485,14 +563,22 @@ def _order(f: tuple[str, int, int]) -> tuple[int, int]:
     return (f[1], f[1] - f[2])
 
 
-def _scan_gated(gate: tuple, data: bytes, n: int, found: list[tuple[str, int, int]]) -> None:
-    search, rec, needs, _min_digits, min_length, min_colons = gate
-    if n < min_length:
-        return
-    if needs is not None and needs not in data:
-        return
-    if min_colons and data.count(b":") < min_colons:
-        return
+def _split_at_nul(data: bytes, found: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """Findings never span a NUL (the masker's value separator): split those that do."""
+    out = []
+    for entity, s, e in found:
+        cut = data.find(0, s, e)
+        while cut != -1:
+            if cut > s:
+                out.append((entity, s, cut))
+            s = cut + 1
+            cut = data.find(0, s, e)
+        if e > s:
+            out.append((entity, s, e))
+    return out
+
+
+def _scan_loop(search, rec: Recognizer, data: bytes, n: int, found: list) -> None:
     pos = 0
     while pos <= n:
         m = search(data, pos)
