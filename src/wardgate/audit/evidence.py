@@ -367,7 +367,7 @@ def _check_manifest_sig(rep: BundleReport, origin: str, manifest: bytes, sig: by
         rep.fail(f"manifest.sig: {exc}")
         return
     if body != manifest_note_body(origin, manifest):
-        rep.fail("manifest.sig: does not sign this manifest")
+        rep.fail("manifest.sig: signs a different manifest.json (one of the two was altered)")
         return
     for s in sigs:
         for k in keys:
