@@ -236,7 +236,9 @@ def test_unparsed_deny_or_review() -> None:
     assert d.verdict is Verdict.DENY and d.rule == "builtin/unparsed"
     assert "syntax error" in d.reason
     d = one(e.session(info(connection="lab")), "SELEC 1")
-    assert d.verdict is Verdict.REVIEW and d.review_ttl_seconds
+    assert (
+        d.verdict is Verdict.REVIEW and d.review_ttl_seconds is None
+    )  # approvals.default_ttl applies
 
 
 def test_prepare_execute_and_session_functions() -> None:

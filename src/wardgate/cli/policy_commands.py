@@ -159,10 +159,9 @@ def check(
             if facts.get("features"):
                 _out(f"  features:  {', '.join(facts['features'])}")
             if r["verdict"] == "review":
-                _out(
-                    f"  review:    {r['approvals_required']} approval(s), "
-                    f"waits up to {r['review_ttl_seconds']:g}s"
-                )
+                ttl = r["review_ttl_seconds"]
+                wait = f"{ttl:g}s" if ttl is not None else "approvals.default_ttl"
+                _out(f"  review:    {r['approvals_required']} approval(s), waits up to {wait}")
             for m in r["masks"]:
                 _out(f"  mask:      {m}")
         if not results:

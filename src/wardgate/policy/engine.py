@@ -249,7 +249,7 @@ class PolicySession:
             verdict=self.on_unparsed,
             rule="builtin/unparsed",
             reason=f"statement cannot be parsed: {error}",
-            review_ttl_seconds=DEFAULT_TTL_SECONDS if self.on_unparsed is Verdict.REVIEW else None,
+            review_ttl_seconds=None,
             facts={"kinds": [], "objects": [], "fingerprint": "", "parse_error": error},
         )
 
@@ -341,8 +341,8 @@ class PolicySession:
         ttl = None
         approvals = 1
         if verdict is Verdict.REVIEW:
-            ttl = DEFAULT_TTL_SECONDS
-            if rule is not None and rule.spec.review is not None:
+            # None: the gateway's approvals.default_ttl applies
+            if rule is not None and rule.spec.review is not None and rule.spec.review.ttl:
                 ttl = parse_duration(rule.spec.review.ttl)
             approvals = max(
                 (w[3].spec.review.approvals for w in winners if w[3] and w[3].spec.review),

@@ -22,6 +22,7 @@ __all__ = [
     "StatementFacts",
     "FEATURES",
     "FILE_FUNCTIONS",
+    "ROLE_SETTINGS",
     "LARGE_OBJECT_FILE_FUNCTIONS",
     "SQL_STRING_FUNCTIONS",
 ]
@@ -51,6 +52,8 @@ FILE_FUNCTIONS = frozenset(
     }
 )
 LARGE_OBJECT_FILE_FUNCTIONS = frozenset({"lo_import", "lo_export"})
+# Settings that change who the session acts as.
+ROLE_SETTINGS = frozenset({"role", "session_authorization"})
 # Functions that run a query given as a string: the string is parsed and classified.
 SQL_STRING_FUNCTIONS = {
     "query_to_xml": 0,

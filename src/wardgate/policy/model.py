@@ -117,18 +117,19 @@ class MatchSpec(_Strict):
 
 
 class ReviewSpec(_Strict):
-    ttl: str = "10m"
+    ttl: str | None = None  # None: approvals.default_ttl (10m unless configured)
     approvals: int = Field(default=1, ge=1, le=10)
 
     @field_validator("ttl")
     @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
         return value
 
     @property
-    def ttl_seconds(self) -> float:
-        return parse_duration(self.ttl)
+    def ttl_seconds(self) -> float | None:
+        return parse_duration(self.ttl) if self.ttl else None
 
 
 class MaskSpec(_Strict):

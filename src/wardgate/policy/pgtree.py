@@ -1,0 +1,158 @@
+"""Helpers for pglast's JSON parse trees: strings, names and constant folding.
+
+Theory of operation: the classifier works on the JSON form of the parse tree (it is
+several times faster to build than pglast's node objects). These helpers read string
+and name nodes, and decide whether a WHERE condition is constant (`where_truth`): a
+condition that references no column selects every row or none, so it is folded here
+where it can be (`1=1`, `'a'='a'`, `NOT false`, `'yes'::boolean`, `NULL IS NULL`) and
+otherwise assumed possibly true.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["sval", "name_list", "contains", "const_value", "as_bool", "where_truth", "UNKNOWN"]
+
+_TRUE_STRINGS = frozenset({"t", "true", "y", "yes", "on", "1"})
+_FALSE_STRINGS = frozenset({"f", "false", "n", "no", "off", "0"})
+
+
+def sval(node: Any) -> str | None:
+    """The string of a `{"String": {"sval": ...}}` node or of a string A_Const."""
+    if isinstance(node, dict):
+        if "String" in node:
+            return node["String"].get("sval", "")
+        const = node.get("A_Const")
+        if const is not None and "sval" in const:
+            return const["sval"].get("sval", "")
+    return None
+
+
+def name_list(items: list[Any]) -> list[str]:
+    return [s for s in (sval(i) for i in items) if s is not None]
+
+
+def contains(node: Any, types: frozenset[str]) -> bool:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in types:
+                return True
+            if isinstance(value, dict | list) and contains(value, types):
+                return True
+    elif isinstance(node, list):
+        return any(contains(v, types) for v in node)
+    return False
+
+
+_NON_CONSTANT = frozenset({"ColumnRef", "CurrentOfExpr"})
+
+
+def const_value(node: dict[str, Any]) -> Any:
+    """A Python value for a literal (through casts), or UNKNOWN."""
+    if "TypeCast" in node:
+        inner = const_value(node["TypeCast"].get("arg", {}))
+        names = name_list(node["TypeCast"].get("typeName", {}).get("names", []))
+        if names and names[-1] in ("bool", "boolean"):
+            return as_bool(inner)
+        return inner
+    const = node.get("A_Const")
+    if const is None:
+        return UNKNOWN
+    if const.get("isnull"):
+        return None
+    if "boolval" in const:
+        return bool(const["boolval"].get("boolval", False))
+    if "ival" in const:
+        return const["ival"].get("ival", 0)
+    if "fval" in const:
+        try:
+            return float(const["fval"].get("fval", "0"))
+        except ValueError:
+            return UNKNOWN
+    if "sval" in const:
+        return const["sval"].get("sval", "")
+    return UNKNOWN
+
+
+class _Unknown:
+    pass
+
+
+UNKNOWN = _Unknown()
+
+
+def as_bool(value: Any) -> Any:
+    if value is None or isinstance(value, bool | _Unknown):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUE_STRINGS:
+            return True
+        if low in _FALSE_STRINGS:
+            return False
+    return UNKNOWN
+
+
+_OPS = {
+    "=": lambda a, b: a == b,
+    "<>": lambda a, b: a != b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b,
+    "<=": lambda a, b: a <= b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def where_truth(node: Any) -> bool | None:
+    """Whether a WHERE condition is constant: True (maybe every row), False, None (depends on rows).
+
+    A condition that references no column is treated as possibly true unless it
+    evaluates to false here: it selects all rows or none.
+    """
+    if not isinstance(node, dict):
+        return None
+    if "BoolExpr" in node:
+        body = node["BoolExpr"]
+        parts = [where_truth(a) for a in body.get("args", [])]
+        op = body.get("boolop")
+        if op == "AND_EXPR":
+            if all(p is True for p in parts):
+                return True
+            return False if any(p is False for p in parts) else None
+        if op == "OR_EXPR":
+            if any(p is True for p in parts):
+                return True
+            return False if all(p is False for p in parts) else None
+        if op == "NOT_EXPR" and parts:
+            return None if parts[0] is None else not parts[0]
+        return None
+    if contains(node, _NON_CONSTANT):
+        return None
+    value: Any = UNKNOWN
+    if "A_Expr" in node:
+        expr = node["A_Expr"]
+        op = name_list(expr.get("name", []))
+        if expr.get("kind") == "AEXPR_OP" and len(op) == 1 and op[0] in _OPS:
+            left, right = const_value(expr.get("lexpr", {})), const_value(expr.get("rexpr", {}))
+            if left is None or right is None:
+                value = None
+            elif not isinstance(left, _Unknown) and not isinstance(right, _Unknown):
+                try:
+                    value = _OPS[op[0]](left, right)
+                except TypeError:
+                    value = UNKNOWN
+    elif "NullTest" in node:
+        test = node["NullTest"]
+        arg = const_value(test.get("arg", {}))
+        if not isinstance(arg, _Unknown):
+            is_null = arg is None
+            value = is_null if test.get("nulltesttype") == "IS_NULL" else not is_null
+    else:
+        value = as_bool(const_value(node))
+    if value is None or value is False:
+        return False
+    return True  # true, or constant but not evaluated here: possibly every row

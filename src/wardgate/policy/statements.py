@@ -1,0 +1,401 @@
+"""Handlers for the statement and expression nodes the classifier treats specially.
+
+Theory of operation: `HANDLERS` maps a parse-node type to a function that records what
+the node means (kinds, features, objects, properties) on the classifier's walker and
+then walks the node's children, so nothing nested is skipped. Nodes without a handler
+are walked generically by the walker (every `...Stmt` still yields its kind).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from wardgate.policy.facts import ROLE_SETTINGS
+from wardgate.policy.pgtree import as_bool, name_list, sval, where_truth
+
+if TYPE_CHECKING:
+    from wardgate.policy.classify import Walker
+
+__all__ = ["HANDLERS"]
+
+_FOREIGN_EXTENSIONS = frozenset({"dblink", "postgres_fdw", "file_fdw", "adminpack"})
+
+
+def _h_select(w: Walker, body: dict[str, Any]) -> None:
+    if "valuesLists" in body and "targetList" not in body:
+        w.add_kind("values")  # a VALUES list (also the rows of INSERT ... VALUES)
+    else:
+        w.add_kind("select")
+        w.facts.reads = True
+    if body.get("intoClause"):
+        w.add_kind("create_table_as")
+    w.with_scope(body)
+
+
+def _where_check(w: Walker, body: dict[str, Any], kind: str, key: str) -> None:
+    where = body.get(key)
+    if where is None:
+        w.facts.without_where = True
+        w.facts.notes.append(f"{kind.upper()} without a WHERE clause")
+        return
+    truth = where_truth(where)
+    if truth is not None:
+        w.facts.constant_sensitive = True
+    if truth is True:
+        w.facts.without_where = True
+        w.facts.notes.append(f"{kind.upper()} with a constant-true WHERE clause")
+
+
+def _h_dml(kind: str):
+    def handler(w: Walker, body: dict[str, Any]) -> None:
+        w.add_kind(kind)
+        relation = body.get("relation")
+        if isinstance(relation, dict) and "relname" in relation:
+            # the target is always a real table, even when a CTE has the same name
+            name = relation["relname"]
+            w.facts.tables.add((relation.get("schemaname"), name))
+            if relation.get("schemaname"):
+                w.facts.schemas.add(relation["schemaname"])
+            alias = relation.get("alias", {}).get("aliasname")
+            if alias:
+                w.aliases[alias] = name
+            for target in body.get("cols", []) + body.get("targetList", []):
+                column = target.get("ResTarget", {}).get("name") if kind != "select" else None
+                if column and kind in ("insert", "update"):
+                    w.facts.columns.add((name, column))
+        if body.get("returningList") or body.get("returningClause"):
+            w.facts.reads = True
+        if kind in ("update", "delete"):
+            _where_check(w, body, kind, "whereClause")
+        elif kind == "merge":
+            actions = {
+                c.get("MergeWhenClause", {}).get("commandType")
+                for c in body.get("mergeWhenClauses", [])
+            }
+            if actions & {"CMD_UPDATE", "CMD_DELETE"}:
+                _where_check(w, body, kind, "joinCondition")
+        w.with_scope(body)
+
+    return handler
+
+
+def _h_copy(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("copy")
+    w.facts.constant_sensitive = True
+    if body.get("is_program"):
+        w.facts.add_feature("copy_program", "COPY ... PROGRAM runs a server program")
+    elif body.get("filename"):
+        w.facts.add_feature("copy_server_file", "COPY reads or writes a server file")
+    if body.get("is_from"):
+        w.facts.writes = True
+        w.facts.add_feature("copy_from", "COPY FROM")
+    else:
+        w.facts.reads = True
+        w.facts.add_feature("copy_to", "COPY TO")
+    w.walk_fields(body)
+
+
+def _h_variable_set(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("set")
+    w.facts.constant_sensitive = True
+    name = (body.get("name") or "").lower()
+    if name in ROLE_SETTINGS:
+        w.facts.add_feature("set_role", f"changes {name}")
+    elif name == "search_path":
+        w.facts.add_feature("search_path", "changes search_path")
+    w.walk_fields(body)
+
+
+def _h_role(kind: str):
+    def handler(w: Walker, body: dict[str, Any]) -> None:
+        w.add_kind(kind)
+        for opt in body.get("options", []):
+            elem = opt.get("DefElem", {})
+            defname = elem.get("defname")
+            arg = elem.get("arg", {})
+            enabled = arg.get("Boolean", {}).get("boolval", False) if "Boolean" in arg else True
+            if defname == "superuser" and enabled:
+                w.facts.add_feature("superuser_role", f"{kind} grants SUPERUSER")
+            elif defname == "bypassrls" and enabled:
+                w.facts.add_feature("bypassrls_role", f"{kind} grants BYPASSRLS")
+            elif defname in ("addroleto", "rolemembers", "adminmembers"):
+                w.add_kind("grant")
+                w.facts.notes.append(f"{kind} grants role membership")
+        w.walk_fields(body)
+
+    return handler
+
+
+def _h_drop(w: Walker, body: dict[str, Any]) -> None:
+    object_type = body.get("removeType", "OBJECT_UNKNOWN")
+    kind = "drop_" + object_type.removeprefix("OBJECT_").lower()
+    w.add_kind(kind)
+    if body.get("behavior") == "DROP_CASCADE":
+        w.facts.add_feature("cascade", f"{kind} ... CASCADE")
+    for obj in body.get("objects", []):
+        if object_type == "OBJECT_SCHEMA":
+            name = sval(obj)
+            if name:
+                w.facts.schemas.add(name)
+        elif (
+            isinstance(obj, dict)
+            and "List" in obj
+            and object_type
+            in (
+                "OBJECT_TABLE",
+                "OBJECT_VIEW",
+                "OBJECT_MATVIEW",
+                "OBJECT_FOREIGN_TABLE",
+            )
+        ):
+            names = name_list(obj["List"].get("items", []))
+            if names:
+                w.facts.tables.add((names[-2] if len(names) > 1 else None, names[-1]))
+    w.walk_fields(body, skip=("objects",))
+
+
+def _h_alter_table(w: Walker, body: dict[str, Any]) -> None:
+    objtype = body.get("objtype", "OBJECT_TABLE")
+    w.add_kind("alter_" + objtype.removeprefix("OBJECT_").lower())
+    for cmd in body.get("cmds", []):
+        c = cmd.get("AlterTableCmd", {})
+        if c.get("subtype") == "AT_DropColumn":
+            w.facts.add_feature("drop_column", f"drops column {c.get('name')}")
+            if c.get("behavior") == "DROP_CASCADE":
+                w.facts.add_feature("cascade", "DROP COLUMN ... CASCADE")
+    w.walk_fields(body)
+
+
+def _h_grant(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("grant" if body.get("is_grant") else "revoke")
+    w.walk_fields(body)
+
+
+def _h_explain(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("explain")
+    for opt in body.get("options", []):
+        elem = opt.get("DefElem", {})
+        if elem.get("defname") == "analyze":
+            arg = elem.get("arg")
+            if arg is None or as_bool(sval(arg) or "true") is not False:
+                w.facts.add_feature("explain_analyze", "EXPLAIN ANALYZE runs the statement")
+    w.walk_fields(body)
+
+
+def _h_prepare(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("prepare")
+    w.facts.constant_sensitive = True
+    inner = type(w)(w.text)
+    inner.walk(body.get("query", {}))
+    inner._resolve_columns()
+    w.facts.prepares = body.get("name", "")
+    w.facts.prepared_facts = inner.facts
+    w.facts.merge(inner.facts)
+    w.walk_fields(body, skip=("query",))
+
+
+def _h_execute(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("execute")
+    w.facts.constant_sensitive = True
+    w.facts.executes = body.get("name", "")
+    w.walk_fields(body)
+
+
+def _h_deallocate(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("deallocate")
+    w.facts.constant_sensitive = True
+    w.facts.deallocates = "*" if body.get("isall") else body.get("name", "")
+
+
+def _h_do(w: Walker, body: dict[str, Any]) -> None:
+    from wardgate.policy.bodies import analyse_do
+
+    w.add_kind("do")
+    w.facts.writes = True
+    w.facts.constant_sensitive = True
+    language, source = "plpgsql", ""
+    for arg in body.get("args", []):
+        elem = arg.get("DefElem", {})
+        if elem.get("defname") == "language":
+            language = (sval(elem.get("arg")) or "plpgsql").lower()
+        elif elem.get("defname") == "as":
+            source = sval(elem.get("arg")) or ""
+    w.facts.merge(analyse_do(language, source))
+
+
+def _h_create_function(w: Walker, body: dict[str, Any]) -> None:
+    from wardgate.policy.bodies import analyse_function
+
+    kind = "create_procedure" if body.get("is_procedure") else "create_function"
+    w.add_kind(kind)
+    w.facts.constant_sensitive = True
+    names = name_list(body.get("funcname", []))
+    language, source = "sql", None
+    for opt in body.get("options", []):
+        elem = opt.get("DefElem", {})
+        if elem.get("defname") == "language":
+            language = (sval(elem.get("arg")) or "sql").lower()
+        elif elem.get("defname") == "as":
+            arg = elem.get("arg")
+            if isinstance(arg, dict) and "List" in arg:
+                arg = arg["List"].get("items", [])
+            parts = name_list(arg) if isinstance(arg, list) else [sval(arg) or ""]
+            source = parts[0] if len(parts) == 1 else " ".join(parts)
+            if len(parts) > 1:  # AS 'obj_file', 'link_symbol'
+                source = parts[1]
+    body_walker = type(w)(w.text)
+    if body.get("sql_body"):
+        body_walker.walk(body["sql_body"])
+        body_walker._resolve_columns()
+        body_facts = body_walker.facts
+    else:
+        body_facts = analyse_function(language, source, w.text)
+    w.facts.creates_function = names[-1] if names else None
+    w.facts.function_body = body_facts
+    w.facts.merge(body_facts)
+    w.walk_fields(body, skip=("sql_body", "funcname"))
+
+
+def _h_trigger(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("create_event_trigger" if "eventname" in body else "create_trigger")
+    names = name_list(body.get("funcname", []))
+    if names:
+        w.note_function(names[0] if len(names) > 1 else None, names[-1], None)
+    w.walk_fields(body, skip=("funcname",))
+
+
+_FUNCTION_DEFNAMES = frozenset(
+    {
+        "procedure",
+        "function",
+        "sfunc",
+        "finalfunc",
+        "combinefunc",
+        "serialfunc",
+        "deserialfunc",
+        "msfunc",
+        "minvfunc",
+        "mfinalfunc",
+        "restrict",
+        "join",
+        "input",
+        "output",
+        "receive",
+        "send",
+        "typmod_in",
+        "typmod_out",
+        "analyze",
+        "subtype_diff",
+        "canonical",
+    }
+)
+
+
+def _h_define(w: Walker, body: dict[str, Any]) -> None:
+    """CREATE OPERATOR / AGGREGATE / TYPE ...: the functions they will call."""
+    w.add_kind("create_" + body.get("kind", "OBJECT_UNKNOWN").removeprefix("OBJECT_").lower())
+    for item in body.get("definition", []):
+        elem = item.get("DefElem", {})
+        if elem.get("defname", "").lower() in _FUNCTION_DEFNAMES:
+            arg = elem.get("arg", {})
+            names = name_list(arg.get("TypeName", {}).get("names", [])) or name_list(
+                arg.get("List", {}).get("items", [])
+            )
+            if names:
+                w.note_function(names[0] if len(names) > 1 else None, names[-1], None)
+    w.walk_fields(body)
+
+
+def _h_extension(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("create_extension")
+    name = body.get("extname", "")
+    if name == "dblink":
+        w.facts.add_feature("dblink", "creates the dblink extension")
+    elif name == "adminpack":
+        w.facts.add_feature("file_access", "creates the adminpack extension")
+    elif name in _FOREIGN_EXTENSIONS or name.endswith("_fdw"):
+        w.facts.add_feature("foreign_server", f"creates the {name} extension")
+    w.walk_fields(body)
+
+
+def _h_setting_holder(kind: str):
+    """ALTER ROLE / DATABASE ... SET x: the nested SET arrives untyped."""
+
+    def handler(w: Walker, body: dict[str, Any]) -> None:
+        w.add_kind(kind)
+        setstmt = body.get("setstmt")
+        if isinstance(setstmt, dict):
+            _h_variable_set(w, setstmt)
+        w.walk_fields(body, skip=("setstmt",))
+
+    return handler
+
+
+def _h_default_privileges(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("alter_default_privileges")
+    action = body.get("action", {})
+    w.add_kind("grant" if action.get("is_grant") else "revoke")
+    w.walk_fields(body)
+
+
+def _h_call(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("call")
+    w.facts.writes = True
+    w.walk_fields(body)
+
+
+def _h_column_ref(w: Walker, body: dict[str, Any]) -> None:
+    w.column_ref(body)
+
+
+def _h_func_call(w: Walker, body: dict[str, Any]) -> None:
+    w.func_call(body)
+
+
+def _h_range_var(w: Walker, body: dict[str, Any]) -> None:
+    w.range_var(body)
+
+
+def _h_transaction(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("transaction")
+
+
+def _h_constant(w: Walker, body: dict[str, Any]) -> None:
+    return
+
+
+HANDLERS = {
+    "SelectStmt": _h_select,
+    "InsertStmt": _h_dml("insert"),
+    "UpdateStmt": _h_dml("update"),
+    "DeleteStmt": _h_dml("delete"),
+    "MergeStmt": _h_dml("merge"),
+    "CopyStmt": _h_copy,
+    "VariableSetStmt": _h_variable_set,
+    "CreateRoleStmt": _h_role("create_role"),
+    "AlterRoleStmt": _h_role("alter_role"),
+    "DropStmt": _h_drop,
+    "AlterTableStmt": _h_alter_table,
+    "GrantStmt": _h_grant,
+    "GrantRoleStmt": _h_grant,
+    "ExplainStmt": _h_explain,
+    "PrepareStmt": _h_prepare,
+    "ExecuteStmt": _h_execute,
+    "DeallocateStmt": _h_deallocate,
+    "DoStmt": _h_do,
+    "CreateFunctionStmt": _h_create_function,
+    "CreateTrigStmt": _h_trigger,
+    "CreateEventTrigStmt": _h_trigger,
+    "DefineStmt": _h_define,
+    "CreateExtensionStmt": _h_extension,
+    "CallStmt": _h_call,
+    "AlterRoleSetStmt": _h_setting_holder("alter_role"),
+    "AlterDatabaseSetStmt": _h_setting_holder("alter_database"),
+    "AlterDefaultPrivilegesStmt": _h_default_privileges,
+    "ColumnRef": _h_column_ref,
+    "FuncCall": _h_func_call,
+    "RangeVar": _h_range_var,
+    "TransactionStmt": _h_transaction,
+    "A_Const": _h_constant,
+    "String": _h_constant,
+}
