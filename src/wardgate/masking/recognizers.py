@@ -93,10 +93,50 @@ class Recognizer:
     compiled: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "compiled", re.compile(self.pattern, self.flags))
+        object.__setattr__(self, "compiled", re.compile(ascii_classes(self.pattern), self.flags))
 
     def find(self, data: bytes) -> list[Finding]:
         return Scanner([self]).find(data)
+
+
+_CLASS_IN = {ord("d"): b"0-9", ord("w"): b"A-Za-z0-9_", ord("s"): b" \\t\\n\\r\\f\\v"}
+
+
+def ascii_classes(pattern: bytes) -> bytes:
+    """Spell `\\d`, `\\w`, `\\s` as explicit ranges (same meaning for bytes patterns).
+
+    The regular expression engine turns ranges into a bitmap but tests a category
+    such as `\\d` byte by byte through a slower path: about twice as fast.
+    """
+    out = bytearray()
+    i, n = 0, len(pattern)
+    depth = 0  # inside [...]
+    while i < n:
+        c = pattern[i]
+        if c == 0x5C and i + 1 < n:  # backslash
+            d = pattern[i + 1]
+            if d in _CLASS_IN:
+                out += _CLASS_IN[d] if depth else b"[" + _CLASS_IN[d] + b"]"
+            else:
+                out += pattern[i : i + 2]
+            i += 2
+            continue
+        if c == 0x5B and not depth:  # '['
+            depth = 1
+            out.append(c)
+            i += 1
+            if i < n and pattern[i] == 0x5E:  # '^'
+                out.append(0x5E)
+                i += 1
+            if i < n and pattern[i] == 0x5D:  # a leading ']' is a literal
+                out.append(0x5D)
+                i += 1
+            continue
+        if c == 0x5D and depth:
+            depth = 0
+        out.append(c)
+        i += 1
+    return bytes(out)
 
 
 def _accept_all(check: Callable[[bytes], bool]) -> Validator:
@@ -396,7 +436,8 @@ class Scanner:
 
     Findings are `(entity, start, end)` tuples (cheaper than objects in the hot
     path); `find()` wraps them as `Finding`s for callers that prefer names.
-    Passes: one shared digit pass (cards, SSNs, IBANs, IPv4), emails from each
+    Passes: one shared digit pass (cards, SSNs, IBANs, IPv4: every one of them
+    starts a run of digits, so only run starts are tried), emails from each
     "@", `key=value` secrets from each separator, then the other recognizers,
     each behind its gates.
     """
@@ -421,7 +462,10 @@ class Scanner:
             self._groups[f"g{i}"] = rec
             parts.append(b"(?P<g%d>" % i + rec.rest + b")")
         self._digit = (
-            (re.compile(rb"\d(?:" + b"|".join(parts) + rb")").search, tuple(digit))
+            (
+                re.compile(ascii_classes(rb"\d(?<!\d\d)(?:" + b"|".join(parts) + rb")")).search,
+                tuple(digit),
+            )
             if digit
             else None
         )
