@@ -436,11 +436,18 @@ class _ConnNodeReader:
             sql = f"SELECT seq, leaf FROM events WHERE seq IN ({','.join('?' * len(chunk))})"
             for seq, h in self._conn.execute(sql, chunk):
                 out[(0, seq)] = bytes(h)
-        for i in range(0, len(inner), 250):
-            chunk = inner[i : i + 250]
-            values = ",".join("(?,?)" for _ in chunk)
-            args = [v for k in chunk for v in k]
-            sql = f"SELECT level, idx, hash FROM nodes WHERE (level, idx) IN (VALUES {values})"
-            for level, idx, h in self._conn.execute(sql, args):
-                out[(level, idx)] = bytes(h)
+        # One `level = ? AND idx IN (...)` query per level: a primary-key range per value.
+        # (A row-value `(level, idx) IN (VALUES ...)` made SQLite scan the whole table.)
+        by_level: dict[int, list[int]] = {}
+        for level, idx in inner:
+            by_level.setdefault(level, []).append(idx)
+        for level, idxs in by_level.items():
+            for i in range(0, len(idxs), 500):
+                chunk = idxs[i : i + 500]
+                sql = (
+                    "SELECT idx, hash FROM nodes WHERE level = ? "
+                    f"AND idx IN ({','.join('?' * len(chunk))})"
+                )
+                for idx, h in self._conn.execute(sql, [level, *chunk]):
+                    out[(level, idx)] = bytes(h)
         return out
