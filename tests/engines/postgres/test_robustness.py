@@ -13,7 +13,7 @@ import psutil
 import psycopg
 import pytest
 
-from tests.conftest import RunningGateway, start_gateway
+from tests.conftest import RunningGateway
 from wardgate.testing.gateway_process import AGENT_TOKENS, GatewayProcess, write_config
 from wardgate.wire.pg import writers as w
 from wardgate.wire.pg.auth import ScramClient
@@ -21,7 +21,9 @@ from wardgate.wire.pg.backend import decode_authentication, decode_fields
 from wardgate.wire.pg.framing import MessageReader
 
 
-def _read_until(sock: socket.socket, reader: MessageReader, types: set[int], timeout: float = 10) -> list:
+def _read_until(
+    sock: socket.socket, reader: MessageReader, types: set[int], timeout: float = 10
+) -> list:
     sock.settimeout(timeout)
     out = []
     while True:
@@ -47,7 +49,9 @@ def _login(port: int) -> tuple[socket.socket, MessageReader]:
     assert decode_authentication(msgs[-1][1]).code == 10
     sock.sendall(w.sasl_initial_response("SCRAM-SHA-256", scram.client_first()))
     msgs = _read_until(sock, reader, {ord("R")})
-    sock.sendall(w.sasl_response(scram.handle_server_first(decode_authentication(msgs[-1][1]).data)))
+    sock.sendall(
+        w.sasl_response(scram.handle_server_first(decode_authentication(msgs[-1][1]).data))
+    )
     _read_until(sock, reader, {ord("Z")})
     return sock, reader
 
@@ -115,7 +119,9 @@ def test_disconnect_mid_message(gateway: RunningGateway, bystander) -> None:
 
 def test_malformed_bind_gets_a_clean_error(gateway: RunningGateway, bystander) -> None:
     sock, _ = _login(gateway.port)
-    sock.sendall(w.parse("", "select 1", ()) + b"B" + struct.pack("!I", 7) + b"\x00\x00\xff" + w.sync())
+    sock.sendall(
+        w.parse("", "select 1", ()) + b"B" + struct.pack("!I", 7) + b"\x00\x00\xff" + w.sync()
+    )
     err = _fatal_or_closed(sock)
     assert err is not None and err["C"] == "08P01"
 
@@ -124,7 +130,10 @@ def test_full_audit_disk_refuses_and_nothing_runs(pg_cluster, tmp_path: Path) ->
     cfg, env = write_config(tmp_path, pg_cluster)
     proc = GatewayProcess(cfg, env, max_file_size=400_000).start()
     gw = RunningGateway(proc, tmp_path, pg_cluster)
-    pg_cluster.psql("orders", "create table if not exists t_full (marker text, filler text); grant all on t_full to app")
+    pg_cluster.psql(
+        "orders",
+        "create table if not exists t_full (marker text, filler text); grant all on t_full to app",
+    )
     filler = "y" * 60_000
     refused_marker = None
     try:
@@ -141,7 +150,9 @@ def test_full_audit_disk_refuses_and_nothing_runs(pg_cluster, tmp_path: Path) ->
     finally:
         proc.stop()
     assert refused_marker is not None, "the store never filled up"
-    ran = pg_cluster.psql("orders", f"select count(*) from t_full where marker = '{refused_marker}'")
+    ran = pg_cluster.psql(
+        "orders", f"select count(*) from t_full where marker = '{refused_marker}'"
+    )
     assert ran == "0", "a statement whose event could not be written reached the target"
 
 
