@@ -30,11 +30,19 @@ def free_port() -> int:
 
 
 def find_pg_bin() -> Path | None:
+    """The machine's PostgreSQL server binaries, else those the `pgserver` wheel ships."""
     for base in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
         if (base / "initdb").exists():
             return base
     found = shutil.which("initdb")
-    return Path(found).resolve().parent if found else None
+    if found:
+        return Path(found).resolve().parent
+    try:
+        import pgserver  # the demo extra: PostgreSQL in a wheel
+    except ImportError:
+        return None
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin"
+    return bundled if (bundled / "initdb").exists() else None
 
 
 def make_self_signed(directory: Path, cn: str = "localhost") -> tuple[Path, Path]:
