@@ -20,9 +20,22 @@ from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
 if TYPE_CHECKING:
     from wardgate.audit.store import AuditStore
 
-__all__ = ["Gateway", "format_ttl"]
+__all__ = ["Gateway", "format_ttl", "statement_key"]
 
 log = logging.getLogger("wardgate.gateway")
+
+
+def statement_key(text: str) -> str:
+    """What a standing grant (`approve --for`) is keyed on: the statement with its constants
+    replaced by placeholders, as PostgreSQL's own normalizer does it. Not the pglast
+    fingerprint, which also ignores schema and role names."""
+    try:
+        from pglast.parser import normalize
+
+        normalized = normalize(text)
+    except Exception:
+        normalized = text
+    return hashlib.sha256(normalized.encode()).hexdigest()
 
 
 def format_ttl(seconds: float) -> str:
@@ -256,9 +269,7 @@ class Gateway:
         command = next(c for c, d in decisions if d is decision)
         info = relay.info
         command = Command(info, command.text, command.parameters, command.index, command.via)
-        fingerprint = (decision.facts or {}).get("fingerprint") or hashlib.sha256(
-            command.text.encode()
-        ).hexdigest()
+        fingerprint = statement_key(command.text)
         ttl = decision.review_ttl_seconds or self.config.approvals.default_ttl
         if self.broker is None:
             return (
