@@ -29,7 +29,8 @@ from pii_dataset import ENTITY_TYPES, MIXED_COLUMNS, Sample, generate, mixed_row
 
 from wardgate.masking import BASELINE_MASK, ColumnInfo, MaskingConfig, MaskingEngine  # noqa: E402
 from wardgate.masking.masker import decode_data_row, encode_data_row  # noqa: E402
-from wardgate.masking.recognizers import BUILTIN_ENTITIES, Scanner, builtin_recognizers  # noqa: E402
+from wardgate.masking.recognizers import BUILTIN_ENTITIES, builtin_recognizers  # noqa: E402
+from wardgate.masking.scanner import Scanner  # noqa: E402
 from wardgate.pipeline.command import MaskDirective  # noqa: E402
 
 __all__ = ["evaluate", "accuracy_table", "speed"]

@@ -6,10 +6,10 @@ import pytest
 
 from wardgate.masking.recognizers import (
     BUILTIN_ENTITIES,
-    Scanner,
     builtin_recognizers,
     custom_recognizer,
 )
+from wardgate.masking.scanner import Scanner
 from wardgate.masking.validators import card_valid, iban_valid, luhn_valid, ssn_valid
 
 ALL = Scanner([r for e in BUILTIN_ENTITIES for r in builtin_recognizers(e)])

@@ -47,10 +47,10 @@ from wardgate.masking.masker import (
 from wardgate.masking.recognizers import (
     BUILTIN_ENTITIES,
     Recognizer,
-    Scanner,
     builtin_recognizers,
     custom_recognizer,
 )
+from wardgate.masking.scanner import Scanner
 from wardgate.masking.strategies import STRATEGIES, STRATEGY_STRENGTH, replacer
 from wardgate.pipeline.command import MaskDirective
 

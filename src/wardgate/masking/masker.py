@@ -31,7 +31,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from wardgate.masking.recognizers import Scanner
+from wardgate.masking.scanner import Scanner
 
 __all__ = ["ColumnInfo", "MaskingError", "ResultMasker", "TEXT_LIKE_OIDS", "UNSCANNED_OIDS"]
 

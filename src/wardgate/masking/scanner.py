@@ -1,0 +1,261 @@
+"""The scanner: a set of recognizers run over one bytes value in as few passes as possible.
+
+Theory of operation: `Scanner(recognizers)` sorts its recognizers by how they
+are found. Cards, SSNs, IBANs and IPv4 addresses (kind "digit") share ONE
+compiled alternation whose first byte is a digit that starts a run of digits,
+so the regular expression engine skips in C to run starts and tries all of
+them there; emails are found from each "@" (`bytes.find`), walking back over
+the local part with `bytes.rstrip` and matching forward once; `key=value`
+secrets are found from each ":" or "=", matching the reversed bytes before it
+against the reversed key names (one anchored match) and the value after it;
+every other recognizer runs behind its gates (`needs`, digit count, length,
+colons). Validators run only on candidates; a rejected candidate resumes the
+scan one byte after its start, first giving the other digit recognizers their
+chance at the same position. The findings are `(entity, start, end)` tuples,
+sorted, de-overlapped (earliest, then longest wins); custom patterns that cross
+a NUL byte (the masker's value separator) are split there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from wardgate.masking.recognizers import (
+    _DIGITS,
+    _EMAIL_LOCAL,
+    _PW_KEY_REV,
+    _PW_SEP,
+    _PW_SQL,
+    _PW_URL,
+    _PW_VALUE,
+    Finding,
+    Recognizer,
+    ascii_classes,
+)
+
+__all__ = ["Scanner"]
+
+
+class Scanner:
+    """A set of recognizers run over one bytes value, gated, validated, de-overlapped.
+
+    Findings are `(entity, start, end)` tuples (cheaper than objects in the hot
+    path); `find()` wraps them as `Finding`s for callers that prefer names.
+    Passes: one shared digit pass (cards, SSNs, IBANs, IPv4: every one of them
+    starts a run of digits, so only run starts are tried), emails from each
+    "@", `key=value` secrets from each separator, then the other recognizers,
+    each behind its gates.
+    """
+
+    __slots__ = (
+        "recognizers",
+        "_digit",
+        "_digit_min",
+        "_email",
+        "_password",
+        "_other",
+        "_groups",
+        "_custom",
+    )
+
+    def __init__(self, recognizers: Sequence[Recognizer]) -> None:
+        self.recognizers = tuple(recognizers)
+        digit = [r for r in self.recognizers if r.kind == "digit"]
+        self._groups: dict[str, Recognizer] = {}
+        parts = []
+        for i, rec in enumerate(digit):
+            self._groups[f"g{i}"] = rec
+            parts.append(b"(?P<g%d>" % i + rec.rest + b")")
+        self._digit = (
+            (
+                re.compile(ascii_classes(rb"\d(?<!\d\d)(?:" + b"|".join(parts) + rb")")).search,
+                tuple(digit),
+            )
+            if digit
+            else None
+        )
+        self._digit_min = min((r.min_digits for r in digit), default=0)
+        self._email = next((r for r in self.recognizers if r.kind == "email"), None)
+        self._password = any(r.kind == "password" for r in self.recognizers)
+        self._custom = any(r.kind == "custom" for r in self.recognizers)
+        self._other = tuple(
+            _gate_tuple(r) for r in self.recognizers if r.kind not in ("digit", "email", "password")
+        )
+
+    def find(self, data: bytes) -> list[Finding]:
+        """Every sensitive span in `data`, in order, not overlapping."""
+        return [Finding(e, s, t) for e, s, t in self.spans(data)]
+
+    def spans(self, data: bytes) -> list[tuple[str, int, int]]:
+        """Every sensitive span in `data` as (entity, start, end), sorted, not overlapping."""
+        n = len(data)
+        found: list[tuple[str, int, int]] = []
+        digits = -1
+        if self._digit is not None:
+            digits = n - len(data.translate(None, _DIGITS))
+            if digits >= self._digit_min:
+                self._scan_digits(data, found)
+        if self._email is not None and 64 in data:
+            self._scan_email(data, found)
+        if self._password:
+            _scan_password(data, found)
+        for search, rec, needs, min_digits, min_length, min_colons in self._other:
+            if needs:
+                for needle in needs:
+                    if needle in data:
+                        break
+                else:
+                    continue
+            if n < min_length or (min_colons and data.count(b":") < min_colons):
+                continue
+            if min_digits:
+                if digits < 0:
+                    digits = n - len(data.translate(None, _DIGITS))
+                if digits < min_digits:
+                    continue
+            _scan_loop(search, rec, data, n, found)
+        if self._custom and 0 in data:
+            found = _split_at_nul(data, found)
+        if len(found) > 1:
+            found.sort(key=_order)
+            kept = [found[0]]
+            last_end = found[0][2]
+            for f in found[1:]:
+                if f[1] >= last_end:
+                    kept.append(f)
+                    last_end = f[2]
+            return kept
+        return found
+
+    def _scan_digits(self, data: bytes, found: list[tuple[str, int, int]]) -> None:
+        search, recs = self._digit
+        groups = self._groups
+        pos = 0
+        while True:
+            m = search(data, pos)
+            if m is None:
+                return
+            rec = groups[m.lastgroup]  # type: ignore[index]
+            at, end = m.span()
+            start = at - rec.lead_back
+            validator = rec.validator
+            accepted = validator(data[start:end]) if validator is not None else end - start
+            if accepted:
+                found.append((rec.entity, start, start + accepted))
+                pos = start + accepted
+                continue
+            # rejected: another digit recognizer may match at this very digit
+            for other in recs:
+                if other is rec:
+                    continue
+                m2 = other.compiled.match(data, at)
+                if m2 is not None:
+                    s2 = at - other.lead_back
+                    v2 = other.validator
+                    e2 = m2.end()
+                    ok = v2(data[s2:e2]) if v2 is not None else e2 - s2
+                    if ok:
+                        found.append((other.entity, s2, s2 + ok))
+                        break
+            pos = at + 1
+
+    def _scan_email(self, data: bytes, found: list[tuple[str, int, int]]) -> None:
+        match = self._email.compiled.match  # type: ignore[union-attr]
+        at = data.find(64)
+        floor = 0
+        while at >= 0:
+            lo = max(floor, at - 64)
+            start = lo + len(data[lo:at].rstrip(_EMAIL_LOCAL))
+            if start < at:
+                m = match(data, start)
+                if m is not None:
+                    found.append(("EMAIL_ADDRESS", start, m.end()))
+                    floor = m.end()
+                    at = data.find(64, floor)
+                    continue
+            at = data.find(64, at + 1)
+
+
+def _scan_password(data: bytes, found: list[tuple[str, int, int]]) -> None:
+    """`password=...`, `pwd: ...`, `"secret": "..."`, SQL `PASSWORD '...'`, URL credentials."""
+    if 61 in data or 58 in data:  # '=' or ':'
+        search = _PW_SEP.search
+        key = _PW_KEY_REV.match
+        value = _PW_VALUE.match
+        pos = 0
+        while True:
+            m = search(data, pos)
+            if m is None:
+                break
+            p = m.start()
+            if key(data[p - 1 : (p - 70 if p > 70 else None) : -1] if p else b""):
+                v = value(data, p + 1)
+                if v is not None:
+                    found.append(("PASSWORD_PAIR", v.start("v"), v.end("v")))
+                    pos = v.end()
+                    continue
+            pos = p + 1
+        if b"://" in data:
+            for m in _PW_URL.finditer(data):
+                found.append(("PASSWORD_PAIR", m.start("v"), m.end("v")))
+    if 39 in data:  # "'"
+        for m in _PW_SQL.finditer(data):
+            if m.end("v") > m.start("v"):
+                found.append(("PASSWORD_PAIR", m.start("v"), m.end("v")))
+
+
+def _gate_tuple(r: Recognizer) -> tuple:
+    return (r.compiled.search, r, r.needs, r.min_digits, r.min_length, r.min_colons)
+
+
+def _order(f: tuple[str, int, int]) -> tuple[int, int]:
+    return (f[1], f[1] - f[2])
+
+
+def _split_at_nul(data: bytes, found: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """Findings never span a NUL (the masker's value separator): split those that do."""
+    out = []
+    for entity, s, e in found:
+        cut = data.find(0, s, e)
+        while cut != -1:
+            if cut > s:
+                out.append((entity, s, cut))
+            s = cut + 1
+            cut = data.find(0, s, e)
+        if e > s:
+            out.append((entity, s, e))
+    return out
+
+
+def _scan_loop(search, rec: Recognizer, data: bytes, n: int, found: list) -> None:
+    pos = 0
+    while pos <= n:
+        m = search(data, pos)
+        if m is None:
+            return
+        hit = _validated(rec, m)
+        if hit is None:
+            pos = m.start() + 1  # rejected: a real one may start inside it
+            continue
+        found.append(hit[0])
+        pos = max(hit[1], m.start() + 1)
+
+
+def _validated(rec: Recognizer, m: re.Match[bytes]) -> tuple[tuple[str, int, int], int] | None:
+    start, end = m.span()
+    if rec.validator is not None:
+        accepted = rec.validator(m.group())
+        if not accepted:
+            return None
+        end = start + accepted
+    resume = end
+    if rec.value_groups:
+        for g in rec.value_groups:
+            s = m.start(g)
+            if s >= 0:
+                start, end = s, m.end(g)
+                break
+        if start == end:
+            return None
+    return (rec.entity, start, end), resume
