@@ -223,10 +223,24 @@ class Gateway:
             return body
         return data_row(out)[5:]
 
-    def mask_copy_unplanned(self, data: bytes) -> bytes:
+    def mask_copy_data(self, data: bytes, decision: Decision | None) -> bytes:
+        """One COPY TO STDOUT data message (text or CSV), masked by content."""
         text = data.decode("utf-8", "replace")
-        masked = self.mask_text(text)
+        masked = self.mask_text(text, decision)
         return data if masked == text else masked.encode()
+
+    def copy_refusal(self, decision: Decision | None, *, binary: bool) -> str | None:
+        """Why COPY TO output cannot be masked, or None. Fail closed: binary COPY cannot be
+        scanned, and COPY carries no column names for column rules to match."""
+        masks = self._masks_for(decision)
+        if binary and masks:
+            return "wardgate: binary COPY output cannot be masked; use FORMAT text or csv"
+        if any(getattr(m, "columns", ()) for m in masks):
+            return (
+                "wardgate: COPY output cannot be masked by column rules; "
+                "use SELECT, or COPY without the masked columns"
+            )
+        return None
 
     def mask_error(self, raw: bytes, body: bytes, *, notice: bool = False) -> bytes:
         """ErrorResponse / NoticeResponse with values echoed by PostgreSQL masked."""

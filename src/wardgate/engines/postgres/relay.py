@@ -91,6 +91,9 @@ class _Execution:
     portal: _Portal | None = None
     done: bool = False
     prepared: bool = False  # column info known and masker chosen
+    # rows that cannot be masked (a masking failure, binary COPY...) are withheld and the
+    # statement ends with this error instead of its CommandComplete
+    withheld: str | None = None
 
 
 @dataclass(slots=True)
@@ -594,9 +597,16 @@ class PgRelay:
             ex = self._current()
             if ex is not None and not ex.prepared:
                 self._late_prepare(ex)
+            if ex is not None and ex.withheld:
+                return
             if ex is not None and ex.prepared:
                 if ex.masker is not None:
-                    body = ex.masker.mask_data_row(body)
+                    try:
+                        body = ex.masker.mask_data_row(body)
+                    except Exception as exc:  # strict: a row that cannot be masked is not sent
+                        log.error("masking failed: %s", type(exc).__name__)
+                        ex.withheld = "wardgate: masking failed on a row; the rest of the result was withheld"
+                        return
                     raw = b"D" + (len(body) + 4).to_bytes(4, "big") + body
                 if ex.recorder is not None:
                     ex.recorder.add_row_body(body)
@@ -616,7 +626,10 @@ class PgRelay:
                 if t == _CMD
                 else ("" if t == _EMPTY else "(suspended)")
             )
-            if ex is not None:
+            if ex is not None and ex.withheld:
+                raw = w.error_response("ERROR", "42501", ex.withheld)
+                self._finish(ex, error={"sqlstate": "42501", "message": ex.withheld})
+            elif ex is not None:
                 self._finish(ex, tag=tag)
             if op is not None:
                 if op.kind == "query":
@@ -684,23 +697,32 @@ class PgRelay:
             out.append(self.gw.mask_error(raw, body, notice=True))
         elif t == _NOTIFY:
             out.append(self.gw.mask_notification(raw, body))
-        elif t == _COPY_OUT or t == _COPY_IN or t == _COPY_BOTH:
-            self._copy_exec = self._current()
+        elif t == _COPY_OUT:
+            ex = self._current()
+            fmt = be.decode_copy_out_response(body).format
+            refusal = self.gw.copy_refusal(ex.decision if ex else None, binary=fmt == 1)
+            if refusal is not None and ex is not None:
+                # the rows cannot be masked: withhold them and end the COPY with an error,
+                # as PostgreSQL ends a COPY that fails part way
+                ex.withheld = refusal
+            out.append(raw)
+        elif t == _COPY_IN or t == _COPY_BOTH:
             out.append(raw)
         elif t == _COPY_DATA:
             ex = self._current()
+            if ex is not None and ex.withheld:
+                return
+            data = self.gw.mask_copy_data(body, ex.decision if ex else None)
+            if data is not body:
+                body = data
+                raw = b"d" + (len(body) + 4).to_bytes(4, "big") + body
             if ex is not None and ex.recorder is not None:
-                if ex.masker is not None:
-                    data = ex.masker.mask_copy_line(body)
-                    if data is not body:
-                        body = data
-                        raw = b"d" + (len(body) + 4).to_bytes(4, "big") + body
                 ex.recorder.add_copy_data(body)
-            elif ex is None or ex.recorder is None:
-                data = self.gw.mask_copy_unplanned(body)
-                if data is not body:
-                    raw = b"d" + (len(data) + 4).to_bytes(4, "big") + data
             out.append(raw)
+        elif t == _COPY_DONE:
+            ex = self._current()
+            if ex is None or not ex.withheld:
+                out.append(raw)
         else:
             out.append(raw)
 

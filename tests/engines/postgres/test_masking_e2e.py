@@ -1,0 +1,174 @@
+"""Sensitive values never leave the gateway and never enter the record.
+
+Known values are put on the target directly, then read through the gateway in every
+path PostgreSQL has: simple and extended protocol, text and binary formats, COPY TO
+STDOUT, an ErrorResponse that echoes a value, a NoticeResponse, a NotificationResponse,
+and statement text and bound parameters. Every byte of the store is then searched:
+zero raw values.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import RunningGateway, start_gateway
+
+SECRETS = {
+    "email": "ann.lee@example.com",
+    "card": "4111 1111 1111 1111",
+    "card_plain": "5500000000000004",
+    "ssn": "536-22-1234",
+    "iban": "DE89370400440532013000",
+    "aws": "AKIAIOSFODNN7EXAMPLE",
+    "jwt": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+}
+
+
+@pytest.fixture(scope="module")
+def masked_gw(pg_cluster, tmp_path_factory: pytest.TempPathFactory):
+    gw = start_gateway(tmp_path_factory.mktemp("mask"), pg_cluster)
+    c = pg_cluster
+    c.psql(
+        "orders",
+        """
+        drop table if exists pii cascade;
+        create table pii (id int primary key, email text unique, card varchar(40), card2 text,
+                          ssn text, iban text, note text, js jsonb);
+        grant all on pii to app;
+    """,
+    )
+    s = SECRETS
+    c.psql(
+        "orders",
+        f"""
+        insert into pii values (1, '{s["email"]}', '{s["card"]}', '{s["card_plain"]}', '{s["ssn"]}',
+          '{s["iban"]}', 'key {s["aws"]} token {s["jwt"]}', '{{"contact": "{s["email"]}"}}');
+        create or replace function shout() returns void language plpgsql as
+          $$ begin raise notice 'contact % card %', '{s["email"]}', '{s["card_plain"]}'; end $$;
+        grant execute on function shout() to app;
+    """,
+    )
+    try:
+        yield gw
+    finally:
+        gw.proc.stop()
+
+
+def _assert_clean(text: str, where: str) -> None:
+    for name, value in SECRETS.items():
+        assert value not in text, f"raw {name} in {where}: {text[:300]}"
+
+
+def test_every_path_is_masked_and_the_store_holds_no_raw_value(masked_gw: RunningGateway) -> None:
+    gw = masked_gw
+    seen: list[str] = []
+    # simple protocol, text format
+    r = subprocess.run(
+        ["psql", "-X", "-A", gw.dsn(), "-c", "select * from pii"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    seen.append(r.stdout)
+    assert "[EMAIL]" in r.stdout and "1111" in r.stdout
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        # extended protocol, text format, with a bound parameter carrying a raw value
+        rows = conn.execute(
+            "select email, card, note, js::text from pii where email = %s or id = %s",
+            (SECRETS["email"], 1),
+        ).fetchall()
+        seen.append(repr(rows))
+        # binary format results
+        with conn.cursor(binary=True) as cur:
+            rows = cur.execute(
+                "select email, card, card2, ssn, iban, note, js from pii where id = %s", (1,)
+            ).fetchall()
+            seen.append(repr(rows))
+        # COPY TO STDOUT
+        with conn.cursor().copy("copy pii to stdout") as cp:
+            seen.append(b"".join(bytes(b) for b in cp).decode())
+        # an ErrorResponse echoing the value (unique violation)
+        with pytest.raises(psycopg.errors.UniqueViolation) as info:
+            conn.execute(f"insert into pii (id, email) values (2, '{SECRETS['email']}')")
+        seen.append(str(info.value) + str(info.value.diag.message_detail))
+        assert "[EMAIL]" in str(info.value.diag.message_detail)
+        # a NoticeResponse
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        conn.execute("select shout()")
+        assert notices
+        seen.extend(notices)
+        # a NotificationResponse
+        with psycopg.connect(gw.dsn(), autocommit=True) as listener:
+            listener.execute("listen pii_channel")
+            conn.execute(
+                "select pg_notify('pii_channel', %s)", (f"new customer {SECRETS['email']}",)
+            )
+            got = next(listener.notifies(timeout=10))
+            seen.append(got.payload)
+            assert "[EMAIL]" in got.payload
+    for i, text in enumerate(seen):
+        _assert_clean(text, f"client path {i}")
+    gw.proc.stop()  # flush and checkpoint
+    blobs = b"".join(f.read_bytes() for f in Path(gw.directory).glob("audit.db*"))
+    assert blobs
+    for name, value in SECRETS.items():
+        assert value.encode() not in blobs, f"raw {name} found in the store"
+    gw.proc.start()
+
+
+def test_column_rule_on_numeric_column_sends_null(pg_cluster, tmp_path: Path) -> None:
+    policy = {
+        "name": "p",
+        "include": ["baseline"],
+        "rules": [
+            {
+                "name": "hide-salary",
+                "verdict": "mask",
+                "mask": {"columns": ["staff.salary", "staff.name"], "strategy": "redact"},
+            }
+        ],
+    }
+    gw = start_gateway(
+        tmp_path, pg_cluster, extra={"policies": [policy]}, connection_extra={"policies": ["p"]}
+    )
+    pg_cluster.psql(
+        "orders",
+        "drop table if exists staff; create table staff (name text, salary numeric); "
+        "insert into staff values ('Zed', 123456.78); grant all on staff to app",
+    )
+    try:
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            assert conn.execute("select name, salary from staff").fetchone() == ("[REDACTED]", None)
+            with conn.cursor(binary=True) as cur:
+                assert cur.execute(
+                    "select name, salary from staff where salary > %s", (0,)
+                ).fetchone() == ("[REDACTED]", None)
+    finally:
+        gw.proc.stop()
+    blobs = b"".join(f.read_bytes() for f in tmp_path.glob("audit.db*"))
+    assert b"123456.78" not in blobs and b"Zed" not in blobs.replace(
+        b'Zed"', b""
+    )  # not a row value
+
+
+def test_copy_that_cannot_be_masked_is_refused(masked_gw: RunningGateway) -> None:
+    with psycopg.connect(masked_gw.dsn(), autocommit=True) as conn:
+        with pytest.raises(
+            psycopg.errors.InsufficientPrivilege, match="binary COPY output cannot be masked"
+        ):
+            with conn.cursor().copy("copy pii to stdout with (format binary)") as cp:
+                for _ in cp:
+                    pass
+        # csv is scanned by content like text
+        with conn.cursor().copy(
+            "copy (select email, card from pii) to stdout with (format csv)"
+        ) as cp:
+            data = b"".join(bytes(b) for b in cp).decode()
+        assert "[EMAIL]" in data and SECRETS["email"] not in data
+        assert conn.execute("select 1").fetchone() == (1,)
