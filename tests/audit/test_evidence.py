@@ -238,3 +238,23 @@ def test_unsigned_tail_left_out_and_no_checkpoint_refused(tmp_path: Path) -> Non
         res = export_bundle(store, ring, ORIGIN, tmp_path / "x.zip")
         assert (res.events, res.left_out_unsigned, res.tree_size) == (1, 1, 1)
         assert verify_bundle(tmp_path / "x.zip").ok
+
+
+def test_random_edits_inside_members_fail_cleanly(world) -> None:
+    """Edits that keep the zip valid (CRCs recomputed) never crash verify, always fail it."""
+    import random
+
+    _tmp, _store, _ring, bundle = world
+    rng = random.Random(5)
+    original = _members(bundle)
+    for name in original:
+        for _ in range(15):
+            members = dict(original)
+            data = bytearray(members[name])
+            pos = rng.randrange(len(data))
+            data[pos] = rng.choice(b'{}[]",:0123456789abcdefAZ+/= \\n')
+            if bytes(data) == original[name]:
+                continue
+            members[name] = bytes(data)
+            rep = verify_bundle(_rezip(members))
+            assert not rep.ok, (name, pos)

@@ -98,6 +98,14 @@ def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode()
 
 
+def _b64d(s: Any) -> bytes | None:
+    """Strict base64 decode; None if `s` is not a valid base64 string."""
+    try:
+        return base64.b64decode(s, validate=True) if isinstance(s, str) else None
+    except ValueError:
+        return None
+
+
 def manifest_note_body(origin: str, manifest: bytes) -> str:
     """Body of the manifest's signed note (never parses as a checkpoint: no size line)."""
     return f"{BUNDLE_FORMAT} manifest\n{origin}\nsha256 {hashlib.sha256(manifest).hexdigest()}\n"
@@ -447,7 +455,11 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
         roots[cp.size] = cp.root
         rep.checkpoints_valid += 1
     cons = _canonical_doc(rep, "proofs/consistency.json", files["proofs/consistency.json"]) or []
-    pairs = {(int(p["from"]), int(p["to"])): p["proof"] for p in cons if isinstance(p, dict)}
+    try:
+        pairs = {(int(p["from"]), int(p["to"])): p["proof"] for p in cons}
+    except (KeyError, TypeError, ValueError) as exc:
+        rep.fail(f"proofs/consistency.json: malformed ({exc})")
+        pairs = {}
     for a, b in zip(anchors, anchors[1:], strict=False):
         try:
             proof = [base64.b64decode(h, validate=True) for h in pairs[(a, b)]]
@@ -470,8 +482,8 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
         ph, st = str(doc.get("hash")), str(doc.get("status"))
         status[ph] = st
         if st == "present":
-            data = base64.b64decode(str(doc.get("data")))
-            if hashlib.sha256(data).hexdigest() != ph:
+            data = _b64d(doc.get("data"))
+            if data is None or hashlib.sha256(data).hexdigest() != ph:
                 rep.fail(f"payload {ph[:16]}: does not match its hash")
                 continue
             payloads[ph] = data
@@ -483,8 +495,14 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
     # proofs and events
     inc = _canonical_doc(rep, "proofs/inclusion.json", files["proofs/inclusion.json"]) or {}
     nodes: dict[tuple[int, int], bytes] = {}
-    for lo, hi, h in inc.get("ranges", []) if isinstance(inc, dict) else []:
-        nodes[(lo, hi)] = base64.b64decode(h)
+    try:
+        for lo, hi, h in inc.get("ranges", []) if isinstance(inc, dict) else []:
+            node = _b64d(h)
+            if node is None or not isinstance(lo, int) or not isinstance(hi, int):
+                raise ValueError(f"bad range entry {[lo, hi, h]!r:.60}")
+            nodes[(lo, hi)] = node
+    except (TypeError, ValueError) as exc:
+        rep.fail(f"proofs/inclusion.json: malformed ({exc})")
     events: list[dict[str, Any]] = []
     prev = -1
     used: set[str] = set()
@@ -498,7 +516,8 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
             continue
         problems = []
         if not isinstance(ev, dict) or set(ev) != set(EVENT_KEYS) or canonical_json(ev) != line:
-            problems.append("not a canonical event body")
+            rep.fail(f"event {seq}: not a canonical event body")
+            continue
         if not isinstance(seq, int) or seq <= prev or seq >= tree_size:
             problems.append("out of order or beyond the last checkpoint")
         elif not _matches(ev, filters):
