@@ -13,7 +13,7 @@ import psutil
 import psycopg
 import pytest
 
-from tests.conftest import RunningGateway
+from tests.conftest import RunningGateway, start_gateway
 from wardgate.testing.gateway_process import AGENT_TOKENS, GatewayProcess, write_config
 from wardgate.wire.pg import writers as w
 from wardgate.wire.pg.auth import ScramClient
@@ -180,3 +180,31 @@ def test_million_row_result_streams_with_flat_memory(gateway: RunningGateway) ->
         t.join()
     assert rows == 1_000_000
     assert peak[0] < 200 * 1024 * 1024, f"gateway RSS peaked at {peak[0] / 2**20:.0f} MiB"
+
+
+def test_read_only_audit_store_refuses_and_nothing_runs(pg_cluster, tmp_path: Path) -> None:
+    """The store's files turn read-only under a running gateway (chattr +i: even root cannot write)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr not found: apt-get install e2fsprogs")
+    gw = start_gateway(tmp_path, pg_cluster)
+    pg_cluster.psql("orders", "create table if not exists t_ro (marker text); grant all on t_ro to app")
+    # the database and its WAL; not the -shm wal-index, which SQLite maps into memory
+    # (a write to a mapped page of an immutable file is SIGBUS, not an error)
+    files = [str(tmp_path / "audit.db"), str(tmp_path / "audit.db-wal")]
+    try:
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            conn.execute("insert into t_ro values ('before')")
+            r = subprocess.run(["chattr", "+i", *files], capture_output=True, text=True)
+            if r.returncode != 0:
+                pytest.skip(f"this filesystem does not support the immutable flag: {r.stderr.strip()}")
+            with pytest.raises(psycopg.Error) as info:
+                conn.execute("insert into t_ro values ('after')")
+            assert info.value.sqlstate == "58000"
+            assert "wardgate: audit store unavailable" in str(info.value)
+    finally:
+        subprocess.run(["chattr", "-i", *files], capture_output=True)
+        gw.proc.stop()
+    assert pg_cluster.psql("orders", "select string_agg(marker, ',') from t_ro") == "before"
