@@ -272,7 +272,25 @@ class Config(_Model):
                     f"connections: listen {conn.listen[0]}:{conn.listen[1]} is used twice"
                 )
             listens.add(conn.listen)
+        self._check_policy_references()
         return self
+
+    def _check_policy_references(self) -> None:
+        """Unknown policy names, include cycles and the like fail at load, not at serve."""
+        try:
+            from wardgate.policy.engine import PolicyEngine
+        except ImportError:  # pragma: no cover
+            return
+        try:
+            PolicyEngine(
+                list(self.policies),
+                connection_policies={c.name: list(c.policies) for c in self.connections},
+                on_unparsed={c.name: c.on_unparsed for c in self.connections},
+            )
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"policies: {exc}") from None
 
     # ------------------------------------------------------------------ lookups
 
