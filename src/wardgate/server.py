@@ -137,11 +137,12 @@ def _configure_logging(config: Config) -> None:
 async def serve(config: Config) -> int:
     _configure_logging(config)
     server = GatewayServer(config)
-    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # before start(): a signal that arrives while listeners open still stops cleanly
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await server.start()
     await stop.wait()
     log_line("gateway_stopping")
     await server.stop()
