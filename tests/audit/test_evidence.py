@@ -15,6 +15,7 @@ from wardgate.audit.bundle_zip import prepare, read_zip, write_zip
 from wardgate.audit.canonical import leaf_hash
 from wardgate.audit.evidence import (
     EvidenceError,
+    _all_proofs_hold,
     export_bundle,
     load_pinned_keys,
     parse_verifier_key,
@@ -73,11 +74,15 @@ def test_proofs_verify_with_the_merkle_module(world) -> None:
     assert roots[size] == store.root(size)
     nodes = {(lo, hi): base64.b64decode(h) for lo, hi, h in
              json.loads(m["proofs/inclusion.json"])["ranges"]}  # fmt: skip
+    leaves = []
     for line in m["events.jsonl"].splitlines():
         seq = json.loads(line)["seq"]
         path = [nodes[r] for r in _inclusion_ranges(seq, size)]
         assert path == store.inclusion_proof(seq, size)
         check_inclusion(leaf_hash(line), seq, size, path, roots[size])
+        leaves.append((seq, leaf_hash(line)))
+    assert _all_proofs_hold(leaves, size, nodes, roots[size])  # verify's fast path
+    assert not _all_proofs_hold(leaves, size, nodes, store.root(size - 1))
     for p in json.loads(m["proofs/consistency.json"]):
         proof = [base64.b64decode(h) for h in p["proof"]]
         check_consistency(p["from"], p["to"], proof, roots[p["from"]], roots[p["to"]])
@@ -258,3 +263,32 @@ def test_random_edits_inside_members_fail_cleanly(world) -> None:
             members[name] = bytes(data)
             rep = verify_bundle(_rezip(members))
             assert not rep.ok, (name, pos)
+
+
+def test_proof_ranges_is_the_union_of_audit_paths() -> None:
+    import random
+
+    from wardgate.audit.evidence import proof_ranges
+
+    rng = random.Random(7)
+    for size in (1, 2, 3, 7, 8, 9, 100, 1000, 1025):
+        for k in (1, 2, 5, 50):
+            seqs = sorted(rng.sample(range(size), min(k, size)))
+            want = sorted({r for s in seqs for r in _inclusion_ranges(s, size)})
+            assert proof_ranges(seqs, size) == want, (size, seqs)
+
+
+def test_an_edited_event_is_named_alone(world) -> None:
+    _tmp, _store, _ring, bundle = world
+    members = _members(bundle)
+    lines = members["events.jsonl"].splitlines()
+    victim = json.loads(lines[5])
+    lines[5] = lines[5].replace(b'"time":"2', b'"time":"1')
+    assert lines[5] != members["events.jsonl"].splitlines()[5]
+    members["events.jsonl"] = b"".join(line + b"\n" for line in lines)
+    rep = verify_bundle(_rezip(members))
+    proof_failures = [f for f in rep.failures if "inclusion proof" in f]
+    assert proof_failures == [
+        f"event {victim['seq']}: inclusion proof does not verify (root does not match)"
+    ]
+    assert "events.jsonl: SHA-256 does not match the manifest" in rep.failures

@@ -41,13 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from wardgate.audit.bundle_zip import ZipFormatError, prepare, read_zip, write_zip
-from wardgate.audit.canonical import EVENT_KEYS, canonical_json, leaf_hash
+from wardgate.audit.canonical import EVENT_KEYS, canonical_json, leaf_hash, node_hash
 from wardgate.audit.checkpoint import CheckpointError, parse_note, sign_note, verify_note
 from wardgate.audit.keys import Keyring, KeyringError, PublicKey, key_id
 from wardgate.audit.merkle import (
     ProofError,
     _hash_ranges,
     _inclusion_ranges,
+    _largest_pow2_below,
     check_consistency,
     check_inclusion,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "verify_bundle",
     "load_pinned_keys",
     "parse_verifier_key",
+    "proof_ranges",
     "manifest_note_body",
 ]
 
@@ -123,6 +125,61 @@ def _note_key_id(note: str) -> str:
         return "-"
 
 
+def proof_ranges(seqs: Sequence[int], size: int) -> list[tuple[int, int]]:
+    """Union of the RFC 9162 audit paths of leaves `seqs` (sorted, unique) in a tree of `size`.
+
+    A path is the siblings along the leaf's descent from the root: found for all leaves in
+    one descent of the subtrees that hold selected leaves, not one descent per leaf.
+    """
+    out: list[tuple[int, int]] = []
+
+    def walk(lo: int, hi: int, a: int, b: int) -> None:
+        if a == b or hi - lo == 1:
+            return
+        mid = lo + _largest_pow2_below(hi - lo)
+        m = bisect.bisect_left(seqs, mid, a, b)
+        if m < b:  # the left child is the sibling on the paths of the right's leaves
+            out.append((lo, mid))
+        if a < m:
+            out.append((mid, hi))
+        walk(lo, mid, a, m)
+        walk(mid, hi, m, b)
+
+    if seqs:
+        walk(0, size, 0, len(seqs))
+    return sorted(out)
+
+
+def _all_proofs_hold(
+    leaves: Sequence[tuple[int, bytes]], size: int, nodes: Mapping[tuple[int, int], bytes],
+    root: bytes,
+) -> bool:  # fmt: skip
+    """Fast path: every leaf's path at once (a multiproof), and every stored node agrees.
+
+    Subtrees holding selected leaves are hashed from those leaves and must equal the
+    bundle's node; the others come from the bundle. True iff the root comes out right and
+    nothing disagreed, which implies every per-leaf proof verifies.
+    """
+    seqs = [s for s, _ in leaves]
+
+    def walk(lo: int, hi: int, a: int, b: int) -> bytes:
+        if a == b:
+            return nodes[(lo, hi)]
+        if hi - lo == 1:
+            return leaves[a][1]
+        mid = lo + _largest_pow2_below(hi - lo)
+        m = bisect.bisect_left(seqs, mid, a, b)
+        left, right = walk(lo, mid, a, m), walk(mid, hi, m, b)
+        if a < m < b and (nodes.get((lo, mid)) != left or nodes.get((mid, hi)) != right):
+            raise ProofError("stored node disagrees")
+        return node_hash(left, right)
+
+    try:
+        return bool(leaves) and walk(0, size, 0, len(leaves)) == root
+    except (KeyError, ProofError):
+        return False
+
+
 def _anchor_sizes(sizes: Sequence[int], seqs: Sequence[int], last: int) -> list[int]:
     """First checkpoint covering each selected event, thinned evenly, plus the last."""
     firsts = sorted({sizes[bisect.bisect_right(sizes, s)] for s in seqs})
@@ -164,7 +221,7 @@ def export_bundle(
             left_out += 1
             continue
         bodies.append(rec.body)
-        decoded.append(json.loads(rec.body))
+        decoded.append(rec.fields())
     seqs = [e["seq"] for e in decoded]
 
     # payloads
@@ -201,7 +258,7 @@ def export_bundle(
     for a, b in zip(anchors, anchors[1:], strict=False):
         proof = store.consistency_proof(a, b)
         consistency.append({"from": a, "to": b, "proof": [_b64(h) for h in proof]})
-    ranges = sorted({r for s in seqs for r in _inclusion_ranges(s, tree_size)})
+    ranges = proof_ranges(seqs, tree_size)
     nodes: list[list[Any]] = []
     for i in range(0, len(ranges), _RANGE_BATCH):
         chunk = ranges[i : i + _RANGE_BATCH]
@@ -504,6 +561,8 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
     except (TypeError, ValueError) as exc:
         rep.fail(f"proofs/inclusion.json: malformed ({exc})")
     events: list[dict[str, Any]] = []
+    leaves: list[tuple[int, bytes]] = []
+    checked: list[tuple[Any, list[str]]] = []
     prev = -1
     used: set[str] = set()
     for line in files["events.jsonl"].splitlines():
@@ -534,21 +593,32 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
                 problems.append(f"payload status {st!r} unknown")
         if root is None:
             problems.append("no valid checkpoint to prove inclusion in")
-        elif isinstance(seq, int) and 0 <= seq < tree_size:
+        elif not problems:
+            leaves.append((seq, leaf_hash(line)))
+        checked.append((seq, problems))
+        if isinstance(seq, int):
+            prev = max(prev, seq)
+        events.append(ev)
+    if root is not None and leaves and not _all_proofs_hold(leaves, tree_size, nodes, root):
+        bad = {}  # slow path, only on failure: check each event's own path to name it
+        for seq, leaf in leaves:
             try:
                 path = [nodes[r] for r in _inclusion_ranges(seq, tree_size)]
-                check_inclusion(leaf_hash(line), seq, tree_size, path, root)
+                check_inclusion(leaf, seq, tree_size, path, root)
             except KeyError:
-                problems.append("inclusion proof incomplete")
+                bad[seq] = "inclusion proof incomplete"
             except ProofError as exc:
-                problems.append(f"inclusion proof does not verify ({exc})")
+                bad[seq] = f"inclusion proof does not verify ({exc})"
+        if not bad:
+            rep.fail("proofs/inclusion.json: nodes disagree with each other")
+        for seq, problems in checked:
+            if seq in bad:
+                problems.append(bad[seq])
+    for seq, problems in checked:
         if problems:
             rep.fail(f"event {seq}: {'; '.join(problems)}")
         else:
             rep.events_valid += 1
-        if isinstance(seq, int):
-            prev = max(prev, seq)
-        events.append(ev)
     if rep.events_total != n_events:
         rep.fail(f"events.jsonl: {rep.events_total} events, manifest says {n_events}")
     if set(status) - used:
