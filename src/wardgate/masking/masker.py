@@ -63,6 +63,12 @@ RULE_TEXT, RULE_JSON, RULE_JSONB_BIN, RULE_NULL = 10, 11, 12, 13
 _I32 = struct.Struct("!i")
 _I16 = struct.Struct("!h")
 _NULL_LEN = b"\xff\xff\xff\xff"
+# the per-result value cache: entries (cleared when full) and the longest value kept
+_CACHE_ENTRIES = 4096
+_CACHE_VALUE_BYTES = 256
+_CACHE_PROBE = 2048  # misses per probe window
+_CACHE_MIN_HIT_RATIO = 10  # at least one hit per 10 misses, or the cache is dropped
+_CLEAN: tuple[None, tuple[str, ...]] = (None, ())
 
 
 def text_like(col: ColumnInfo) -> bool:
@@ -117,6 +123,22 @@ class ResultMasker:
         self.rows = 0
         if not self._scan_idx:
             self._find = None
+        # Per-result cache of scanned text values: value -> (masked value or None
+        # when unchanged, entities found). Only for plain text columns and built-in
+        # recognizers (no built-in pattern crosses the NUL separator, so a value
+        # scanned alone or joined into a row gives the same findings).
+        self._cache: dict[bytes, tuple[bytes | None, tuple[str, ...]]] | None = (
+            {}
+            if scanner is not None
+            and not scanner.crosses_nul
+            and all(scan_modes[i] in (SCAN_TEXT, SCAN_NULL) for i in self._scan_idx)
+            else None
+        )
+        self._null_on_finding = tuple(m == SCAN_NULL for m in scan_modes)
+        # the cache is dropped for the rest of the result when a probe window of
+        # misses brings too few hits (values that do not repeat only cost lookups)
+        self._probe_misses = 0
+        self._probe_hits = 0
 
     # -- values ---------------------------------------------------------------
 
@@ -156,6 +178,8 @@ class ResultMasker:
         find = self._find
         if find is None:
             return out
+        if self._cache is not None:
+            return self._mask_cached(values, out, find)
         idx = self._scan_idx
         if self._plain:
             parts = [out[i] or b"" for i in idx]
@@ -199,6 +223,103 @@ class ResultMasker:
             last = re_
         if pieces:
             self._store(out, idx[k], v, pieces, last)
+        return out
+
+    def _mask_cached(
+        self,
+        values: list[bytes | None],
+        out: list[bytes | None],
+        find: Callable[[bytes], list[tuple[str, int, int]]],
+    ) -> list[bytes | None]:
+        """The scan of text (and null-on-finding) columns, through the per-result value cache.
+
+        Values seen before in this result are looked up; the others are joined
+        with NUL bytes and scanned in one pass, and each one's outcome cached.
+        """
+        cache = self._cache
+        counts_all = self._counts
+        null_on_finding = self._null_on_finding
+        miss_cols: list[int] = []
+        parts: list[bytes] = []
+        hits = 0
+        for i in self._scan_idx:
+            v = out[i]
+            if not v:
+                continue
+            hit = cache.get(v)  # type: ignore[union-attr]
+            if hit is None:
+                miss_cols.append(i)
+                parts.append(v)
+                continue
+            hits += 1
+            if hit[0] is not None:
+                if out is values:
+                    out = list(values)
+                if null_on_finding[i]:
+                    out[i] = None
+                    self._nulled[i] += 1
+                else:
+                    out[i] = hit[0]
+                counts = counts_all[i]
+                for entity in hit[1]:
+                    counts[entity] = counts.get(entity, 0) + 1
+        self._probe_hits += hits
+        if not parts:
+            return out
+        misses = self._probe_misses = self._probe_misses + len(parts)
+        if misses >= _CACHE_PROBE:
+            if self._probe_hits * _CACHE_MIN_HIT_RATIO < misses:
+                self._cache = None  # not worth it for this result
+            self._probe_misses = self._probe_hits = 0
+        found = find(parts[0] if len(parts) == 1 else b"\x00".join(parts))
+        if len(cache) + len(parts) > _CACHE_ENTRIES:  # type: ignore[arg-type]
+            cache.clear()  # type: ignore[union-attr]
+        if not found:
+            for v in parts:
+                if len(v) <= _CACHE_VALUE_BYTES:
+                    cache[v] = _CLEAN  # type: ignore[index]
+            return out
+        if out is values:
+            out = list(values)
+        replacers = self._replacers
+        fi = 0
+        nfound = len(found)
+        base = 0
+        for k, v in enumerate(parts):
+            limit = base + len(v)
+            pieces: list[bytes] = []
+            entities: list[str] = []
+            last = 0
+            while fi < nfound:
+                entity, s, e = found[fi]
+                if s > limit:
+                    break
+                fi += 1
+                rs = s - base
+                re_ = (limit if e > limit else e) - base
+                if rs < last or re_ <= rs:
+                    continue
+                pieces.append(v[last:rs])
+                pieces.append(replacers[entity](v[rs:re_]))
+                entities.append(entity)
+                last = re_
+            if entities:
+                pieces.append(v[last:])
+                masked = b"".join(pieces)
+                col = miss_cols[k]
+                if null_on_finding[col]:
+                    out[col] = None
+                    self._nulled[col] += 1
+                else:
+                    out[col] = masked
+                counts = counts_all[col]
+                for entity in entities:
+                    counts[entity] = counts.get(entity, 0) + 1
+                if len(v) <= _CACHE_VALUE_BYTES:
+                    cache[v] = (masked, tuple(entities))  # type: ignore[index]
+            elif len(v) <= _CACHE_VALUE_BYTES:
+                cache[v] = _CLEAN  # type: ignore[index]
+            base = limit + 1
         return out
 
     def _store(

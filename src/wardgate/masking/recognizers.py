@@ -248,7 +248,7 @@ _add(
     Recognizer(
         "PRIVATE_KEY",
         rb"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----[^\x00]*?"
-        rb"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z)",
+        rb"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----|\Z|(?=\x00))",
         needs=(b"-----BEGIN",),
         kind="secret",
     )
@@ -265,7 +265,7 @@ _add(
     Recognizer(
         "AWS_ACCESS_KEY",
         rb"A(?:KIA|SIA|BIA|CCA|3T[A-Z0-9])(?<![A-Za-z0-9][\s\S]{4})[A-Z0-9]{16}(?![A-Za-z0-9])",
-        needs=(65,),
+        needs=(b"AKIA", b"ASIA", b"ABIA", b"ACCA", b"A3T"),
         kind="secret",
     )
 )
@@ -274,7 +274,7 @@ _add(
         "GITHUB_TOKEN",
         rb"gh[pousr]_(?<![A-Za-z0-9]gh[pousr]_)[A-Za-z0-9]{36,251}(?![A-Za-z0-9])"
         rb"|github_pat_(?<![A-Za-z0-9]github_pat_)[A-Za-z0-9_]{22,247}(?![A-Za-z0-9])",
-        needs=(95,),
+        needs=(b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_"),
         kind="secret",
     )
 )
@@ -294,7 +294,7 @@ _add(
         rb"sk_(?:live|test)_(?<![A-Za-z0-9]sk_live_)(?<![A-Za-z0-9]sk_test_)[A-Za-z0-9]{16,247}(?![A-Za-z0-9])"
         rb"|rk_(?:live|test)_(?<![A-Za-z0-9]rk_live_)(?<![A-Za-z0-9]rk_test_)[A-Za-z0-9]{16,247}(?![A-Za-z0-9])"
         rb"|whsec_(?<![A-Za-z0-9]whsec_)[A-Za-z0-9]{24,247}(?![A-Za-z0-9])",
-        needs=(95,),
+        needs=(b"k_live_", b"k_test_", b"whsec_"),
         kind="secret",
     )
 )

@@ -83,6 +83,16 @@ class Scanner:
             _gate_tuple(r) for r in self.recognizers if r.kind not in ("digit", "email", "password")
         )
 
+    @property
+    def crosses_nul(self) -> bool:
+        """May a finding depend on bytes across a NUL (a custom pattern)?
+
+        Built-in patterns never match a NUL and treat one like the end of the
+        buffer, so a value scanned alone or NUL-joined into a row gives the same
+        findings; a configured regular expression may match across one.
+        """
+        return self._custom
+
     def find(self, data: bytes) -> list[Finding]:
         """Every sensitive span in `data`, in order, not overlapping."""
         return [Finding(e, s, t) for e, s, t in self.spans(data)]
