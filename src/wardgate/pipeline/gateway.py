@@ -47,6 +47,35 @@ def format_ttl(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def _derived_column(masks: tuple, objects: list[str]) -> tuple[str, str] | None:
+    """(table, column) of a column the statement reads that a column rule covers."""
+    import fnmatch
+
+    patterns = [p.lower() for m in masks for p in (getattr(m, "columns", ()) or ())]
+    if not patterns:
+        return None
+    for obj in objects:
+        if not obj.startswith("column:"):
+            continue
+        table, _, column = obj[7:].lower().rpartition(".")
+        bare_table = table.rpartition(".")[2]
+        for pattern in patterns:
+            t_pat, _, c_pat = pattern.rpartition(".")
+            t_ok = (
+                not t_pat
+                or t_pat == "*"
+                or fnmatch.fnmatchcase(table, t_pat)
+                or fnmatch.fnmatchcase(bare_table, t_pat)
+            )
+            if not t_ok:
+                continue
+            if column == "*":
+                return (table, c_pat)
+            if fnmatch.fnmatchcase(column, c_pat):
+                return (table, column)
+    return None
+
+
 class Gateway:
     def __init__(
         self, config: Config, store: AuditStore, *, identities: IdentityRegistry | None = None
@@ -186,23 +215,31 @@ class Gateway:
     # ------------------------------------------------------------------ masking
 
     def result_masker(self, decision: Decision | None, fields: list, formats: list[int]) -> Any:
+        """The masker for one result, or None when nothing can apply (rows pass as is).
+
+        Column rules match `table.column`: a result column that comes straight from a
+        table (RowDescription names its table OID) is attributed to the statement's table
+        when it reads exactly one. A result column computed by an expression in a statement
+        that READS a column under a column rule is masked as that column (fail closed):
+        `encode(ssn::bytea, 'hex')` does not get around a rule on `*.ssn`.
+        """
         from wardgate.masking.engine import ColumnInfo
 
-        tables = []
-        if decision is not None:
-            for obj in (decision.facts or {}).get("tables", []) or []:
-                tables.append(obj)
+        masks = self._masks_for(decision)
+        objects = (decision.facts or {}).get("objects", []) if decision is not None else []
+        tables = [o[6:] for o in objects if o.startswith("table:")]
         table = tables[0] if len(tables) == 1 else None
-        columns = [
-            ColumnInfo(
-                f.name,
-                table if f.table_oid else None,
-                f.type_oid,
-                formats[i] if i < len(formats) else 0,
-            )
-            for i, f in enumerate(fields)
-        ]
-        return self.masking.plan(self._masks_for(decision), columns)
+        derived_as = _derived_column(masks, objects)
+        columns = []
+        for i, f in enumerate(fields):
+            fmt = formats[i] if i < len(formats) else 0
+            if f.table_oid:
+                columns.append(ColumnInfo(f.name, table, f.type_oid, fmt))
+            elif derived_as is not None:
+                columns.append(ColumnInfo(derived_as[1], derived_as[0], f.type_oid, fmt))
+            else:
+                columns.append(ColumnInfo(f.name, None, f.type_oid, fmt))
+        return self.masking.plan(masks, columns)
 
     def mask_unplanned_row(self, body: bytes) -> bytes:
         from wardgate.wire.pg.backend import decode_data_row

@@ -172,3 +172,38 @@ def test_copy_that_cannot_be_masked_is_refused(masked_gw: RunningGateway) -> Non
             data = b"".join(bytes(b) for b in cp).decode()
         assert "[EMAIL]" in data and SECRETS["email"] not in data
         assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_expressions_over_a_masked_column_are_masked(pg_cluster, tmp_path: Path) -> None:
+    policy = {
+        "name": "p",
+        "include": ["baseline"],
+        "rules": [
+            {
+                "name": "hide-ssn",
+                "verdict": "mask",
+                "mask": {"columns": ["*.ssn"], "strategy": "redact"},
+            }
+        ],
+    }
+    gw = start_gateway(
+        tmp_path, pg_cluster, extra={"policies": [policy]}, connection_extra={"policies": ["p"]}
+    )
+    pg_cluster.psql(
+        "orders",
+        "drop table if exists emp; create table emp (id int, ssn text, nick text); "
+        "insert into emp values (1, '078-05-1120', 'zed'); grant all on emp to app",
+    )
+    try:
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            row = conn.execute(
+                "select ssn, encode(ssn::bytea, 'hex'), upper(ssn), nick from emp"
+            ).fetchone()
+            assert row[0] == "[REDACTED]" and row[1] == "[REDACTED]" and row[2] == "[REDACTED]"
+            assert row[3] == "zed"  # a plain column the rule does not cover is untouched
+            e = conn.execute("select e.ssn || '' from emp e join (select 1) x on true").fetchone()[
+                0
+            ]
+            assert e == "[REDACTED]"
+    finally:
+        gw.proc.stop()
