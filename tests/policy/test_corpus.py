@@ -49,9 +49,12 @@ def test_corpus_case(case) -> None:
             assert "/" in decision.rule and decision.reason
 
 
-def _pg_connect():
+def _pg_connect(cluster):
     psycopg = pytest.importorskip("psycopg")
-    dsn = os.environ.get("WARDGATE_TEST_PG", "host=127.0.0.1 port=5432 user=postgres dbname=test")
+    dsn = os.environ.get(
+        "WARDGATE_TEST_PG",
+        f"host={cluster.socket_dir} port={cluster.port} user=postgres dbname=orders",
+    )
     try:
         conn = psycopg.connect(
             dsn, autocommit=True, connect_timeout=3, cursor_factory=psycopg.ClientCursor
@@ -62,9 +65,9 @@ def _pg_connect():
     return conn
 
 
-def test_allowed_corpus_runs_on_real_postgres() -> None:
+def test_allowed_corpus_runs_on_real_postgres(pg_cluster) -> None:
     """Every allowed statement is real SQL that PostgreSQL accepts on the corpus schema."""
-    conn = _pg_connect()
+    conn = _pg_connect(pg_cluster)
     schema = f"wg_corpus_{os.getpid()}"
     failures = []
     try:

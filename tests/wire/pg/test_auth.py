@@ -214,19 +214,17 @@ def test_md5_password() -> None:
 # -- PostgreSQL itself agrees with make_scram_verifier ---------------------------------------
 
 
-def _connect():  # noqa: ANN202
+@pytest.fixture
+def _connect(pg_cluster):  # noqa: ANN001, ANN202 - a throw-away cluster's superuser
     psycopg = pytest.importorskip("psycopg")
-    try:
-        return psycopg.connect(
-            "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3",
-            autocommit=True,
-        )
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"no PostgreSQL on 127.0.0.1:5432 (install and start postgresql): {exc}")
+    return lambda: psycopg.connect(
+        f"host={pg_cluster.socket_dir} port={pg_cluster.port} user=postgres dbname=postgres",
+        autocommit=True,
+    )
 
 
 @pytest.mark.parametrize("password", ["s3cret-Pa55!", "caf\u00e9 \u2603 I\u00adX", "\u2168"])
-def test_verifier_matches_postgresql(password: str) -> None:
+def test_verifier_matches_postgresql(password: str, _connect) -> None:
     role = f"wardgate_scram_{secrets.token_hex(4)}"
     with _connect() as conn:
         try:
