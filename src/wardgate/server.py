@@ -44,6 +44,7 @@ class GatewayServer:
         cfg = self.config
         cfg.check_secrets()
         self.store = AuditStore.open(cfg.store, durability=cfg.audit.durability)
+        await asyncio.to_thread(_end_orphaned_sessions, self.store)
         identities = IdentityRegistry.from_config(cfg)
         self.gateway = Gateway(cfg, self.store, identities=identities)
         self.broker = _make_broker(cfg, self.store, identities)
@@ -87,6 +88,24 @@ class GatewayServer:
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
         log_line("gateway_stopped")
+
+
+def _end_orphaned_sessions(store: AuditStore) -> None:
+    """Sessions a previous run never ended (it was killed) are recorded as ended now, so
+    every session in the record has an end and says why."""
+    ended = {e.session for e in store.events(kind="session_end")}
+    for start in store.events(kind="session_start"):
+        if start.session not in ended:
+            store.append_sync(
+                "session_end",
+                session=start.session,
+                identity=start.identity,
+                connection=start.connection,
+                meta={
+                    "statements": None,
+                    "reason": "gateway stopped without ending the session (recorded at the next start)",
+                },
+            )
 
 
 def _make_broker(cfg: Config, store: AuditStore, identities: IdentityRegistry) -> Any:

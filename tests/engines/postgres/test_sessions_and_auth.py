@@ -183,3 +183,18 @@ def test_sigint_also_stops_cleanly(pg_cluster, tmp_path: Path) -> None:
     while gw.proc.proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert gw.proc.proc.returncode == 0
+
+
+def test_sessions_left_open_by_a_killed_gateway_are_ended_at_next_start(pg_cluster, tmp_path: Path) -> None:
+    gw = start_gateway(tmp_path, pg_cluster)
+    conn = psycopg.connect(gw.dsn(), autocommit=True)
+    conn.execute("select 1")
+    gw.proc.proc.kill()  # type: ignore[union-attr]
+    gw.proc.proc.wait()  # type: ignore[union-attr]
+    conn.close()
+    from wardgate.testing.gateway_process import GatewayProcess
+
+    again = GatewayProcess(gw.config, gw.env).start()
+    again.stop()
+    ends = _events(gw, "session_end")
+    assert any("recorded at the next start" in e["meta"]["reason"] for e in ends)
