@@ -53,11 +53,15 @@ class ColumnInfo:
 JSON_OID, JSONB_OID = 114, 3802
 TEXT_LIKE_OIDS = frozenset({25, 1043, 1042, 19, 18, JSON_OID, JSONB_OID, 142, 705, 2275, 0})
 # Types whose text (or binary) form cannot hold any built-in entity.
-UNSCANNED_OIDS = frozenset({16, 21, 23, 26, 700, 701, 1082, 1083, 1114, 1184, 1186, 1266, 2950, 17})
+UNSCANNED_OIDS = frozenset({16, 21, 23, 26, 700, 701, 1082, 1083, 1114, 1184, 1186, 1266, 2950})
 _FIRST_USER_OID = 16384
 
 # column modes
 SKIP, SCAN_TEXT, SCAN_NULL, SCAN_JSONB_BIN = 0, 1, 2, 3
+# bytea: its bytes are scanned (hex text format decoded first); a finding makes it NULL.
+# Without this `SELECT email::bytea` would carry an address out in hex.
+SCAN_BYTEA_HEX, SCAN_BYTEA_RAW = 4, 5
+BYTEA_OID = 17
 RULE_TEXT, RULE_JSON, RULE_JSONB_BIN, RULE_NULL = 10, 11, 12, 13
 
 _I32 = struct.Struct("!i")
@@ -80,6 +84,8 @@ def text_like(col: ColumnInfo) -> bool:
 
 
 def scan_mode(col: ColumnInfo, *, custom: bool) -> int:
+    if col.type_oid == BYTEA_OID:
+        return SCAN_BYTEA_RAW if col.format == 1 else SCAN_BYTEA_HEX
     if col.type_oid in UNSCANNED_OIDS and not custom:
         return SKIP
     if col.format == 1 and col.type_oid == JSONB_OID:
@@ -334,7 +340,7 @@ class ResultMasker:
         if mode == SCAN_TEXT:
             pieces.append(v[last:])
             out[col] = b"".join(pieces)
-        elif mode == SCAN_NULL:
+        elif mode in (SCAN_NULL, SCAN_BYTEA_HEX, SCAN_BYTEA_RAW):
             out[col] = None
             self._nulled[col] += 1
         else:
@@ -349,6 +355,8 @@ class ResultMasker:
             if not v or v[0] != 1:
                 raise MaskingError("unsupported binary jsonb version")
             return v[1:]
+        if mode == SCAN_BYTEA_HEX and v[:2] == b"\\x":
+            return bytes.fromhex(v[2:].decode("ascii"))
         return v
 
     # -- DataRow ------------------------------------------------------------------

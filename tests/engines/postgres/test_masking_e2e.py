@@ -89,6 +89,10 @@ def test_every_path_is_masked_and_the_store_holds_no_raw_value(masked_gw: Runnin
                 "select email, card, card2, ssn, iban, note, js from pii where id = %s", (1,)
             ).fetchall()
             seen.append(repr(rows))
+        # bytea (hex text and binary): the bytes are scanned
+        assert conn.execute("select email::bytea from pii").fetchone() == (None,)
+        with conn.cursor(binary=True) as cur:
+            assert cur.execute("select note::bytea from pii where id = %s", (1,)).fetchone() == (None,)
         # COPY TO STDOUT
         with conn.cursor().copy("copy pii to stdout") as cp:
             seen.append(b"".join(bytes(b) for b in cp).decode())
