@@ -363,9 +363,13 @@ class ScramClient:
         *,
         nonce: str | None = None,
         max_iterations: int = 1_000_000,
+        salted_cache: dict | None = None,
     ) -> None:
         self._username = username
         self._password = password
+        # (sha256(password), salt, iterations) -> SaltedPassword: a caller that logs in
+        # to the same server often (a gateway) pays the PBKDF2 cost once per salt
+        self._salted_cache = salted_cache
         self._nonce = nonce or _b64(secrets.token_bytes(_NONCE_BYTES))
         if not _valid_nonce(self._nonce):
             raise ValueError("client nonce must be printable ASCII without ','")
@@ -399,7 +403,18 @@ class ScramClient:
         iterations = int(iterations_text)
         if not 1 <= iterations <= self._max_iterations:
             raise ProtocolError(f"SCRAM iteration count {iterations} is out of range")
-        salted = _salted_password(self._password, salt, iterations)
+        cache = self._salted_cache
+        if cache is not None:
+            pw = self._password.encode() if isinstance(self._password, str) else self._password
+            key = (hashlib.sha256(pw).digest(), salt, iterations)
+            salted = cache.get(key)
+            if salted is None:
+                salted = _salted_password(self._password, salt, iterations)
+                if len(cache) > 64:
+                    cache.clear()
+                cache[key] = salted
+        else:
+            salted = _salted_password(self._password, salt, iterations)
         client_key = _hmac(salted, b"Client Key")
         stored_key = hashlib.sha256(client_key).digest()
         without_proof = f"c=biws,r={nonce}"
