@@ -22,7 +22,12 @@ framed with the sans-IO `MessageReader`; each message is handled in order:
 Responses are matched to requests through `ops`, a FIFO of what each forwarded message
 will produce (the way pgproto and Teleport track the extended protocol). DataRows pass as
 raw slices unless a masker applies; each statement's rows are recorded within a byte
-budget by a `ResultRecorder`.
+budget by a `ResultRecorder`. A statement's `result` event is handed to the store with
+the next command event (at most `RESULT_DELAY` later, and always before session_end):
+the two then share one group commit, and a session of short statements pays one
+durable write per statement, not two. Only the command event gates forwarding. Once that budget is spent and no masker applies to the
+result (no column can hold a value to mask), the rest of each run of DataRows in the
+buffer is forwarded, counted and digested as one slice (`MessageReader.next_run`).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from wardgate.wire.pg.framing import MessageReader, ProtocolError
 if TYPE_CHECKING:
     from wardgate.pipeline.gateway import Gateway
 
-__all__ = ["PgRelay", "INJECTED_SQL", "STORE_UNAVAILABLE"]
+__all__ = ["PgRelay", "INJECTED_SQL", "STORE_UNAVAILABLE", "RESULT_DELAY"]
 
 log = logging.getLogger("wardgate.postgres")
 
@@ -61,6 +66,8 @@ _PARSE_OK, _BIND_OK, _CLOSE_OK, _NODATA, _PARAMDESC, _EMPTY, _SUSPENDED = (
 _COPY_IN, _COPY_OUT, _COPY_BOTH = ord("G"), ord("H"), ord("W")
 
 _HIGH_WATER = 1024 * 1024
+# how long a finished statement's result event may wait for the next command event
+RESULT_DELAY = 0.005
 
 
 @dataclass(slots=True)
@@ -174,6 +181,12 @@ class PgRelay:
         self._batch: list[tuple[bytes, _Op | None]] = []
         self._futures: list[Any] = []
         self._copy_exec: _Execution | None = None
+        # set while a DataRow run needs no change and no more decoding (see target_data)
+        self._passthrough: ResultRecorder | None = None
+        # result events wait (at most RESULT_DELAY) for the next command event, so that
+        # both share one group commit (one fsync) instead of one each
+        self._results: list[tuple[_Execution, str | None, dict | None]] = []
+        self._results_timer: asyncio.TimerHandle | None = None
         self._hold_task: asyncio.Task | None = None
         self.keepalive: Any = None
 
@@ -201,6 +214,7 @@ class PgRelay:
         for t in (self.agent_t, self.target_t):
             if not t.is_closing():
                 t.close()
+        self._submit_results()
         self.gw.record(
             "session_end",
             self.info,
@@ -409,6 +423,8 @@ class PgRelay:
 
     def _record_command(self, command: Command, decision: Decision, **extra: Any) -> Any:
         self.statement_count += 1
+        if self._results:
+            self._submit_results()  # in order, and in the same group commit as this one
         return self.gw.record_command(command, decision, **extra)
 
     def _record_decisions(self, decisions: list[tuple[Command, Decision]], **extra: Any) -> None:
@@ -560,6 +576,13 @@ class PgRelay:
         try:
             while (msg := reader.next_message()) is not None:
                 self._target_message(msg[0], msg[1], msg[2], out)
+                if self._passthrough is not None:
+                    # the rest of this run of DataRows passes unchanged, as one slice
+                    run = reader.next_run(_ROW)
+                    if run is not None:
+                        out.append(run[0])
+                        self._passthrough.add_rows(run[0], run[1])
+                    self._passthrough = None
         except ProtocolError as exc:
             self.close(
                 f"target protocol error: {exc}",
@@ -600,16 +623,24 @@ class PgRelay:
             if ex is not None and ex.withheld:
                 return
             if ex is not None and ex.prepared:
-                if ex.masker is not None:
+                masker = ex.masker
+                if masker is not None:
                     try:
-                        body = ex.masker.mask_data_row(body)
+                        masked = masker.mask_data_row(body)
                     except Exception as exc:  # strict: a row that cannot be masked is not sent
                         log.error("masking failed: %s", type(exc).__name__)
-                        ex.withheld = "wardgate: masking failed on a row; the rest of the result was withheld"
+                        ex.withheld = (
+                            "wardgate: masking failed on a row; the rest of the result was withheld"
+                        )
                         return
-                    raw = b"D" + (len(body) + 4).to_bytes(4, "big") + body
-                if ex.recorder is not None:
-                    ex.recorder.add_row_body(body)
+                    if masked is not body and masked != body:
+                        body = masked
+                        raw = b"D" + (len(body) + 4).to_bytes(4, "big") + body
+                rec = ex.recorder
+                if rec is not None:
+                    rec.add_row(raw, body)
+                    if masker is None and rec.truncated:
+                        self._passthrough = rec
             else:
                 # rows nobody planned for (no RowDescription seen): baseline entity scan
                 masked = self.gw.mask_unplanned_row(body)
@@ -756,9 +787,20 @@ class PgRelay:
         ex.done = True
         if ex.seq_future is None or ex.recorder is None:
             return
-        self.gw.record_result(
-            self.info, ex, tag=tag, error=error, rows=rows_from_tag(tag) if tag else None
-        )
+        self._results.append((ex, tag, error))
+        if self._results_timer is None:
+            self._results_timer = self.loop.call_later(RESULT_DELAY, self._submit_results)
+
+    def _submit_results(self) -> None:
+        """Hand the finished statements' result events to the store, in order."""
+        timer, self._results_timer = self._results_timer, None
+        if timer is not None:
+            timer.cancel()
+        pending, self._results = self._results, []
+        for ex, tag, error in pending:
+            self.gw.record_result(
+                self.info, ex, tag=tag, error=error, rows=rows_from_tag(tag) if tag else None
+            )
 
 
 def _formats(n: int, result_formats: tuple[int, ...]) -> list[int]:

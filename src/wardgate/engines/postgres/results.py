@@ -1,9 +1,14 @@
 """Recording what one statement returned, as it streams.
 
 A `ResultRecorder` counts rows, keeps the (already masked) rows as JSON lines up to a
-byte budget, and digests every row byte beyond it, so the record of a 10-million-row
-result costs a fixed amount of memory. When the statement ends it appends one `result`
-event. The rows are stored as a payload addressed by SHA-256; the event names it.
+byte budget, and digests every row, so the record of a 10-million-row result costs a
+fixed amount of memory. When the statement ends it appends one `result` event. The rows
+are stored as a payload addressed by SHA-256; the event names it.
+
+The digest is SHA-256 over the DataRow messages exactly as the agent received them
+(type byte, length and body, in order): what the agent saw, byte for byte. Once the
+budget is spent nothing needs decoding any more, so a run of rows that passes unchanged
+is counted and digested as one slice (`add_rows`), without a Python step per row.
 """
 
 from __future__ import annotations
@@ -60,11 +65,12 @@ class ResultRecorder:
     def set_columns(self, names: list[str]) -> None:
         self.columns = names
 
-    def add_row_body(self, body: bytes) -> None:
-        """One DataRow body as sent to the agent (masked when masking applies)."""
+    def add_row(self, raw: bytes, body: bytes) -> None:
+        """One DataRow as sent to the agent (masked when masking applies): the whole
+        message `raw` and its `body`."""
         self.rows += 1
         self.total_bytes += len(body)
-        self._digest.update(body)
+        self._digest.update(raw)
         if self.truncated:
             return
         line = json.dumps([_text(v) for v in decode_data_row(body)], ensure_ascii=False).encode()
@@ -74,6 +80,13 @@ class ResultRecorder:
         self._lines.append(line)
         self.stored_bytes += len(line) + 1
         self.stored_rows += 1
+
+    def add_rows(self, raw_run: bytes, count: int) -> None:
+        """`count` whole DataRow messages, back to back, passed on unchanged. Only once the
+        budget is spent (`truncated`): before that each row goes through `add_row`."""
+        self.rows += count
+        self.total_bytes += len(raw_run) - 5 * count
+        self._digest.update(raw_run)
 
     def add_copy_data(self, data: bytes) -> None:
         """COPY TO STDOUT data as sent to the agent; kept as text lines within the budget."""

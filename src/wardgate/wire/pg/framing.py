@@ -177,6 +177,43 @@ class MessageReader:
         self._pos = end
         return buf[pos], buf[pos + 5 : end], buf[pos:end]
 
+    def next_run(self, type_byte: int) -> tuple[bytes, int] | None:
+        """Every complete message of type ``type_byte`` that comes next, as one slice.
+
+        Returns ``(raw, count)``: ``raw`` is the ``count`` whole messages exactly as
+        received, back to back (one slice of the buffer, no per-message object), or None
+        when the next message is of another type or not complete yet (``next_message``
+        then takes over). Lengths are checked as ``next_message`` checks them. This is
+        how a relay forwards a long run of DataRows that need no change.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._startup:
+            return None
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 5:
+            if not self._chunks or len(buf) > pos:
+                return None
+            self._join()
+            buf, pos = self._buf, 0
+        size = len(buf)
+        start = pos
+        count = 0
+        limit = self._max
+        while pos + 5 <= size and buf[pos] == type_byte:
+            (length,) = _unpack_u32(buf, pos + 1)
+            if length < 4 or length > limit:
+                break  # next_message raises the error for it
+            end = pos + 1 + length
+            if end > size:
+                break
+            pos = end
+            count += 1
+        if count == 0:
+            return None
+        self._pos = pos
+        return buf[start:pos], count
+
     def __iter__(self) -> Iterator[tuple[int, bytes, bytes]]:
         """Iterate over the complete messages currently buffered."""
         while (msg := self.next_message()) is not None:
