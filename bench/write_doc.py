@@ -292,7 +292,10 @@ def write_doc(out: Path, samples: list[Sample], info: dict, plan: Any, extra: di
         "switch that turns masking off (the baseline always applies, by design).",
         "",
         f"Rows: {plan.rows:,}; wire size: "
-        + ", ".join(f"{t} {b / 1e6:,.1f} MB" for t, b in (extra.get("sizes") or {}).items()),
+        + ", ".join(f"{t} {b / 1e6:,.1f} MB" for t, b in (extra.get("sizes") or {}).items())
+        + "; rounds: "
+        + ", ".join(f"{t} {n}" for t, n in plan.large_rounds.items())
+        + ". The proxy's RSS is sampled every 50 ms during the statement.",
         "",
         large_md,
         "",
