@@ -101,7 +101,7 @@ class PublicKey:
 def parse_vkey(text: str) -> PublicKey:
     """Parse `name+hexid+base64(0x01||pub)`; checks the id matches (validity unknown)."""
     try:
-        name, hexid, b64 = text.strip().rsplit("+", 2)
+        name, hexid, b64 = text.strip().split("+", 2)
         raw = base64.b64decode(b64, validate=True)
     except ValueError as exc:
         raise KeyringError(f"not a verifier key: {exc}") from exc
