@@ -29,3 +29,4 @@ def test_demo_runs_and_exits_zero() -> None:
     assert 'requested (rule "shop/review-order-deletes")' in out
     assert "the held DELETE ran after approval: DELETE 2" in out
     assert "events valid" in out and "demo complete" in out
+    assert "wardgate evidence verify evidence.zip --key" in out and out.count("\nOK") >= 2

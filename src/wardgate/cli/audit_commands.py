@@ -109,6 +109,20 @@ def register(app: typer.Typer) -> None:
             raise _fail(str(exc), 2) from exc
         typer.echo(f"key file {s.key_file}\nverifier key {ring.active.vkey()}")
 
+    @keys.command("show")
+    def keys_show(config: ConfigOpt) -> None:
+        """Print the verifier keys (public), one per line, for auditors to pin with --key."""
+        from wardgate.audit.keys import load_keyring
+
+        s = _settings(config)
+        try:
+            ring = load_keyring(s.key_file)
+        except KeyringError as exc:
+            raise _fail(str(exc), 2) from exc
+        for key in ring.public_keys():
+            until = key.not_after or "now (active)"
+            typer.echo(f"{key.vkey()}  # from {key.not_before} until {until}")
+
     @keys.command("rotate")
     def keys_rotate(config: ConfigOpt) -> None:
         """Start a new signing key; keep old public keys with their validity periods."""

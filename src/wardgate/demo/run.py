@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -241,20 +242,34 @@ def run_demo(*, keep: bool = False) -> int:
         r = _cli(cfg, env, "verify", "--published", str(work / "published-checkpoints.txt"))
         ok = r.returncode == 0
         bundle = work / "evidence.zip"
-        if _has_command(cfg, env, "evidence"):
-            _cli(cfg, env, "evidence", "export", "--identity", "ci-bot", "-o", str(bundle))
-            r2 = subprocess.run(
-                [sys.executable, "-m", "wardgate", "evidence", "verify", str(bundle)],
-                capture_output=True,
-                text=True,
-            )
-            console.print(f"[dim]$ wardgate evidence verify {bundle.name}[/dim]")
-            console.print(r2.stdout.rstrip(), highlight=False, markup=False)
-            ok = ok and r2.returncode == 0
-        console.print()
+        vkeys = work / "wardgate.vkey"
+        console.print("An auditor pins the gateway's public key, then checks a bundle offline:")
+        r_keys = _cli(cfg, env, "keys", "show")
+        vkeys.write_text(r_keys.stdout)
+        _cli(cfg, env, "evidence", "export", "--identity", "ci-bot", "-o", str(bundle))
+        console.print(f"[dim]$ wardgate evidence verify {bundle.name} --key {vkeys.name}[/dim]")
+        r2 = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wardgate",
+                "evidence",
+                "verify",
+                str(bundle),
+                "--key",
+                str(vkeys),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        console.print(r2.stdout.rstrip(), highlight=False, markup=False)
+        ok = ok and r2.returncode == 0
+        with zipfile.ZipFile(bundle) as zf:
+            console.print(f"[dim]bundle members: {', '.join(zf.namelist())}[/dim]")
         console.print(
             Panel.fit(
-                "[green]demo complete[/green]: recorded, masked, blocked, approved, verified"
+                "[green]demo complete[/green]: recorded, masked, blocked, approved, verified,\n"
+                "evidence exported and checked offline"
                 if ok and "status" in result
                 else "[red]demo finished with problems (see above)[/red]",
                 border_style="green" if ok else "red",
@@ -271,9 +286,3 @@ def run_demo(*, keep: bool = False) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-
-def _has_command(cfg: Path, env: dict[str, str], name: str) -> bool:
-    r = subprocess.run(
-        [sys.executable, "-m", "wardgate", name, "--help"], capture_output=True, text=True
-    )
-    return r.returncode == 0
