@@ -167,7 +167,7 @@ class PostgresEngine:
 
         target = await hs.connect_target(self.conn, startup.params)
         info = SessionInfo(
-            session_id=str(uuid.uuid4()),
+            session_id=new_session_id(),
             identity=identity.name,
             groups=identity.groups,
             connection=self.conn.name,
@@ -281,6 +281,21 @@ class PostgresEngine:
         host, port, tpid, tsecret = target
         self.gw.store.submit("cancel", connection=self.conn.name, meta={"client_addr": client_addr})
         await hs.send_cancel(host, port, tpid, tsecret)
+
+
+def new_session_id() -> str:
+    """A UUIDv7 (RFC 9562): time-ordered, so the store's session index grows at its end
+    instead of taking random page writes, and ids sort by start time."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(secrets.token_bytes(10), "big")
+    value = (
+        (ms & ((1 << 48) - 1)) << 80
+        | 0x7 << 76
+        | (rand >> 68 & 0xFFF) << 64
+        | 0b10 << 62
+        | (rand & ((1 << 62) - 1))
+    )
+    return str(uuid.UUID(int=value))
 
 
 def _drain_stream(reader: asyncio.StreamReader) -> bytes:
