@@ -88,7 +88,11 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def plot_throughput(
-    path: Path, series: dict[str, dict[int, float]], title: str, ylabel: str
+    path: Path,
+    series: dict[str, dict[int, float]],
+    title: str,
+    ylabel: str,
+    targets: tuple[float, ...] = (),
 ) -> bool:
     """One line per series: client count -> ratio. Returns False if matplotlib is missing."""
     try:
@@ -103,13 +107,15 @@ def plot_throughput(
         xs = sorted(points)
         ax.plot(xs, [points[x] for x in xs], marker="o", label=name)
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    for t in targets:
+        ax.axhline(t, color="firebrick", linewidth=0.8, linestyle="--", alpha=0.6)
     ax.set_xscale("log", base=2)
     xticks = sorted({x for p in series.values() for x in p})
     ax.set_xticks(xticks)
     ax.set_xticklabels([str(x) for x in xticks])
     ax.set_xlabel("pgbench clients")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)

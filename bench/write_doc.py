@@ -63,6 +63,10 @@ def _select_tables(s: dict, plan: Any) -> tuple[str, dict[str, dict[int, float]]
                     series.setdefault(f"wardgate / direct ({mode})", {})[clients] = r_d
                 if path == "wardgate" and r_b is not None:
                     series.setdefault(f"wardgate / PgBouncer ({mode})", {})[clients] = r_b
+                if path == "wardgate" and mode == "simple":
+                    r_bd = ratio(b, d)
+                    if r_bd is not None:
+                        series.setdefault("PgBouncer / direct (simple)", {})[clients] = r_bd
                 if path == "wardgate" and clients == 8 and mode == "simple":
                     checks.append(
                         (
@@ -226,7 +230,11 @@ def write_doc(out: Path, samples: list[Sample], info: dict, plan: Any, extra: di
     large_md = _large(s, checks)
     png = out.parent / "benchmarks-throughput.png"
     plotted = bool(series) and plot_throughput(
-        png, series, "pgbench -S: wardgate throughput ratio", "TPS ratio (medians, same run)"
+        png,
+        series,
+        "pgbench -S: throughput ratio (targets dashed: 0.60 of direct, 0.85 of PgBouncer)",
+        "TPS ratio (medians, same run)",
+        targets=(0.60, 0.85),
     )
     check_rows = [
         [what, target, r if isinstance(r, str) else fmt_ratio(r), "yes" if ok else "**no**"]
