@@ -104,6 +104,7 @@ def measure_costs(quick: bool = False, n: int | None = None) -> dict[str, float]
             for f in futures:
                 f.result()
             rowdesc, row_body, response = _response()
+            row_raw = b"D" + (len(row_body) + 4).to_bytes(4, "big") + row_body
             fields = list(be.decode_row_description(rowdesc[5:]))
             reader = MessageReader()
 
@@ -122,7 +123,7 @@ def measure_costs(quick: bool = False, n: int | None = None) -> dict[str, float]
             def record_rows(_i: int) -> None:
                 rec = ResultRecorder(1 << 20)
                 rec.set_columns(["abalance"])
-                rec.add_row_body(row_body)
+                rec.add_row(row_raw, row_body)
                 recs.append(rec)
 
             out["row recording (1 row)"] = _per_call(record_rows, n)
