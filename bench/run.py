@@ -18,7 +18,9 @@ Cases: (1) `pgbench -S`, simple and prepared, 1/8/32 clients; (2) TPC-B-like at 
 clients; (3) a 1,000,000-row, 10-column result, masking on and off; (4) connection
 churn (`pgbench -C`); (5) 500 sessions, 50 active; (6) the masking and audit component
 benchmarks (bench/bench_masking.py, bench/bench_audit.py) when present; (7) what one
-statement costs in each pipeline stage (bench/pipeline_costs.py).
+statement costs in each pipeline stage (bench/pipeline_costs.py), and the gateway run
+once with its command/result events taken away (bench/diag_without_audit.py, a
+diagnostic only).
 """
 
 from __future__ import annotations
@@ -238,6 +240,23 @@ def component_benches(plan: Plan, quick: bool) -> dict[str, str]:
     return out
 
 
+def without_audit(plan: Plan) -> str:
+    """bench/diag_without_audit.py's lines, or why there are none."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.diag_without_audit", "--seconds", str(plan.seconds)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    except subprocess.TimeoutExpired:
+        return "_did not finish within 180 s_"
+    if proc.returncode != 0:
+        return "_failed: " + " / ".join(proc.stderr.strip().splitlines()[-2:]) + "_"
+    return proc.stdout.strip()
+
+
 def machine_info(rig: Rig) -> dict[str, str]:
     cpu = "?"
     try:
@@ -266,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a smoke run (about 3 minutes)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument(
-        "--skip", default="", help="comma list: select,tpcb,churn,large,sessions,components,costs"
+        "--skip",
+        default="",
+        help="comma list: select,tpcb,churn,large,sessions,costs,diag,components",
     )
     args = ap.parse_args(argv)
     plan = Plan(args.quick)
@@ -308,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             extra["costs"] = measure_costs(quick=args.quick)
         except Exception as exc:
             extra["costs_error"] = str(exc)
+    if "diag" not in skip:
+        _log("diagnostic: the gateway with and without its command/result events")
+        extra["diag"] = without_audit(plan)
     if "components" not in skip:
         extra["components"] = component_benches(plan, args.quick)
     info["load_end"] = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())

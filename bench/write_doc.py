@@ -339,6 +339,22 @@ def write_doc(out: Path, samples: list[Sample], info: dict, plan: Any, extra: di
         ]
     else:
         md += [f"_not measured: {extra.get('costs_error', 'skipped')}_", ""]
+    diag = extra.get("diag")
+    if diag:
+        md += [
+            "### The same gateway without its audit events (diagnostic)",
+            "",
+            "`python -m bench.diag_without_audit`: the gateway in one process, `pgbench -S`,",
+            "durability normal, once as shipped and once with `AuditStore.submit` answering",
+            "`command` and `result` events with an already-done future (nothing written,",
+            "hashed or woken). Not a configuration: it only shows what recording costs in the",
+            "live process, interpreter-lock hand-offs included.",
+            "",
+            "```",
+            str(diag),
+            "```",
+            "",
+        ]
     notes = Path(__file__).with_name("NOTES.md")
     if notes.exists():
         md += [notes.read_text().strip(), ""]
