@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from wardgate.audit.group_commit import utc_now
 from wardgate.audit.keys import Keyring, PublicKey
 from wardgate.audit.merkle import MerkleFrontier, ProofError, check_consistency, consistency_proof
 from wardgate.audit.store import AuditStore, _ConnNodeReader
+
+_log = logging.getLogger("wardgate.checkpoint")
 
 __all__ = [
     "CheckpointError",
@@ -181,6 +184,7 @@ class Checkpointer:
         self.interval = interval
         self.publish = Path(publish) if publish is not None else None
         self._task: asyncio.Task[None] | None = None
+        self._stop: asyncio.Event = asyncio.Event()
 
     # -- one checkpoint ----------------------------------------------------------------
     def _job(self, conn: sqlite3.Connection, frontier: MerkleFrontier) -> SignedCheckpoint | None:
@@ -242,12 +246,30 @@ class Checkpointer:
 
     # -- the periodic loop ----------------------------------------------------------------
     async def run(self) -> None:
-        """Checkpoint every `interval` seconds while there are new events (until cancelled)."""
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.acheckpoint()
+        """Checkpoint every `interval` seconds while there are new events, until `aclose`.
+
+        The loop is stopped between checkpoints, never cancelled inside one: a checkpoint
+        signed and stored but not yet appended to the publish file would otherwise be lost
+        from the published record. A failing checkpoint (store unavailable) is logged and
+        retried at the next interval.
+        """
+        stop = self._stop
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self.interval)
+            except TimeoutError:
+                pass
+            if stop.is_set():
+                return
+            try:
+                await self.acheckpoint()
+            except CheckpointError:
+                raise
+            except Exception:  # noqa: BLE001 - keep signing once the store is back
+                _log.exception("periodic checkpoint failed; retrying at the next interval")
 
     def start(self) -> asyncio.Task[None]:
+        self._stop = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(
             self.run(), name="wardgate-checkpointer"
         )
@@ -256,8 +278,8 @@ class Checkpointer:
     async def aclose(self) -> SignedCheckpoint | None:
         """Stop the loop and sign a final checkpoint (call before closing the store)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            self._stop.set()
+            with contextlib.suppress(asyncio.CancelledError, CheckpointError):
                 await self._task
             self._task = None
         return await self.acheckpoint()
