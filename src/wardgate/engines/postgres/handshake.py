@@ -191,15 +191,25 @@ class TargetSession:
     tls: bool = False
 
 
+# one SSL context per target configuration: building one loads the system CA bundle,
+# which costs milliseconds that a new agent connection should not pay
+_SSL_CONTEXTS: dict[tuple, ssl.SSLContext] = {}
+
+
 def _target_ssl_context(target: TargetConfig) -> ssl.SSLContext:
+    key = (target.host, target.tls, str(target.ca) if target.ca else None)
+    ctx = _SSL_CONTEXTS.get(key)
+    if ctx is not None:
+        return ctx
     if target.tls == "verify-full":
         ctx = ssl.create_default_context(cafile=str(target.ca))
         ctx.check_hostname = True
-        return ctx
-    ctx = ssl.create_default_context(cafile=str(target.ca) if target.ca else None)
-    if target.ca is None:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx = ssl.create_default_context(cafile=str(target.ca) if target.ca else None)
+        if target.ca is None:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    _SSL_CONTEXTS[key] = ctx
     return ctx
 
 
