@@ -91,7 +91,6 @@ def run_pgbench(
             )
         latencies: list[int] = []
         failed = 0
-        first = last = None
         for f in Path(tmp).glob("log*"):
             for line in f.read_text().splitlines():
                 parts = line.split()
@@ -101,9 +100,6 @@ def run_pgbench(
                     failed += 1
                     continue
                 latencies.append(int(parts[2]))
-                stamp = int(parts[4]) + int(parts[5]) / 1e6
-                first = stamp if first is None or stamp < first else first
-                last = stamp if last is None or stamp > last else last
         latencies.sort()
         m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", proc.stdout)
         if m is None:

@@ -178,9 +178,16 @@ def case_large(rig: Rig, plan: Plan, samples: list[Sample]) -> dict[str, int]:
 def case_sessions(rig: Rig, plan: Plan, samples: list[Sample]) -> None:
     names = [n for n in ("direct", "pgbouncer", "wardgate") if n in rig.targets]
     for name in names:
-        res = run_sessions(
-            rig.targets[name], idle=plan.idle, active=plan.active, seconds=plan.seconds
-        )
+        target = rig.targets[name]
+        if name == "wardgate":
+            # a fresh gateway process: its RSS growth is the sessions' memory, not heap
+            # that earlier cases freed and these sessions would merely reuse
+            target = rig.start_gateway("full", name="wardgate-fresh")
+        try:
+            res = run_sessions(target, idle=plan.idle, active=plan.active, seconds=plan.seconds)
+        finally:
+            if name == "wardgate":
+                rig.stop_gateway("wardgate-fresh")
         _log(
             f"sessions {name}: opened {plan.idle} in {res.open_seconds:.1f} s, "
             f"{res.kb_per_idle_session} KiB/session, p99 {res.lat_p99_us:,.0f} us"
