@@ -263,6 +263,15 @@ class PgRelay:
                 fatal=w.error_response("FATAL", "08P01", f"wardgate: protocol violation: {exc}"),
             )
             return
+        except Exception:  # fail closed: what could not be handled is not forwarded
+            log.exception("agent message handling failed")
+            self.close(
+                "internal error",
+                fatal=w.error_response(
+                    "FATAL", "XX000", "wardgate: internal error; the session was closed"
+                ),
+            )
+            return
         self._flush_batch()
 
     def _agent_message(self, t: int, body: bytes, raw: bytes) -> None:
