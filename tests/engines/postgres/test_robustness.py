@@ -3,6 +3,7 @@ unrecorded reaches the target, and the gateway keeps serving the other sessions.
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -190,7 +191,9 @@ def test_read_only_audit_store_refuses_and_nothing_runs(pg_cluster, tmp_path: Pa
     if shutil.which("chattr") is None:
         pytest.skip("chattr not found: apt-get install e2fsprogs")
     gw = start_gateway(tmp_path, pg_cluster)
-    pg_cluster.psql("orders", "create table if not exists t_ro (marker text); grant all on t_ro to app")
+    pg_cluster.psql(
+        "orders", "create table if not exists t_ro (marker text); grant all on t_ro to app"
+    )
     # the database and its WAL; not the -shm wal-index, which SQLite maps into memory
     # (a write to a mapped page of an immutable file is SIGBUS, not an error)
     files = [str(tmp_path / "audit.db"), str(tmp_path / "audit.db-wal")]
@@ -199,7 +202,9 @@ def test_read_only_audit_store_refuses_and_nothing_runs(pg_cluster, tmp_path: Pa
             conn.execute("insert into t_ro values ('before')")
             r = subprocess.run(["chattr", "+i", *files], capture_output=True, text=True)
             if r.returncode != 0:
-                pytest.skip(f"this filesystem does not support the immutable flag: {r.stderr.strip()}")
+                pytest.skip(
+                    f"this filesystem does not support the immutable flag: {r.stderr.strip()}"
+                )
             with pytest.raises(psycopg.Error) as info:
                 conn.execute("insert into t_ro values ('after')")
             assert info.value.sqlstate == "58000"
@@ -208,3 +213,51 @@ def test_read_only_audit_store_refuses_and_nothing_runs(pg_cluster, tmp_path: Pa
         subprocess.run(["chattr", "-i", *files], capture_output=True)
         gw.proc.stop()
     assert pg_cluster.psql("orders", "select string_agg(marker, ',') from t_ro") == "before"
+
+
+def _exchange(sock: socket.socket, data: bytes) -> list[tuple[int, bytes]]:
+    sock.sendall(data)
+    reader = MessageReader()
+    msgs = _read_until(sock, reader, {ord("Z")})
+    return [(m[0], m[1]) for m in msgs]
+
+
+def test_sql_prepared_statements_and_cursors_used_through_the_protocol_are_decided_and_recorded(
+    gateway: RunningGateway,
+) -> None:
+    """PREPARE/DECLARE in SQL make objects the target knows and wardgate's extended-protocol
+    tracking does not: Bind and Execute on them are decided and recorded, not waved through."""
+    from wardgate.audit.store import AuditStore
+
+    sock, _ = _login(gateway.port)
+    try:
+        _exchange(sock, w.query("PREPARE wg_p AS SELECT 40 + 2 AS answer"))
+        msgs = _exchange(sock, w.bind("", "wg_p", (), (), ()) + w.execute("", 0) + w.sync())
+        rows = [m for m in msgs if m[0] == ord("D")]
+        assert rows, msgs
+        # an unknown name is refused by wardgate, not forwarded
+        msgs = _exchange(sock, w.bind("", "wg_missing", (), (), ()) + w.execute("", 0) + w.sync())
+        errors = [decode_fields(m[1]) for m in msgs if m[0] == ord("E")]
+        assert errors and errors[0]["C"] == "42501" and "wardgate:" in errors[0]["M"]
+        # a cursor declared in SQL, fetched with a protocol Execute
+        _exchange(
+            sock, w.query("BEGIN; DECLARE wg_c CURSOR FOR SELECT g FROM generate_series(1, 3) g")
+        )
+        msgs = _exchange(sock, w.execute("wg_c", 0) + w.sync())
+        assert len([m for m in msgs if m[0] == ord("D")]) == 3
+        _exchange(sock, w.query("COMMIT"))
+    finally:
+        sock.sendall(w.terminate())
+        sock.close()
+    time.sleep(0.3)
+    store = AuditStore.open(str(gateway.directory / "audit.db"))
+    try:
+        texts = [
+            json.loads(store.payload(e.payload_hash))["text"]
+            for e in store.events(kind="command")
+            if e.payload_hash
+        ]
+    finally:
+        store.close()
+    assert 'EXECUTE "wg_p"' in texts
+    assert 'FETCH FORWARD ALL FROM "wg_c"' in texts

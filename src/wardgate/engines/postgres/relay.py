@@ -284,6 +284,13 @@ class PgRelay:
         elif t == _B:
             bind = fe.decode_bind(body)
             stmt = self.statements.get(bind.statement)
+            if stmt is None and bind.statement:
+                # a statement the target knows from SQL PREPARE, bound through the
+                # protocol: decided as `EXECUTE name` would be, and recorded at Execute
+                stmt = self._sql_object_statement(f"EXECUTE {_ident(bind.statement)}")
+                if stmt is None:
+                    return
+                self.statements[bind.statement] = stmt
             params = tuple(
                 None
                 if v is None
@@ -390,6 +397,13 @@ class PgRelay:
 
     def _on_execute(self, portal_name: str, raw: bytes) -> None:
         portal = self.portals.get(portal_name)
+        if portal is None and portal_name:
+            # a cursor the target knows from SQL DECLARE, fetched through the protocol:
+            # decided and recorded as the FETCH it is
+            stmt = self._sql_object_statement(f"FETCH FORWARD ALL FROM {_ident(portal_name)}")
+            if stmt is None:
+                return
+            portal = _Portal(stmt, (), ())
         stmt = portal.statement if portal else None
         if stmt is None:
             # unknown portal: the target will refuse it; nothing runs
@@ -407,6 +421,28 @@ class PgRelay:
         if fields is not None:
             self._prepare_result(ex, fields, portal.result_formats)
         self._batch.append((raw, _Op("execute", execs=[ex])))
+
+    def _sql_object_statement(self, text: str) -> _Statement | None:
+        """Decide a protocol message that uses a statement or cursor made in SQL.
+
+        Allowed: the statement to record it under. Anything else is refused here (a hold
+        cannot wait on a Bind or an Execute), with the target discarding up to Sync.
+        """
+        decisions = self._evaluate(text, "bind")
+        if decisions is None:
+            return None
+        verdict, rule_decision = _strictest(decisions)
+        if verdict is Verdict.ALLOW:
+            return _Statement(text, decisions)
+        self._record_decisions(decisions)
+        message = None
+        if verdict is Verdict.REVIEW:
+            message = (
+                f'wardgate: rule "{rule_decision.rule}" holds this statement for approval; '
+                "a statement prepared in SQL cannot be held at Bind: run it with EXECUTE"
+            )
+        self._inject(rule_decision, simple=False, message=message)
+        return None
 
     # --- policy, refusal, holds
 
@@ -810,6 +846,10 @@ class PgRelay:
             self.gw.record_result(
                 self.info, ex, tag=tag, error=error, rows=rows_from_tag(tag) if tag else None
             )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _formats(n: int, result_formats: tuple[int, ...]) -> list[int]:
