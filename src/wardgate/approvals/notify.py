@@ -165,6 +165,7 @@ class Notifier:
         self._client = client
         self._own_client = client is None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def from_policies(cls, policies: Any, store: Any = None, **kw: Any) -> Notifier | None:
@@ -185,7 +186,18 @@ class Notifier:
         target = self.target_for(approval.rule)
         if target is None or _EVENT_OF_KIND[kind] not in target.events:
             return None
-        task = asyncio.get_running_loop().create_task(self._deliver(target, kind, approval))
+        # deliveries about one approval go out in order (a "decided" message never
+        # overtakes its "requested"), each after the previous one finished or gave up
+        previous = self._last.get(approval.id)
+        task = asyncio.get_running_loop().create_task(
+            self._deliver_after(previous, target, kind, approval)
+        )
+        self._last[approval.id] = task
+        task.add_done_callback(
+            lambda t, key=approval.id: (
+                self._last.pop(key, None) if self._last.get(key) is t else None
+            )
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -209,6 +221,13 @@ class Notifier:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
         return self._client
+
+    async def _deliver_after(
+        self, previous: asyncio.Task | None, target: WebhookTarget, kind: str, approval: Approval
+    ) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        await self._deliver(target, kind, approval)
 
     async def _deliver(self, target: WebhookTarget, kind: str, approval: Approval) -> None:
         body = notification_body(kind, approval, target.format)
