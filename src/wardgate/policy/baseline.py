@@ -54,6 +54,12 @@ def baseline_policy() -> PolicySpec:
             features=["dblink", "foreign_server"],
         ),
         _rule("deny-set-role", "deny", "SET ROLE / SESSION AUTHORIZATION", features=["set_role"]),
+        _rule(
+            "deny-client-encoding",
+            "deny",
+            "client_encoding other than UTF8",
+            features=["client_encoding"],
+        ),
         _rule("deny-load", "deny", "LOAD of a shared library", kinds=["load"]),
         _rule(
             "review-without-where",

@@ -29,6 +29,7 @@ from wardgate.policy.facts import (
     ROLE_SETTINGS,
     SQL_STRING_FUNCTIONS,
     StatementFacts,
+    is_utf8_name,
 )
 from wardgate.policy.pgtree import name_list, sval
 from wardgate.policy.statements import HANDLERS
@@ -334,6 +335,12 @@ class Walker:
                 facts.add_feature("set_role", f"set_config('{setting}', ...) changes the role")
             elif setting.strip().lower() == "search_path":
                 facts.add_feature("search_path", "set_config('search_path', ...)")
+            elif setting.strip().lower() == "client_encoding":
+                value = sval(args[1]) if len(args) > 1 else None
+                if not is_utf8_name(value):
+                    facts.add_feature(
+                        "client_encoding", f"set_config('client_encoding', {value!r})"
+                    )
         elif name in SQL_STRING_FUNCTIONS and body is not None:
             facts.constant_sensitive = True
             args = body.get("args", [])

@@ -84,7 +84,17 @@ FEATURES: dict[str, str] = {
     "session_function": "calls a function created earlier in this session",
     "explain_analyze": "EXPLAIN ANALYZE runs the inner statement",
     "search_path": "changes search_path (unqualified names may then resolve anywhere)",
+    "client_encoding": "changes client_encoding away from UTF8 (the target would then read "
+    "statement bytes differently from the gateway: SJIS, BIG5 and GBK can hide a quote)",
 }
+
+
+def is_utf8_name(value: str | None) -> bool:
+    """PostgreSQL's spellings of UTF8 (a computed value is not known to be one)."""
+    return value is not None and value.strip().lower().replace("-", "").replace("_", "") in (
+        "utf8",
+        "unicode",
+    )
 
 
 @dataclass(slots=True)

@@ -251,3 +251,22 @@ def test_policy_check_cli_matches_the_gateway(logged: RunningGateway) -> None:
     assert check("select 1") == 0
     assert check("delete from t") == 3
     assert check("drop table t") == 4
+
+
+def test_client_encoding_cannot_leave_utf8(logged: RunningGateway) -> None:
+    """In SJIS, 0x95 0x5C is one character: `E'\\x95\\'` would end the literal for the target
+    while the gateway (reading UTF-8) saw an escaped quote, hiding what follows."""
+    import asyncpg  # noqa: F401 - the check below uses libpq through psycopg
+
+    with pytest.raises(psycopg.OperationalError, match="client_encoding"):
+        psycopg.connect(logged.dsn(client_encoding="SJIS"))
+    with psycopg.connect(logged.dsn(), autocommit=True) as conn:
+        for sql in (
+            "SET client_encoding = 'SJIS'",
+            "SET NAMES 'BIG5'",
+            "SELECT set_config('client_encoding', 'GBK', false)",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="deny-client-encoding"):
+                conn.execute(sql)
+        conn.execute("SET client_encoding = 'UTF8'")
+        assert conn.execute("show client_encoding").fetchone() == ("UTF8",)

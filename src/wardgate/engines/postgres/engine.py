@@ -23,6 +23,7 @@ from wardgate.engines.postgres import handshake as hs
 from wardgate.engines.postgres.relay import PgRelay
 from wardgate.pipeline.command import SessionInfo
 from wardgate.pipeline.gateway import Gateway
+from wardgate.policy.facts import is_utf8_name
 from wardgate.wire.pg import writers as w
 from wardgate.wire.pg.auth import AuthenticationFailed, ScramServer
 from wardgate.wire.pg.framing import MessageReader, ProtocolError
@@ -134,6 +135,12 @@ class PostgresEngine:
             writer.close()
             return
 
+        requested = startup.params.get("client_encoding")
+        if requested is not None and not is_utf8_name(requested):
+            raise hs.HandshakeError(
+                f"wardgate: client_encoding {requested!r} is not supported; use UTF8",
+                sqlstate="0A000",
+            )
         claimed = startup.user
         identity = self.gw.identities.get(claimed)
         server = ScramServer(self.gw.identities.verifier(claimed))

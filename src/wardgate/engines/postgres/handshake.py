@@ -242,6 +242,9 @@ async def connect_target(conn: ConnectionConfig, agent_params: dict[str, str]) -
         for key, value in agent_params.items():
             if key in FORWARDED_STARTUP_PARAMS:
                 params[key] = value
+        # the gateway reads statements as UTF-8; the target must read the same bytes the
+        # same way (SJIS, BIG5 or GBK could hide a quote inside a multi-byte character)
+        params["client_encoding"] = "UTF8"
         writer.write(w.startup_message(params))
         await writer.drain()
         mr = MessageReader()

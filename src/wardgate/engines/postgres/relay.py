@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from wardgate.engines.postgres.results import ResultRecorder, rows_from_tag
 from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
+from wardgate.policy.facts import is_utf8_name
 from wardgate.wire.pg import backend as be
 from wardgate.wire.pg import frontend as fe
 from wardgate.wire.pg import writers as w
@@ -64,6 +65,12 @@ _PARSE_OK, _BIND_OK, _CLOSE_OK, _NODATA, _PARAMDESC, _EMPTY, _SUSPENDED = (
     ord(c) for c in "123nt" + "Is"
 )
 _COPY_IN, _COPY_OUT, _COPY_BOTH = ord("G"), ord("H"), ord("W")
+_PARAMSTATUS = ord("S")
+
+
+class _SessionClosed(Exception):
+    """The session was closed while handling a target message: stop at once."""
+
 
 _HIGH_WATER = 1024 * 1024
 # how long a finished statement's result event may wait for the next command event
@@ -628,6 +635,8 @@ class PgRelay:
                         out.append(run[0])
                         self._passthrough.add_rows(run[0], run[1])
                     self._passthrough = None
+        except _SessionClosed:
+            return
         except ProtocolError as exc:
             self.close(
                 f"target protocol error: {exc}",
@@ -768,6 +777,20 @@ class PgRelay:
                 ops.popleft()
             out.append(raw)
         elif t == _PARAMDESC:
+            out.append(raw)
+        elif t == _PARAMSTATUS:
+            status = be.decode_parameter_status(body)
+            if status.name == "client_encoding" and not is_utf8_name(status.value):
+                # defence in depth: statements are read as UTF-8 by the gateway
+                self.close(
+                    "client_encoding changed",
+                    fatal=w.error_response(
+                        "FATAL",
+                        "0A000",
+                        "wardgate: client_encoding changed from UTF8; session closed",
+                    ),
+                )
+                raise _SessionClosed
             out.append(raw)
         elif t == _NOTICE:
             out.append(self.gw.mask_error(raw, body, notice=True))
