@@ -55,6 +55,12 @@ def baseline_policy() -> PolicySpec:
         ),
         _rule("deny-set-role", "deny", "SET ROLE / SESSION AUTHORIZATION", features=["set_role"]),
         _rule(
+            "deny-lexer-settings",
+            "deny",
+            "standard_conforming_strings off",
+            features=["lexer_setting"],
+        ),
+        _rule(
             "deny-client-encoding",
             "deny",
             "client_encoding other than UTF8",

@@ -29,6 +29,7 @@ from wardgate.policy.facts import (
     ROLE_SETTINGS,
     SQL_STRING_FUNCTIONS,
     StatementFacts,
+    is_on,
     is_utf8_name,
 )
 from wardgate.policy.pgtree import name_list, sval
@@ -335,6 +336,12 @@ class Walker:
                 facts.add_feature("set_role", f"set_config('{setting}', ...) changes the role")
             elif setting.strip().lower() == "search_path":
                 facts.add_feature("search_path", "set_config('search_path', ...)")
+            elif setting.strip().lower() == "standard_conforming_strings":
+                value = sval(args[1]) if len(args) > 1 else None
+                if not is_on(value):
+                    facts.add_feature(
+                        "lexer_setting", f"set_config('standard_conforming_strings', {value!r})"
+                    )
             elif setting.strip().lower() == "client_encoding":
                 value = sval(args[1]) if len(args) > 1 else None
                 if not is_utf8_name(value):

@@ -84,9 +84,16 @@ FEATURES: dict[str, str] = {
     "session_function": "calls a function created earlier in this session",
     "explain_analyze": "EXPLAIN ANALYZE runs the inner statement",
     "search_path": "changes search_path (unqualified names may then resolve anywhere)",
+    "lexer_setting": "turns standard_conforming_strings off (backslashes would then end string "
+    "literals differently for the target than for the gateway's parser)",
     "client_encoding": "changes client_encoding away from UTF8 (the target would then read "
     "statement bytes differently from the gateway: SJIS, BIG5 and GBK can hide a quote)",
 }
+
+
+def is_on(value: str | None) -> bool:
+    """PostgreSQL's spellings of a true boolean setting."""
+    return value is not None and value.strip().lower() in ("on", "true", "yes", "1", "t", "y")
 
 
 def is_utf8_name(value: str | None) -> bool:

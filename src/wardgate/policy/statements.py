@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wardgate.policy.facts import ROLE_SETTINGS, is_utf8_name
+from wardgate.policy.facts import ROLE_SETTINGS, is_on, is_utf8_name
 from wardgate.policy.pgtree import as_bool, name_list, sval, where_truth
 
 if TYPE_CHECKING:
@@ -103,6 +103,11 @@ def _h_variable_set(w: Walker, body: dict[str, Any]) -> None:
         w.facts.add_feature("set_role", f"changes {name}")
     elif name == "search_path":
         w.facts.add_feature("search_path", "changes search_path")
+    elif name == "standard_conforming_strings" and body.get("kind") == "VAR_SET_VALUE":
+        args = body.get("args") or []
+        value = sval(args[0]) if args else None
+        if not is_on(value):
+            w.facts.add_feature("lexer_setting", f"sets standard_conforming_strings to {value!r}")
     elif name == "client_encoding" and body.get("kind") == "VAR_SET_VALUE":
         args = body.get("args") or []
         value = sval(args[0]) if args else None

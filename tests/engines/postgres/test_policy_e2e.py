@@ -270,3 +270,14 @@ def test_client_encoding_cannot_leave_utf8(logged: RunningGateway) -> None:
                 conn.execute(sql)
         conn.execute("SET client_encoding = 'UTF8'")
         assert conn.execute("show client_encoding").fetchone() == ("UTF8",)
+
+
+def test_standard_conforming_strings_stays_on(logged: RunningGateway) -> None:
+    """With it off, `'x\\' , $$ ' ; DROP TABLE t; -- $$` ends its literal elsewhere for the
+    target than for the parser the policy uses, and the DROP would run unseen."""
+    with psycopg.connect(logged.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="deny-lexer-settings"):
+            conn.execute("SET standard_conforming_strings = off")
+        assert conn.execute("show standard_conforming_strings").fetchone() == ("on",)
+        conn.execute("SELECT 'x\\' , $$ ' ; DROP TABLE t; -- $$")
+    assert logged.cluster.psql("orders", "select count(*) >= 0 from t") == "t"

@@ -245,6 +245,8 @@ async def connect_target(conn: ConnectionConfig, agent_params: dict[str, str]) -
         # the gateway reads statements as UTF-8; the target must read the same bytes the
         # same way (SJIS, BIG5 or GBK could hide a quote inside a multi-byte character)
         params["client_encoding"] = "UTF8"
+        # and backslashes in '...' literals are plain characters for both (pglast's view)
+        params["standard_conforming_strings"] = "on"
         writer.write(w.startup_message(params))
         await writer.drain()
         mr = MessageReader()

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from wardgate.engines.postgres.results import ResultRecorder, rows_from_tag
 from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
-from wardgate.policy.facts import is_utf8_name
+from wardgate.policy.facts import is_on, is_utf8_name
 from wardgate.wire.pg import backend as be
 from wardgate.wire.pg import frontend as fe
 from wardgate.wire.pg import writers as w
@@ -780,14 +780,16 @@ class PgRelay:
             out.append(raw)
         elif t == _PARAMSTATUS:
             status = be.decode_parameter_status(body)
-            if status.name == "client_encoding" and not is_utf8_name(status.value):
+            if (status.name == "client_encoding" and not is_utf8_name(status.value)) or (
+                status.name == "standard_conforming_strings" and not is_on(status.value)
+            ):
                 # defence in depth: statements are read as UTF-8 by the gateway
                 self.close(
-                    "client_encoding changed",
+                    f"{status.name} changed",
                     fatal=w.error_response(
                         "FATAL",
                         "0A000",
-                        "wardgate: client_encoding changed from UTF8; session closed",
+                        f"wardgate: {status.name} changed to {status.value!r}; session closed",
                     ),
                 )
                 raise _SessionClosed
