@@ -113,6 +113,9 @@ class Gateway:
 
         self._baseline_masks = (BASELINE_MASK,)
         self.broker: Any = None  # set by serve() when approvals run
+        from wardgate.engines.postgres.catalog import CatalogCache
+
+        self.catalogs = CatalogCache()
 
     # ------------------------------------------------------------------ policy
 
@@ -214,14 +217,21 @@ class Gateway:
 
     # ------------------------------------------------------------------ masking
 
-    def result_masker(self, decision: Decision | None, fields: list, formats: list[int]) -> Any:
+    def result_masker(
+        self,
+        decision: Decision | None,
+        fields: list,
+        formats: list[int],
+        connection: str | None = None,
+    ) -> Any:
         """The masker for one result, or None when nothing can apply (rows pass as is).
 
-        Column rules match `table.column`: a result column that comes straight from a
-        table (RowDescription names its table OID) is attributed to the statement's table
-        when it reads exactly one. A result column computed by an expression in a statement
-        that READS a column under a column rule is masked as that column (fail closed):
-        `encode(ssn::bytea, 'hex')` does not get around a rule on `*.ssn`.
+        Column rules follow the SOURCE column: a result column taken straight from a table
+        is resolved through the target's catalog (table OID and attribute number from the
+        RowDescription), so an alias (`ssn AS name`) does not get around `*.ssn`. A column
+        whose source is unknown, or computed by an expression, in a statement that READS a
+        column under a column rule is masked as that column (fail closed):
+        `encode(ssn::bytea, 'hex')` does not get around a rule on `*.ssn` either.
         """
         from wardgate.masking.engine import ColumnInfo
 
@@ -230,13 +240,22 @@ class Gateway:
         tables = [o[6:] for o in objects if o.startswith("table:")]
         table = tables[0] if len(tables) == 1 else None
         derived_as = _derived_column(masks, objects)
+        catalog = self.catalogs.get(connection) if connection else None
         columns = []
         for i, f in enumerate(fields):
             fmt = formats[i] if i < len(formats) else 0
-            if f.table_oid:
-                columns.append(ColumnInfo(f.name, table, f.type_oid, fmt))
-            elif derived_as is not None:
+            source = (
+                catalog.get((f.table_oid, f.column_attnum)) if catalog and f.table_oid else None
+            )
+            if source is not None:
+                columns.append(ColumnInfo(source[2], f"{source[0]}.{source[1]}", f.type_oid, fmt))
+                continue
+            if f.table_oid and catalog is not None and connection:
+                self.catalogs.mark_stale(connection)  # a table newer than the map
+            if derived_as is not None:
                 columns.append(ColumnInfo(derived_as[1], derived_as[0], f.type_oid, fmt))
+            elif f.table_oid:
+                columns.append(ColumnInfo(f.name, table, f.type_oid, fmt))
             else:
                 columns.append(ColumnInfo(f.name, None, f.type_oid, fmt))
         return self.masking.plan(masks, columns)

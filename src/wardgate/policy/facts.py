@@ -93,12 +93,20 @@ FEATURES: dict[str, str] = {
 
 def is_on(value: str | None) -> bool:
     """PostgreSQL's spellings of a true boolean setting."""
-    return value is not None and value.strip().lower() in ("on", "true", "yes", "1", "t", "y")
+    return value is not None and value.strip().strip("'\"").lower() in (
+        "on",
+        "true",
+        "yes",
+        "1",
+        "t",
+        "y",
+    )
 
 
 def is_utf8_name(value: str | None) -> bool:
     """PostgreSQL's spellings of UTF8 (a computed value is not known to be one)."""
-    return value is not None and value.strip().lower().replace("-", "").replace("_", "") in (
+    name = value.strip().strip("'\"").lower() if value is not None else ""
+    return value is not None and name.replace("-", "").replace("_", "") in (
         "utf8",
         "unicode",
     )

@@ -92,7 +92,9 @@ def test_every_path_is_masked_and_the_store_holds_no_raw_value(masked_gw: Runnin
         # bytea (hex text and binary): the bytes are scanned
         assert conn.execute("select email::bytea from pii").fetchone() == (None,)
         with conn.cursor(binary=True) as cur:
-            assert cur.execute("select note::bytea from pii where id = %s", (1,)).fetchone() == (None,)
+            assert cur.execute("select note::bytea from pii where id = %s", (1,)).fetchone() == (
+                None,
+            )
         # COPY TO STDOUT
         with conn.cursor().copy("copy pii to stdout") as cp:
             seen.append(b"".join(bytes(b) for b in cp).decode())
@@ -209,5 +211,36 @@ def test_expressions_over_a_masked_column_are_masked(pg_cluster, tmp_path: Path)
                 0
             ]
             assert e == "[REDACTED]"
+    finally:
+        gw.proc.stop()
+
+
+def test_column_rules_follow_the_source_column_through_aliases(pg_cluster, tmp_path: Path) -> None:
+    policy = {
+        "name": "p",
+        "include": ["baseline"],
+        "rules": [
+            {
+                "name": "hide-ssn",
+                "verdict": "mask",
+                "mask": {"columns": ["emp2.ssn"], "strategy": "redact"},
+            }
+        ],
+    }
+    pg_cluster.psql(
+        "orders",
+        "drop table if exists emp2; create table emp2 (id int, ssn text, nick text); "
+        "insert into emp2 values (1, 'secret-value-7', 'zed'); grant all on emp2 to app",
+    )
+    gw = start_gateway(
+        tmp_path, pg_cluster, extra={"policies": [policy]}, connection_extra={"policies": ["p"]}
+    )
+    try:
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            # swapped aliases: the value under "nick" is the ssn
+            row = conn.execute("select ssn as nick, nick as ssn from emp2").fetchone()
+            assert row == ("[REDACTED]", "zed")
+            row = conn.execute("select e.ssn as x from emp2 e").fetchone()
+            assert row == ("[REDACTED]",)
     finally:
         gw.proc.stop()

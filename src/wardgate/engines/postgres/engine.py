@@ -173,6 +173,8 @@ class PostgresEngine:
             )
 
         target = await hs.connect_target(self.conn, startup.params)
+        # column rules follow source columns: the catalog map, read at most every 30 s
+        await self.gw.catalogs.refresh_if_old(self.conn)
         info = SessionInfo(
             session_id=new_session_id(),
             identity=identity.name,

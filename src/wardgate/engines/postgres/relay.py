@@ -849,7 +849,9 @@ class PgRelay:
         formats = (
             _formats(len(fields), result_formats) if result_formats else [f.format for f in fields]
         )
-        ex.masker = self.gw.result_masker(ex.decision, fields, formats)
+        ex.masker = self.gw.result_masker(
+            ex.decision, fields, formats, connection=self.info.connection
+        )
 
     def _finish(self, ex: _Execution, *, tag: str | None = None, error: dict | None = None) -> None:
         if ex.done:
