@@ -61,9 +61,11 @@ def _derived_column(masks: tuple, objects: list[str]) -> tuple[str, str] | None:
         bare_table = table.rpartition(".")[2]
         for pattern in patterns:
             t_pat, _, c_pat = pattern.rpartition(".")
+            # an unqualified column in a statement over several tables: any table (fail closed)
             t_ok = (
                 not t_pat
                 or t_pat == "*"
+                or not table
                 or fnmatch.fnmatchcase(table, t_pat)
                 or fnmatch.fnmatchcase(bare_table, t_pat)
             )
@@ -164,6 +166,24 @@ class Gateway:
         if decision is not None and decision.masks:
             return self._baseline_masks + tuple(decision.masks)
         return self._baseline_masks
+
+    def laundering_check(self, decision: Decision) -> Decision:
+        """A statement that reads a column under a column rule and writes somewhere
+        (INSERT ... SELECT, CREATE TABLE AS, CREATE VIEW) would copy the value out from
+        under its rule: refused."""
+        facts = decision.facts or {}
+        if decision.verdict is Verdict.DENY or not (facts.get("writes") and facts.get("reads")):
+            return decision
+        hit = _derived_column(self._masks_for(decision), facts.get("objects", []))
+        if hit is None:
+            return decision
+        return Decision(
+            Verdict.DENY,
+            "gateway/masked-column-copy",
+            f"copies {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under a mask rule, "
+            "into a table or view the rule does not cover",
+            facts=facts,
+        )
 
     def mask_text(self, text: str, decision: Decision | None = None) -> str:
         if not text:

@@ -244,3 +244,44 @@ def test_column_rules_follow_the_source_column_through_aliases(pg_cluster, tmp_p
             assert row == ("[REDACTED]",)
     finally:
         gw.proc.stop()
+
+
+def test_copying_a_ruled_column_elsewhere_is_refused(pg_cluster, tmp_path: Path) -> None:
+    policy = {
+        "name": "p",
+        "include": ["baseline"],
+        "rules": [
+            {
+                "name": "hide-ssn",
+                "verdict": "mask",
+                "mask": {"columns": ["emp3.ssn"], "strategy": "redact"},
+            }
+        ],
+    }
+    pg_cluster.psql(
+        "orders",
+        "drop table if exists emp3 cascade; drop table if exists sink3; "
+        "create table emp3 (id int, ssn text); create table sink3 (v text); "
+        "insert into emp3 values (1, 'secret-value-8'); grant all on emp3, sink3 to app; "
+        "grant create on schema public to app",
+    )
+    gw = start_gateway(
+        tmp_path, pg_cluster, extra={"policies": [policy]}, connection_extra={"policies": ["p"]}
+    )
+    try:
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            for sql in (
+                "insert into sink3 select ssn from emp3",
+                "create view v3 as select ssn as x from emp3",
+                "create table t3 as select e.ssn from emp3 e join sink3 s on true",
+            ):
+                with pytest.raises(
+                    psycopg.errors.InsufficientPrivilege, match="masked-column-copy"
+                ):
+                    conn.execute(sql)
+            conn.execute(
+                "insert into emp3 (id, ssn) values (2, 'new')"
+            )  # writing the column is fine
+    finally:
+        gw.proc.stop()
+    assert pg_cluster.psql("orders", "select count(*) from sink3") == "0"

@@ -185,7 +185,9 @@ def test_sigint_also_stops_cleanly(pg_cluster, tmp_path: Path) -> None:
     assert gw.proc.proc.returncode == 0
 
 
-def test_sessions_left_open_by_a_killed_gateway_are_ended_at_next_start(pg_cluster, tmp_path: Path) -> None:
+def test_sessions_left_open_by_a_killed_gateway_are_ended_at_next_start(
+    pg_cluster, tmp_path: Path
+) -> None:
     gw = start_gateway(tmp_path, pg_cluster)
     conn = psycopg.connect(gw.dsn(), autocommit=True)
     conn.execute("select 1")

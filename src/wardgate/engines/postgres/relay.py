@@ -455,7 +455,8 @@ class PgRelay:
 
     def _evaluate(self, sql: str, via: str) -> list[tuple[Command, Decision]] | None:
         try:
-            return self.policy.evaluate(sql, via=via)
+            decisions = self.policy.evaluate(sql, via=via)
+            return [(c, self.gw.laundering_check(d)) for c, d in decisions]
         except Exception as exc:  # fail closed: a policy that cannot decide refuses
             log.exception("policy evaluation failed")
             decision = Decision(
