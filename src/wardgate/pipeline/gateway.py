@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from wardgate.config import Config
 from wardgate.identity.registry import IdentityRegistry
 from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
+from wardgate.policy.masked_columns import ruled_column_read
 
 if TYPE_CHECKING:
     from wardgate.audit.store import AuditStore
@@ -45,37 +46,6 @@ def format_ttl(seconds: float) -> str:
     if seconds % 60 == 0 and seconds >= 60:
         return f"{seconds // 60}m"
     return f"{seconds}s"
-
-
-def _derived_column(masks: tuple, objects: list[str]) -> tuple[str, str] | None:
-    """(table, column) of a column the statement reads that a column rule covers."""
-    import fnmatch
-
-    patterns = [p.lower() for m in masks for p in (getattr(m, "columns", ()) or ())]
-    if not patterns:
-        return None
-    for obj in objects:
-        if not obj.startswith("column:"):
-            continue
-        table, _, column = obj[7:].lower().rpartition(".")
-        bare_table = table.rpartition(".")[2]
-        for pattern in patterns:
-            t_pat, _, c_pat = pattern.rpartition(".")
-            # an unqualified column in a statement over several tables: any table (fail closed)
-            t_ok = (
-                not t_pat
-                or t_pat == "*"
-                or not table
-                or fnmatch.fnmatchcase(table, t_pat)
-                or fnmatch.fnmatchcase(bare_table, t_pat)
-            )
-            if not t_ok:
-                continue
-            if column == "*":
-                return (table, c_pat)
-            if fnmatch.fnmatchcase(column, c_pat):
-                return (table, column)
-    return None
 
 
 class Gateway:
@@ -167,24 +137,6 @@ class Gateway:
             return self._baseline_masks + tuple(decision.masks)
         return self._baseline_masks
 
-    def laundering_check(self, decision: Decision) -> Decision:
-        """A statement that reads a column under a column rule and writes somewhere
-        (INSERT ... SELECT, CREATE TABLE AS, CREATE VIEW) would copy the value out from
-        under its rule: refused."""
-        facts = decision.facts or {}
-        if decision.verdict is Verdict.DENY or not (facts.get("writes") and facts.get("reads")):
-            return decision
-        hit = _derived_column(self._masks_for(decision), facts.get("objects", []))
-        if hit is None:
-            return decision
-        return Decision(
-            Verdict.DENY,
-            "gateway/masked-column-copy",
-            f"copies {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under a mask rule, "
-            "into a table or view the rule does not cover",
-            facts=facts,
-        )
-
     def mask_text(self, text: str, decision: Decision | None = None) -> str:
         if not text:
             return text
@@ -259,7 +211,7 @@ class Gateway:
         objects = (decision.facts or {}).get("objects", []) if decision is not None else []
         tables = [o[6:] for o in objects if o.startswith("table:")]
         table = tables[0] if len(tables) == 1 else None
-        derived_as = _derived_column(masks, objects)
+        derived_as = ruled_column_read(masks, objects)
         catalog = self.catalogs.get(connection) if connection else None
         columns = []
         for i, f in enumerate(fields):

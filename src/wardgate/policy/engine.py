@@ -37,6 +37,7 @@ from wardgate.pipeline.command import Command, Decision, MaskDirective, SessionI
 from wardgate.policy.baseline import BASELINE_NAME, baseline_policy
 from wardgate.policy.classify import classify_message
 from wardgate.policy.facts import StatementFacts
+from wardgate.policy.masked_columns import ruled_column_read
 from wardgate.policy.match import CompiledRule, MatchContext
 from wardgate.policy.model import PolicySpec, parse_duration
 from wardgate.policy.settings import wardgate_setting
@@ -348,6 +349,20 @@ class PolicySession:
                 (w[3].spec.review.approvals for w in winners if w[3] and w[3].spec.review),
                 default=1,
             )
+        if verdict is not Verdict.DENY and facts.writes and facts.reads:
+            # reading a column under a column rule while writing elsewhere would copy the
+            # value out from under its rule (INSERT ... SELECT, CREATE TABLE AS, CREATE VIEW)
+            hit = ruled_column_read(masks, fact_dict.get("objects", []))
+            if hit is not None:
+                return Decision(
+                    verdict=Verdict.DENY,
+                    rule="builtin/masked-column-copy",
+                    reason=f"copies {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under "
+                    "a mask rule, into a table or view the rule does not cover",
+                    masks=masks,
+                    facts=fact_dict,
+                    cacheable=cacheable,
+                )
         return Decision(
             verdict=verdict,
             rule=name,

@@ -455,8 +455,7 @@ class PgRelay:
 
     def _evaluate(self, sql: str, via: str) -> list[tuple[Command, Decision]] | None:
         try:
-            decisions = self.policy.evaluate(sql, via=via)
-            return [(c, self.gw.laundering_check(d)) for c, d in decisions]
+            return self.policy.evaluate(sql, via=via)
         except Exception as exc:  # fail closed: a policy that cannot decide refuses
             log.exception("policy evaluation failed")
             decision = Decision(

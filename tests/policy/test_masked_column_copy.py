@@ -1,0 +1,48 @@
+"""Reading a column under a column rule while writing elsewhere is refused by the policy
+itself, so `wardgate policy check` and the gateway agree."""
+
+from __future__ import annotations
+
+import pytest
+
+from wardgate.pipeline.command import SessionInfo, Verdict
+from wardgate.policy.engine import PolicyEngine
+from wardgate.policy.model import PolicySpec
+
+POLICY = PolicySpec.model_validate(
+    {"name": "p", "include": ["baseline"],
+     "rules": [{"name": "m", "verdict": "mask", "mask": {"columns": ["emp.ssn"]}}]}
+)  # fmt: skip
+
+
+def _verdict(sql: str) -> tuple[Verdict, str]:
+    engine = PolicyEngine([POLICY], connection_policies={"c": ["p"]})
+    session = engine.session(SessionInfo("s", "ci-bot", (), "c", "postgres", "127.0.0.1:1"))
+    decision = session.evaluate(sql)[0][1]
+    return decision.verdict, decision.rule
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO sink SELECT ssn FROM emp",
+        "CREATE TABLE t2 AS SELECT ssn FROM emp",
+        "CREATE VIEW v AS SELECT ssn AS x FROM emp",
+        "CREATE MATERIALIZED VIEW mv AS SELECT e.ssn FROM emp e JOIN other o ON true",
+        "WITH s AS (SELECT ssn FROM emp) INSERT INTO sink SELECT * FROM s",
+    ],
+)
+def test_copies_are_refused(sql: str) -> None:
+    assert _verdict(sql) == (Verdict.DENY, "builtin/masked-column-copy")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT ssn FROM emp",
+        "INSERT INTO emp (ssn) VALUES ('x')",
+        "INSERT INTO sink SELECT name FROM emp",
+    ],
+)
+def test_reads_and_plain_writes_are_not(sql: str) -> None:
+    assert _verdict(sql)[1] != "builtin/masked-column-copy"
