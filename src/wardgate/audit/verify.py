@@ -26,6 +26,7 @@ from pathlib import Path
 
 from wardgate.audit.canonical import event_body, leaf_hash
 from wardgate.audit.checkpoint import CheckpointError, read_published, verify_note
+from wardgate.audit.group_commit import _j  # the writer's own scalar encoder
 from wardgate.audit.keys import PublicKey
 from wardgate.audit.merkle import MerkleFrontier, ProofError, check_consistency, consistency_proof
 from wardgate.audit.store import _ConnNodeReader
@@ -180,16 +181,25 @@ def _verify(
             rep.events_total += 1
             problems = []
             body = bytes(body)
-            try:
-                fields = {
-                    "seq": seq, "time": time, "session": sess, "identity": ident,
-                    "connection": conn_, "kind": kind, "verdict": verdict, "rule": rule,
-                    "payload_hash": ph, "meta": json.loads(meta),
-                }  # fmt: skip
-                if event_body(fields) != body:
-                    problems.append("fields do not match the hashed body")
-            except ValueError:
-                problems.append("meta is not valid JSON")
+            # the columns, spliced in canonical key order exactly as the writer builds the
+            # body (meta is stored as its canonical JSON text), must give the hashed bytes;
+            # only on a mismatch is the slower full re-canonicalisation run, to name it
+            spliced = (
+                f'{{"connection":{_j(conn_)},"identity":{_j(ident)},"kind":{_j(kind)},'
+                f'"meta":{meta},"payload_hash":{_j(ph)},"rule":{_j(rule)},"seq":{seq},'
+                f'"session":{_j(sess)},"time":{_j(time)},"verdict":{_j(verdict)}}}'
+            ).encode()
+            if spliced != body:
+                try:
+                    fields = {
+                        "seq": seq, "time": time, "session": sess, "identity": ident,
+                        "connection": conn_, "kind": kind, "verdict": verdict, "rule": rule,
+                        "payload_hash": ph, "meta": json.loads(meta),
+                    }  # fmt: skip
+                    if event_body(fields) != body:
+                        problems.append("fields do not match the hashed body")
+                except (ValueError, TypeError):
+                    problems.append("meta is not valid JSON")
             lh = leaf_hash(body)
             if leaf is None or bytes(leaf) != lh:
                 problems.append("hash does not match")
