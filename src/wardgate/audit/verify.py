@@ -158,6 +158,16 @@ def _verify(
         " p.hash IS NOT NULL"
         " FROM events e LEFT JOIN payloads p ON p.hash = e.payload_hash ORDER BY e.seq"
     )
+    # encoded forms of the values that repeat (identity, connection, kind, rule, session)
+    jc: dict = {}
+
+    def J(value: object) -> str:  # noqa: N802
+        encoded = _j(value)
+        if len(jc) > 100_000:
+            jc.clear()
+        jc[value] = encoded
+        return encoded
+
     while rows := cur.fetchmany(5000):
         for (
             seq,
@@ -193,9 +203,10 @@ def _verify(
             # body (meta is stored as its canonical JSON text), must give the hashed bytes;
             # only on a mismatch is the slower full re-canonicalisation run, to name it
             spliced = (
-                f'{{"connection":{_j(conn_)},"identity":{_j(ident)},"kind":{_j(kind)},'
-                f'"meta":{meta},"payload_hash":{_j(ph)},"rule":{_j(rule)},"seq":{seq},'
-                f'"session":{_j(sess)},"time":{_j(time)},"verdict":{_j(verdict)}}}'
+                f'{{"connection":{jc.get(conn_) or J(conn_)},"identity":{jc.get(ident) or J(ident)},'
+                f'"kind":{jc.get(kind) or J(kind)},"meta":{meta},"payload_hash":{_j(ph)},'
+                f'"rule":{jc.get(rule) or J(rule)},"seq":{seq},"session":{jc.get(sess) or J(sess)},'
+                f'"time":{_j(time)},"verdict":{jc.get(verdict) or J(verdict)}}}'
             ).encode()
             if spliced != body:
                 try:
