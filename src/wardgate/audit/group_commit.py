@@ -268,6 +268,12 @@ class GroupCommitWriter:
         file while the gateway runs; BEGIN IMMEDIATE serialises the writers, and this
         reloads the frontier when the log grew behind this writer's back.
         """
+        # data_version moves only when ANOTHER connection committed: the common case
+        # (nobody else wrote) costs one pragma, not a query on the events table
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if version == getattr(self, "_data_version", None):
+            return
+        self._data_version = version
         (top,) = conn.execute("SELECT max(seq) FROM events").fetchone()
         size = 0 if top is None else top + 1
         if size != self.frontier.size:
