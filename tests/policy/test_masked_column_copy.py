@@ -30,6 +30,8 @@ def _verdict(sql: str) -> tuple[Verdict, str]:
         "CREATE VIEW v AS SELECT ssn AS x FROM emp",
         "CREATE MATERIALIZED VIEW mv AS SELECT e.ssn FROM emp e JOIN other o ON true",
         "WITH s AS (SELECT ssn FROM emp) INSERT INTO sink SELECT * FROM s",
+        "UPDATE emp SET nick = ssn WHERE id = 1",
+        "UPDATE emp e SET nick = upper(e.ssn) || '' WHERE id = 1",
     ],
 )
 def test_copies_are_refused(sql: str) -> None:
@@ -42,6 +44,9 @@ def test_copies_are_refused(sql: str) -> None:
         "SELECT ssn FROM emp",
         "INSERT INTO emp (ssn) VALUES ('x')",
         "INSERT INTO sink SELECT name FROM emp",
+        "UPDATE emp SET ssn = upper(ssn) WHERE id = 1",
+        "UPDATE emp SET nick = 'x' WHERE ssn = '1'",
+        "UPDATE emp SET ssn = NULL WHERE id = 1",
     ],
 )
 def test_reads_and_plain_writes_are_not(sql: str) -> None:

@@ -349,6 +349,18 @@ class PolicySession:
                 (w[3].spec.review.approvals for w in winners if w[3] and w[3].spec.review),
                 default=1,
             )
+        copied = [f"column:{t + '.' if t else ''}{c}" for t, c in facts.copied]
+        if verdict is not Verdict.DENY and copied and ruled_column_read(masks, copied):
+            hit = ruled_column_read(masks, copied)
+            return Decision(
+                verdict=Verdict.DENY,
+                rule="builtin/masked-column-copy",
+                reason=f"copies {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under a mask "
+                "rule, into another column",
+                masks=masks,
+                facts=fact_dict,
+                cacheable=cacheable,
+            )
         if verdict is not Verdict.DENY and facts.writes and facts.reads:
             # reading a column under a column rule while writing elsewhere would copy the
             # value out from under its rule (INSERT ... SELECT, CREATE TABLE AS, CREATE VIEW)

@@ -124,6 +124,9 @@ class StatementFacts:
     columns: set[tuple[str | None, str]] = field(default_factory=set)
     functions: set[tuple[str | None, str]] = field(default_factory=set)
     schemas: set[str] = field(default_factory=set)
+    # (table or None, column) read inside an UPDATE's SET values into ANOTHER column:
+    # `UPDATE t SET nick = ssn` copies ssn
+    copied: set[tuple[str | None, str]] = field(default_factory=set)
     writes: bool = False
     reads: bool = False
     without_where: bool = False
@@ -154,6 +157,7 @@ class StatementFacts:
         self.columns |= other.columns
         self.functions |= other.functions
         self.schemas |= other.schemas
+        self.copied |= other.copied
         self.writes |= other.writes
         self.reads |= other.reads
         self.without_where |= other.without_where

@@ -46,6 +46,29 @@ def _where_check(w: Walker, body: dict[str, Any], kind: str, key: str) -> None:
         w.facts.notes.append(f"{kind.upper()} with a constant-true WHERE clause")
 
 
+def _column_refs(node: Any) -> list[list[str]]:
+    """Every ColumnRef under `node`, as its name parts (`["c", "ssn"]`, `["ssn"]`)."""
+    out: list[list[str]] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("ColumnRef")
+            if isinstance(ref, dict):
+                parts = [
+                    f["String"]["sval"].lower()
+                    for f in ref.get("fields", [])
+                    if isinstance(f, dict) and "String" in f
+                ]
+                if parts:
+                    out.append(parts)
+                continue
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return out
+
+
 def _h_dml(kind: str):
     def handler(w: Walker, body: dict[str, Any]) -> None:
         w.add_kind(kind)
@@ -63,6 +86,11 @@ def _h_dml(kind: str):
                 column = target.get("ResTarget", {}).get("name") if kind != "select" else None
                 if column and kind in ("insert", "update"):
                     w.facts.columns.add((name, column))
+                if column and kind == "update":
+                    for ref in _column_refs(target.get("ResTarget", {}).get("val")):
+                        if ref[-1] != column or len(ref) > 1:
+                            table = name if len(ref) == 1 else w.aliases.get(ref[-2], ref[-2])
+                            w.facts.copied.add((table, ref[-1]))
         if body.get("returningList") or body.get("returningClause"):
             w.facts.reads = True
         if kind in ("update", "delete"):
