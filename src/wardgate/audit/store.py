@@ -305,6 +305,19 @@ class AuditStore:
             for row in rows:
                 yield _row_to_record(row)
 
+    def open_sessions(self) -> list[tuple[str, str | None, str | None]]:
+        """(session, identity, connection) of every session_start with no session_end."""
+        return (
+            self._reader()
+            .execute(
+                "SELECT s.session, s.identity, s.connection FROM events s"
+                " WHERE s.kind = 'session_start' AND s.session IS NOT NULL AND NOT EXISTS"
+                " (SELECT 1 FROM events e WHERE e.session = s.session AND e.kind = 'session_end')"
+                " ORDER BY s.seq"
+            )
+            .fetchall()
+        )
+
     def event(self, seq: int) -> EventRecord | None:
         row = (
             self._reader()

@@ -350,8 +350,8 @@ class PolicySession:
                 default=1,
             )
         copied = [f"column:{t + '.' if t else ''}{c}" for t, c in facts.copied]
-        if verdict is not Verdict.DENY and copied and ruled_column_read(masks, copied):
-            hit = ruled_column_read(masks, copied)
+        hit = ruled_column_read(masks, copied) if copied and verdict is not Verdict.DENY else None
+        if hit is not None:
             return Decision(
                 verdict=Verdict.DENY,
                 rule="builtin/masked-column-copy",

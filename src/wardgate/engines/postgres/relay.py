@@ -339,11 +339,14 @@ class PgRelay:
                 text=f"<FunctionCall oid={fe.decode_function_call(body).oid}>",
             )
         else:
-            # unknown message: passed through as raw bytes, and recorded as such
-            self.gw.record(
-                "raw_message",
-                self.info,
-                meta={"type": chr(t), "length": len(raw), "direction": "agent"},
+            # unknown message: passed through as raw bytes, and recorded as such, durably
+            # before it is forwarded like any command
+            self._futures.append(
+                self.gw.record(
+                    "raw_message",
+                    self.info,
+                    meta={"type": chr(t), "length": len(raw), "direction": "agent"},
+                )
             )
             self._batch.append((raw, None))
 
@@ -381,8 +384,9 @@ class PgRelay:
     # --- extended protocol
 
     def _on_parse(self, parse: Any, raw: bytes) -> None:
-        if self.gw.wardgate_setting(parse.query) is not None:
-            self._take_setting(*self.gw.wardgate_setting(parse.query))
+        setting = self.gw.wardgate_setting(parse.query)
+        if setting is not None:
+            self._take_setting(*setting)
         decisions = self._evaluate(parse.query, "parse")
         if decisions is None:
             return
