@@ -86,6 +86,16 @@ def test_writes_and_reads() -> None:
         "WHERE $1",
         "WHERE random() < 2",
         "WHERE EXISTS (SELECT 1)",
+        # tautologies over a column: every non-NULL row
+        "WHERE id = id",
+        "WHERE t.id = t.id",
+        "WHERE id >= id",
+        "WHERE id + 1 = id + 1",
+        "WHERE id IS NOT DISTINCT FROM id",
+        "WHERE name LIKE '%'",
+        "WHERE name ILIKE '%%'",
+        "WHERE name ~ '.*'",
+        "WHERE id = 5 OR name = name",
     ],
 )
 def test_without_where_detected(where: str) -> None:
@@ -105,6 +115,13 @@ def test_without_where_detected(where: str) -> None:
         "WHERE id IN (SELECT id FROM s)",
         "WHERE id = $1",
         "WHERE CURRENT OF c",
+        "WHERE a = b",
+        "WHERE t.id = id",
+        "WHERE id <> id",
+        "WHERE name LIKE '%x'",
+        "WHERE name ~ '^a'",
+        "WHERE id > 0 AND id = id",
+        "WHERE lower(name) = lower(name)",
     ],
 )
 def test_with_real_where(where: str) -> None:

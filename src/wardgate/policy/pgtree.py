@@ -10,6 +10,7 @@ otherwise assumed possibly true.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = ["sval", "name_list", "contains", "const_value", "as_bool", "where_truth", "UNKNOWN"]
@@ -107,6 +108,58 @@ _OPS = {
 }
 
 
+# Expressions made only of these are stable: `x = x` over them holds on every row
+# where x is not NULL (`random() = random()` does not, so calls are not among them).
+_STABLE_NODES = frozenset({"ColumnRef", "A_Const", "TypeCast", "A_Expr", "String", "TypeName"})
+_REFLEXIVE_OPS = frozenset({"=", "<=", ">="})
+_MATCH_ALL_LIKE = re.compile(r"%+")
+_MATCH_ALL_REGEX = frozenset({"", ".*", "^", "^.*", ".*$", "^.*$"})
+
+
+def _without_locations(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_locations(v) for k, v in node.items() if k != "location"}
+    if isinstance(node, list):
+        return [_without_locations(v) for v in node]
+    return node
+
+
+def _stable(node: Any) -> bool:
+    if isinstance(node, dict):
+        return all(
+            (k in _STABLE_NODES or not k[:1].isupper()) and _stable(v) for k, v in node.items()
+        )
+    if isinstance(node, list):
+        return all(_stable(v) for v in node)
+    return True
+
+
+def _tautology(node: dict[str, Any]) -> bool:
+    """A condition over columns that holds for (nearly) every row: `id = id`, `name LIKE '%'`.
+
+    Each is true on every row where the column is not NULL, so an UPDATE or DELETE
+    with it is as broad as one without a WHERE clause.
+    """
+    expr = node.get("A_Expr")
+    if not isinstance(expr, dict):
+        return False
+    kind = expr.get("kind")
+    op = name_list(expr.get("name", []))
+    lexpr, rexpr = expr.get("lexpr"), expr.get("rexpr")
+    if not contains(lexpr, _NON_CONSTANT):
+        return False
+    if kind == "AEXPR_NOT_DISTINCT" or (kind == "AEXPR_OP" and op and op[-1] in _REFLEXIVE_OPS):
+        return _stable(lexpr) and _without_locations(lexpr) == _without_locations(rexpr)
+    pattern = sval(rexpr) if isinstance(rexpr, dict) else None
+    if pattern is None:
+        return False
+    if kind in ("AEXPR_LIKE", "AEXPR_ILIKE") and op and op[-1] in ("~~", "~~*"):
+        return _MATCH_ALL_LIKE.fullmatch(pattern) is not None
+    if kind == "AEXPR_OP" and op and op[-1] in ("~", "~*"):
+        return pattern in _MATCH_ALL_REGEX
+    return False
+
+
 def where_truth(node: Any) -> bool | None:
     """Whether a WHERE condition is constant: True (maybe every row), False, None (depends on rows).
 
@@ -130,6 +183,8 @@ def where_truth(node: Any) -> bool | None:
         if op == "NOT_EXPR" and parts:
             return None if parts[0] is None else not parts[0]
         return None
+    if _tautology(node):
+        return True
     if contains(node, _NON_CONSTANT):
         return None
     value: Any = UNKNOWN
