@@ -2,12 +2,16 @@
 
 Reads a session's events in log order, joins each `command` with its `result`, and
 loads the stored payloads (statement text and parameters, rows as recorded: masked,
-and cut at the byte budget). A purged payload shows as purged.
+and cut at the byte budget). A purged payload shows as purged. Items stream: memory
+holds the commands still waiting for their result, not the session.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,46 +24,87 @@ __all__ = ["Timeline", "load_timeline", "render_timeline"]
 
 @dataclass
 class Timeline:
+    """A session's header and its items.
+
+    `items` is any iterable: `load_timeline` gives a generator that reads the store as
+    it is consumed (bounded memory for a session of any length); `list()` it to keep it.
+    """
+
     session: str
     identity: str | None
     connection: str | None
     start: str | None
-    items: list[dict[str, Any]] = field(default_factory=list)
+    items: Iterable[dict[str, Any]] = field(default_factory=list)
+
+
+# Commands wait in order for their result, so that each is shown with its outcome.
+# More commands waiting than this (a deep pipeline, or a command whose result never
+# came) let the oldest go out without it; its result then shows as an item of its own.
+_MAX_PENDING = 1000
 
 
 def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _rows(payload: bytes | None) -> tuple[list[str] | None, list[Any]]:
+def _rows(payload: bytes | None, limit: int | None) -> tuple[list[str] | None, list[Any]]:
     if payload is None:
         return None, []
     lines = payload.decode("utf-8", "replace").splitlines()
     if not lines:
         return None, []
     columns = json.loads(lines[0]).get("columns")
-    return columns, [json.loads(line) for line in lines[1:] if line]
+    body = [line for line in lines[1:] if line]
+    if limit is not None:
+        body = body[:limit]
+    return columns, [json.loads(line) for line in body]
 
 
 def _resolve_session(store: Any, prefix: str) -> str | None:
+    if next(iter(store.events(session=prefix, limit=1)), None) is not None:
+        return prefix  # a full id: one indexed lookup, no scan of every session
     matches = [s.session for s in store.sessions() if s.session.startswith(prefix)]
-    if len(matches) == 1:
-        return matches[0]
-    return prefix if prefix in matches else None
+    return matches[0] if len(matches) == 1 else None
 
 
-def load_timeline(store: Any, session_prefix: str) -> Timeline | None:
+def load_timeline(
+    store: Any, session_prefix: str, *, max_rows: int | None = None
+) -> Timeline | None:
+    """The session's timeline; its items are read lazily while the store is open.
+
+    `max_rows` caps the rows loaded per statement (None: every stored row).
+    """
     session_id = _resolve_session(store, session_prefix)
     if session_id is None:
         return None
-    events = list(store.events(session=session_id))
-    if not events:
+    events = iter(store.events(session=session_id))
+    first = next(events, None)
+    if first is None:
         return None
-    start = events[0].time
-    t0 = _ts(start)
-    timeline = Timeline(session_id, events[0].identity, events[0].connection, start)
+    timeline = Timeline(session_id, first.identity, first.connection, first.time)
+    timeline.items = _items(store, first, events, max_rows)
+    return timeline
+
+
+def _items(
+    store: Any, first: Any, rest: Iterator[Any], max_rows: int | None
+) -> Iterator[dict[str, Any]]:
+    t0 = _ts(first.time)
+    pending: deque[dict[str, Any]] = deque()  # in log order; commands wait for a result
     commands: dict[int, dict[str, Any]] = {}
-    for ev in events:
+
+    def ready() -> Iterator[dict[str, Any]]:
+        while pending and (
+            pending[0]["kind"] != "command"
+            or "result" in pending[0]
+            or len(commands) > _MAX_PENDING
+            or len(pending) > 4 * _MAX_PENDING
+        ):
+            item = pending.popleft()
+            commands.pop(item["seq"], None)
+            yield item
+
+    for ev in itertools.chain((first,), rest):
         offset = round((_ts(ev.time) - t0).total_seconds(), 6)
         item: dict[str, Any] = {"seq": ev.seq, "offset": offset, "kind": ev.kind, "time": ev.time}
         if ev.kind == "command":
@@ -74,10 +119,11 @@ def load_timeline(store: Any, session_prefix: str) -> Timeline | None:
                 if key in ev.meta:
                     item[key] = ev.meta[key]
             commands[ev.seq] = item
+            pending.append(item)
         elif ev.kind == "result":
             parent = commands.get(ev.meta.get("command_seq"))
             payload = store.payload(ev.payload_hash) if ev.payload_hash else None
-            columns, rows = _rows(payload)
+            columns, rows = _rows(payload, max_rows)
             outcome = {
                 "tag": ev.meta.get("tag"),
                 "rows": ev.meta.get("rows")
@@ -92,14 +138,16 @@ def load_timeline(store: Any, session_prefix: str) -> Timeline | None:
             }
             if parent is not None:
                 parent["result"] = outcome
-                continue
-            item.update(outcome)
+            else:
+                item.update(outcome)
+                pending.append(item)
         else:
             item["meta"] = ev.meta
             if ev.verdict:
                 item["verdict"] = ev.verdict
-        timeline.items.append(item)
-    return timeline
+            pending.append(item)
+        yield from ready()
+    yield from pending
 
 
 def _masking_line(masking: dict | None) -> str:

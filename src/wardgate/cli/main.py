@@ -182,17 +182,18 @@ def replay(
     cfg = open_config(config)
     store = _open_store(cfg)
     try:
-        timeline = load_timeline(store, session_id)
+        # the store stays open while the timeline streams out of it
+        timeline = load_timeline(store, session_id, max_rows=None if as_json else max_rows)
+        if timeline is None:
+            err.print(f"wardgate: no session matches {session_id!r}")
+            raise typer.Exit(1)
+        if as_json:
+            for item in timeline.items:
+                sys.stdout.write(json.dumps(item, default=str, ensure_ascii=False) + "\n")
+            return
+        render_timeline(console, timeline, max_rows=max_rows)
     finally:
         store.close()
-    if timeline is None:
-        err.print(f"wardgate: no session matches {session_id!r}")
-        raise typer.Exit(1)
-    if as_json:
-        for item in timeline.items:
-            sys.stdout.write(json.dumps(item, default=str, ensure_ascii=False) + "\n")
-        return
-    render_timeline(console, timeline, max_rows=max_rows)
 
 
 @app.command()
