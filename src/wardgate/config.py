@@ -210,6 +210,7 @@ class ApprovalsConfig(_Model):
 
 class ApiConfig(_Model):
     listen: HostPort | None = None
+    metrics: bool = True  # GET /metrics (Prometheus text) on the API's listener
 
 
 class LoggingConfig(_Model):

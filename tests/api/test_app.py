@@ -230,3 +230,38 @@ async def test_serve_api_under_uvicorn(broker: ApprovalBroker, registry: Identit
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 5)
+
+
+async def test_metrics_page_in_prometheus_text(
+    broker: ApprovalBroker, registry: IdentityRegistry, store: Any
+) -> None:
+    from wardgate.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.statements[("shop", "allow")] += 3
+    metrics.refusals[("shop", "deny", 'baseline/deny-"drop"')] += 1
+    transport = httpx.ASGITransport(app=create_app(broker, registry, metrics=metrics))
+    client = httpx.AsyncClient(transport=transport, base_url="http://wardgate")
+    await held(broker)
+    r = await client.get("/metrics")  # no token: a scrape target
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = r.text.splitlines()
+    assert "# TYPE wardgate_statements_total counter" in lines
+    assert 'wardgate_statements_total{connection="shop",verdict="allow"} 3' in lines
+    # label values are escaped, so a rule name cannot break the page
+    assert (
+        'wardgate_statements_refused_total{connection="shop",verdict="deny",'
+        'rule="baseline/deny-\\"drop\\""} 1' in lines
+    )
+    assert "wardgate_approvals_pending 1" in lines
+    assert f"wardgate_audit_events {store.size()}" in lines
+    assert store.size() > 0
+    # an agent's token does not matter here, and no token, statement or identity is shown
+    assert "ci-bot" not in r.text and "DELETE FROM orders" not in r.text
+
+
+async def test_metrics_can_be_turned_off(broker: ApprovalBroker, registry: IdentityRegistry):
+    transport = httpx.ASGITransport(app=create_app(broker, registry, metrics=None))
+    client = httpx.AsyncClient(transport=transport, base_url="http://wardgate")
+    assert (await client.get("/metrics")).status_code == 404

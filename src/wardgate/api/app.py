@@ -7,6 +7,8 @@ whether that identity may review. Decisions go through `ApprovalBroker.decide`, 
 blocks until the audit event is durable, so it runs in Starlette's worker threads and the
 event loop (which also carries the gateway's traffic) never waits on the disk.
 
+``/metrics`` (unless turned off) serves Prometheus text without authentication.
+
 Status codes: 401 no/bad token (with ``WWW-Authenticate: Bearer``), 403 not a reviewer or
 own request, 404 unknown id, 409 no longer pending, 400 bad body, 503 audit store down
 (the decision was not taken). Every error body is ``{"error": "..."}``.
@@ -29,12 +31,13 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from wardgate.approvals.broker import ApprovalBroker
 from wardgate.approvals.durations import parse_duration
 from wardgate.approvals.model import ApprovalError, iso_time
+from wardgate.metrics import METRICS, Metrics, render_prometheus
 
 try:
     from wardgate.audit.store import StoreUnavailable
@@ -65,8 +68,18 @@ class _Denied(Exception):
         self.response = response
 
 
-def create_app(broker: ApprovalBroker, identities: BearerAuthenticator) -> Starlette:
-    """The approvals API for `broker`, authenticating reviewers through `identities`."""
+def create_app(
+    broker: ApprovalBroker,
+    identities: BearerAuthenticator,
+    *,
+    metrics: Metrics | None = METRICS,
+) -> Starlette:
+    """The approvals API for `broker`, authenticating reviewers through `identities`.
+
+    With `metrics` (the process's registry by default; None turns it off), `GET /metrics`
+    serves its counters and gauges in Prometheus text format, without authentication,
+    like any scrape target: its labels carry no identity, statement or value.
+    """
 
     def reviewer(request: Request) -> str:
         header = request.headers.get("authorization", "")
@@ -169,6 +182,26 @@ def create_app(broker: ApprovalBroker, identities: BearerAuthenticator) -> Starl
 
         return endpoint
 
+    async def metrics_page(request: Request) -> PlainTextResponse:
+        assert metrics is not None
+        # gauges read the store and the approval state: off the event loop
+        text = await run_in_threadpool(render_prometheus, metrics)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    if metrics is not None:
+        metrics.gauge_source(
+            "wardgate_approvals_pending",
+            "Held statements waiting for a reviewer.",
+            (),
+            lambda: [((), len(broker.pending()))],
+        )
+        metrics.gauge_source(
+            "wardgate_audit_events",
+            "Events in the audit log (its Merkle tree size).",
+            (),
+            lambda: [((), broker.store.size())],
+        )
+
     routes = [
         Route("/api/health", health, methods=["GET"]),
         Route("/api/approvals", guarded(list_pending), methods=["GET"]),
@@ -176,6 +209,8 @@ def create_app(broker: ApprovalBroker, identities: BearerAuthenticator) -> Starl
         Route("/api/approvals/{id}/approve", guarded(approve), methods=["POST"]),
         Route("/api/approvals/{id}/deny", guarded(deny), methods=["POST"]),
     ]
+    if metrics is not None:
+        routes.append(Route("/metrics", metrics_page, methods=["GET"]))
     app = Starlette(routes=routes)
     app.state.broker = broker
     return app
