@@ -18,6 +18,15 @@ few list operations and one scan:
   times, timestamps, intervals, uuid, bytea) are not scanned at all unless a
   custom entity is configured (a user regex may match a date of birth).
 
+With the compiled scanner (fastscan.py), `mask_data_row` does not decode the
+row into values at all when every column is skipped, plain text or
+null-on-finding: it walks the length words once, copies the body with the
+length words (and skipped or ruled values) zeroed into NUL bytes, scans that
+buffer in one pass (each value sits at its own offset, NUL-separated, so a
+finding's offsets are the body's), and rebuilds the body with one join from the
+untouched stretches and the columns that changed. Its results are those of the
+value path (tests/masking/test_compiled_path.py).
+
 Nothing is buffered beyond the row at hand. A row with no finding and no rule
 returns the very object it was given (`mask_data_row` returns the same body
 bytes), so the engine can forward the original message. Any failure raises
@@ -28,12 +37,24 @@ refuses the row).
 from __future__ import annotations
 
 import struct
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from wardgate.masking.copyformat import copy_escape, copy_unescape
 from wardgate.masking.scanner import Scanner
 
-__all__ = ["ColumnInfo", "MaskingError", "ResultMasker", "TEXT_LIKE_OIDS", "UNSCANNED_OIDS"]
+__all__ = [
+    "ColumnInfo",
+    "MaskingError",
+    "ResultMasker",
+    "TEXT_LIKE_OIDS",
+    "UNSCANNED_OIDS",
+    "copy_escape",
+    "copy_unescape",
+    "decode_data_row",
+    "encode_data_row",
+]
 
 
 class MaskingError(Exception):
@@ -67,6 +88,7 @@ RULE_TEXT, RULE_JSON, RULE_JSONB_BIN, RULE_NULL = 10, 11, 12, 13
 _I32 = struct.Struct("!i")
 _I16 = struct.Struct("!h")
 _NULL_LEN = b"\xff\xff\xff\xff"
+_ZERO4 = bytes(4)
 # the per-result value cache: entries (cleared when full) and the longest value kept
 _CACHE_ENTRIES = 4096
 _CACHE_VALUE_BYTES = 256
@@ -145,6 +167,16 @@ class ResultMasker:
         # misses brings too few hits (values that do not repeat only cost lookups)
         self._probe_misses = 0
         self._probe_hits = 0
+        # the compiled body path: built-in recognizers only (none crosses a NUL) and
+        # columns that are skipped, plain text or null-on-finding
+        self._body_path = bool(
+            scanner is not None
+            and scanner.compiled
+            and not scanner.crosses_nul
+            and self._scan_idx
+            and all(m in (SKIP, SCAN_TEXT, SCAN_NULL) for m in scan_modes)
+        )
+        self._blank = tuple(m == SKIP for m in scan_modes)  # zeroed before the scan
 
     # -- values ---------------------------------------------------------------
 
@@ -363,11 +395,133 @@ class ResultMasker:
 
     def mask_data_row(self, body: bytes) -> bytes:
         """A DataRow message body in (Int16 count, Int32 length + bytes each), masked body out."""
+        if self._body_path:
+            try:
+                return self._mask_body(body)
+            except MaskingError:
+                raise
+            except Exception as exc:  # never let a value escape in a message
+                raise MaskingError(f"masking failed ({type(exc).__name__})") from None
         values = _decode_data_row(body)
         out = self.mask_values(values)
         if out is values:
             return body
         return encode_data_row(out)
+
+    def _mask_body(self, body: bytes) -> bytes:
+        """`mask_data_row` without decoding into values: one walk, one scan, one join."""
+        size = len(body)
+        ncols = self._ncols
+        if size < 2 or _I16.unpack_from(body, 0)[0] != ncols:
+            # malformed or another column count: the value path raises the right error
+            return encode_data_row(self.mask_values(_decode_data_row(body)))
+        blank = self._blank
+        unpack = _I32.unpack_from
+        starts: list[int] = []
+        ends: list[int] = []
+        # the scan buffer: the body with its count and length words (and skipped or
+        # ruled values) as NUL bytes, so every value keeps its offset
+        parts: list[bytes] = [b"\x00\x00"]
+        pos = 2
+        try:
+            for k in range(ncols):
+                (n,) = unpack(body, pos)
+                pos += 4
+                starts.append(pos)
+                if n > 0:
+                    end = pos + n
+                    if end > size:
+                        raise MaskingError("malformed DataRow: value runs past the message")
+                    parts.append(bytes(n) if blank[k] else body[pos:end])
+                    pos = end
+                else:
+                    if n < -1:
+                        raise MaskingError("malformed DataRow: bad value length")
+                    parts.append(b"")
+                ends.append(pos)
+        except struct.error:
+            raise MaskingError("malformed DataRow: truncated") from None
+        if pos != size:
+            raise MaskingError("malformed DataRow: trailing bytes")
+        self.rows += 1
+        found = self._scanner.spans_padded(_ZERO4.join(parts))  # type: ignore[union-attr]
+        rules = self._rules
+        if not found and not rules:
+            return body
+        changed: list[tuple[int, bytes | None]] = []
+        if found:
+            replacers = self._replacers
+            counts_all = self._counts
+            null_on_finding = self._null_on_finding
+            col = -1
+            vend = 0
+            last = 0
+            pieces: list[bytes] = []
+            for entity, s, e in found:
+                if s >= vend:  # the first finding in another value
+                    if col >= 0:
+                        if null_on_finding[col]:
+                            changed.append((col, None))
+                            self._nulled[col] += 1
+                        else:
+                            pieces.append(body[last:vend])
+                            changed.append((col, b"".join(pieces)))
+                    col = bisect_right(starts, s) - 1
+                    last = starts[col]
+                    vend = ends[col]
+                    pieces = []
+                pieces.append(body[last:s])
+                pieces.append(replacers[entity](body[s:e]))
+                last = e
+                counts = counts_all[col]
+                counts[entity] = counts.get(entity, 0) + 1
+            if null_on_finding[col]:
+                changed.append((col, None))
+                self._nulled[col] += 1
+            else:
+                pieces.append(body[last:vend])
+                changed.append((col, b"".join(pieces)))
+        if rules:
+            self._rule_values(body, starts, ends, changed)
+            if not changed:
+                return body
+            changed.sort(key=_first)
+        pack = _I32.pack
+        out: list[bytes] = []
+        last = 0
+        for k, v in changed:
+            out.append(body[last : starts[k] - 4])
+            if v is None:
+                out.append(_NULL_LEN)
+            else:
+                out.append(pack(len(v)))
+                out.append(v)
+            last = ends[k]
+        out.append(body[last:])
+        return b"".join(out)
+
+    def _rule_values(
+        self,
+        body: bytes,
+        starts: list[int],
+        ends: list[int],
+        changed: list[tuple[int, bytes | None]],
+    ) -> None:
+        """Column rules of the body path: the whole non-NULL value is replaced."""
+        for i, mode, repl, _rule, _strategy in self._rules:
+            if body[starts[i] - 4] == 0xFF:  # NULL (-1): nothing to mask
+                continue
+            v = body[starts[i] : ends[i]]
+            self._rule_counts[i] += 1
+            if mode == RULE_TEXT:
+                changed.append((i, repl(v)))
+            elif mode == RULE_NULL:
+                changed.append((i, None))
+                self._nulled[i] += 1
+            elif mode == RULE_JSON:
+                changed.append((i, b'"' + repl(v) + b'"'))
+            else:  # binary jsonb: version byte, then JSON text
+                changed.append((i, b'\x01"' + repl(v[1:]) + b'"'))
 
     # -- COPY TO STDOUT (text format) --------------------------------------------------
 
@@ -418,6 +572,10 @@ class ResultMasker:
             "nulled": nulled,
             "rules": self._rule_descriptions,
         }
+
+
+def _first(item: tuple[int, bytes | None]) -> int:
+    return item[0]
 
 
 def _unique_names(columns: Sequence[ColumnInfo]) -> list[str]:
@@ -473,62 +631,3 @@ def encode_data_row(values: Sequence[bytes | None]) -> bytes:
 def decode_data_row(body: bytes) -> list[bytes | None]:
     """The values of a DataRow body (MaskingError if malformed)."""
     return _decode_data_row(body)
-
-
-_COPY_UNESCAPE = {
-    ord("b"): b"\b",
-    ord("f"): b"\f",
-    ord("n"): b"\n",
-    ord("r"): b"\r",
-    ord("t"): b"\t",
-    ord("v"): b"\v",
-    ord("\\"): b"\\",
-}
-
-
-def copy_unescape(field: bytes) -> bytes:
-    """Undo COPY text-format backslash escapes (\\n, \\t, \\\\, octal \\NNN, hex \\xHH)."""
-    out = bytearray()
-    i, n = 0, len(field)
-    while i < n:
-        c = field[i]
-        if c != 0x5C or i + 1 == n:
-            out.append(c)
-            i += 1
-            continue
-        d = field[i + 1]
-        if d in _COPY_UNESCAPE:
-            out += _COPY_UNESCAPE[d]
-            i += 2
-        elif 0x30 <= d <= 0x37:
-            j = i + 1
-            while j < n and j < i + 4 and 0x30 <= field[j] <= 0x37:
-                j += 1
-            out.append(int(field[i + 1 : j], 8) & 0xFF)
-            i = j
-        elif d == 0x78 and i + 2 < n and field[i + 2 : i + 3].isalnum():
-            j = i + 2
-            while j < n and j < i + 4 and chr(field[j]) in "0123456789abcdefABCDEF":
-                j += 1
-            if j == i + 2:
-                out.append(d)
-                i += 2
-            else:
-                out.append(int(field[i + 2 : j], 16))
-                i = j
-        else:
-            out.append(d)
-            i += 2
-    return bytes(out)
-
-
-def copy_escape(value: bytes) -> bytes:
-    """COPY text-format escaping of one field value."""
-    if not any(c in value for c in (b"\\", b"\t", b"\n", b"\r")):
-        return value
-    return (
-        value.replace(b"\\", b"\\\\")
-        .replace(b"\t", b"\\t")
-        .replace(b"\n", b"\\n")
-        .replace(b"\r", b"\\r")
-    )

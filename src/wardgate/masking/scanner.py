@@ -14,13 +14,23 @@ scan one byte after its start, first giving the other digit recognizers their
 chance at the same position. The findings are `(entity, start, end)` tuples,
 sorted, de-overlapped (earliest, then longest wins); custom patterns that cross
 a NUL byte (the masker's value separator) are split there.
+
+The compiled path (fastscan.py, when the `hyperscan` package is installed):
+one Hyperscan pass over the data replaces the gates and the searches. It
+reports the positions where a digit-pass recognizer could match and which
+gates fired; the same Python patterns and validators then run anchored at
+those positions and behind those gates only. Both paths give the same findings
+(tests/masking/test_compiled_path.py runs them side by side); `compiled=False`
+forces the pure-Python path.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from operator import itemgetter
 
+from wardgate.masking import fastscan
 from wardgate.masking.recognizers import (
     _DIGITS,
     _EMAIL_LOCAL,
@@ -57,11 +67,22 @@ class Scanner:
         "_other",
         "_groups",
         "_custom",
+        "_digit_recs",
+        "_pre",
+        "_email_gate",
+        "_password_gate",
+        "_other_gates",
+        "_other_any",
+        "_other_ungated",
+        "_by_mask",
     )
 
-    def __init__(self, recognizers: Sequence[Recognizer]) -> None:
+    def __init__(self, recognizers: Sequence[Recognizer], *, compiled: bool | None = None) -> None:
+        """`compiled`: None uses the compiled pre-filter when available, False never,
+        True requires it (RuntimeError when it cannot be built)."""
         self.recognizers = tuple(recognizers)
         digit = [r for r in self.recognizers if r.kind == "digit"]
+        self._digit_recs = tuple(digit)
         self._groups: dict[str, Recognizer] = {}
         parts = []
         for i, rec in enumerate(digit):
@@ -79,9 +100,26 @@ class Scanner:
         self._email = next((r for r in self.recognizers if r.kind == "email"), None)
         self._password = any(r.kind == "password" for r in self.recognizers)
         self._custom = any(r.kind == "custom" for r in self.recognizers)
-        self._other = tuple(
-            _gate_tuple(r) for r in self.recognizers if r.kind not in ("digit", "email", "password")
-        )
+        other = [r for r in self.recognizers if r.kind not in ("digit", "email", "password")]
+        self._other = tuple(_gate_tuple(r) for r in other)
+        pre = None
+        if compiled is not False:
+            pre = fastscan.build(digit, self._email, self._password, other)
+            if compiled and pre is None:
+                raise RuntimeError("the compiled masking pre-filter is not available")
+        self._pre = pre
+        bit = fastscan.gated(pre)
+        self._email_gate = bit("email")
+        self._password_gate = bit("password")
+        self._other_gates = tuple(bit(i) for i in range(len(other)))
+        self._other_any = sum(self._other_gates)
+        self._other_ungated = 0 in self._other_gates
+        self._by_mask: dict[int, tuple[Recognizer, ...]] = {}  # candidate mask -> recognizers
+
+    @property
+    def compiled(self) -> bool:
+        """Does this scanner use the compiled (Hyperscan) pre-filter?"""
+        return self._pre is not None
 
     @property
     def crosses_nul(self) -> bool:
@@ -99,6 +137,108 @@ class Scanner:
 
     def spans(self, data: bytes) -> list[tuple[str, int, int]]:
         """Every sensitive span in `data` as (entity, start, end), sorted, not overlapping."""
+        if self._pre is None:
+            return self.spans_python(data)
+        return self._spans_compiled(bytes(data), b"\x00" + data, 1)
+
+    def spans_padded(self, data: bytes) -> list[tuple[str, int, int]]:
+        """`spans()` of data whose first byte is a NUL that belongs to no value (the
+        masker's row buffer): no copy is made for the compiled pre-filter."""
+        if self._pre is None:
+            return self.spans_python(data)
+        return self._spans_compiled(data, data, 0)
+
+    def _spans_compiled(self, data: bytes, padded: bytes, shift: int) -> list[tuple[str, int, int]]:
+        """The compiled path: Hyperscan candidates and gates, then the Python patterns."""
+        cands, gates = self._pre.scan(padded, shift)  # type: ignore[union-attr]
+        found: list[tuple[str, int, int]] = []
+        if cands:
+            self._digits_at(data, cands, found)
+        if self._email is not None and 64 in data:  # one C-level test: cheaper than a report
+            self._scan_email(data, found)
+        if gates & self._password_gate:
+            _scan_password(data, found)
+        if gates & self._other_any or self._other_ungated:
+            self._other_compiled(data, gates, found)
+        if len(found) < 2 and not self._custom:
+            return found
+        return self._finish(data, found)
+
+    def _other_compiled(self, data: bytes, gates: int, found: list) -> None:
+        other_gates = self._other_gates
+        n = len(data)
+        digits = -1
+        for k, (search, rec, needs, min_digits, min_length, min_colons) in enumerate(self._other):
+            bit = other_gates[k]
+            if bit:
+                if gates & bit:  # the gate is a necessary condition; no Python gates needed
+                    _scan_loop(search, rec, data, n, found)
+                continue
+            # not compiled (custom, hand-made): the Python gates, then the search
+            if needs:
+                for needle in needs:
+                    if needle in data:
+                        break
+                else:
+                    continue
+            if n < min_length or (min_colons and data.count(b":") < min_colons):
+                continue
+            if min_digits:
+                if digits < 0:
+                    digits = n - len(data.translate(None, _DIGITS))
+                if digits < min_digits:
+                    continue
+            _scan_loop(search, rec, data, n, found)
+
+    def _digits_at(self, data: bytes, cands: dict[int, int], found: list) -> None:
+        """`_scan_digits` with the search replaced by the candidate positions.
+
+        The search returns the first position at or after `pos` where one of the
+        digit patterns matches, trying them in order; every such position is a
+        candidate whose mask names the recognizers that can match there (the
+        others cannot), so trying those in order at each candidate is the same.
+        """
+        by_mask = self._by_mask
+        pos = 0
+        for at in sorted(cands) if len(cands) > 1 else cands:
+            if at < pos:
+                continue
+            mask = cands[at]
+            recs = by_mask.get(mask)
+            if recs is None:
+                recs = by_mask[mask] = tuple(
+                    r for k, r in enumerate(self._digit_recs) if mask >> k & 1
+                )
+            for rec in recs:
+                m = rec.compiled.match(data, at)
+                if m is None:
+                    continue
+                start = at - rec.lead_back
+                end = m.end()
+                validator = rec.validator
+                accepted = validator(data[start:end]) if validator is not None else end - start
+                if accepted:
+                    found.append((rec.entity, start, start + accepted))
+                    pos = start + accepted
+                    break
+                # rejected: another digit recognizer may match at this very digit
+                for other in recs:
+                    if other is rec:
+                        continue
+                    m2 = other.compiled.match(data, at)
+                    if m2 is not None:
+                        s2 = at - other.lead_back
+                        v2 = other.validator
+                        e2 = m2.end()
+                        ok = v2(data[s2:e2]) if v2 is not None else e2 - s2
+                        if ok:
+                            found.append((other.entity, s2, s2 + ok))
+                            break
+                pos = at + 1
+                break
+
+    def spans_python(self, data: bytes) -> list[tuple[str, int, int]]:
+        """`spans()` by the pure-Python path (the reference for the compiled one)."""
         n = len(data)
         found: list[tuple[str, int, int]] = []
         digits = -1
@@ -125,15 +265,25 @@ class Scanner:
                 if digits < min_digits:
                     continue
             _scan_loop(search, rec, data, n, found)
+        return self._finish(data, found)
+
+    def _finish(self, data: bytes, found: list) -> list[tuple[str, int, int]]:
+        """Split at NUL (custom patterns), sort, de-overlap: earliest, then longest wins."""
         if self._custom and 0 in data:
             found = _split_at_nul(data, found)
         if len(found) > 1:
-            found.sort(key=_order)
+            found.sort(key=_start)  # stable: equal starts keep the order they were found in
             kept = [found[0]]
+            last_start = found[0][1]
             last_end = found[0][2]
             for f in found[1:]:
                 if f[1] >= last_end:
                     kept.append(f)
+                    last_start = f[1]
+                    last_end = f[2]
+                elif f[1] == last_start and f[2] > last_end:
+                    # same start, longer: it sorts first under (start, longest first)
+                    kept[-1] = f
                     last_end = f[2]
             return kept
         return found
@@ -219,8 +369,7 @@ def _gate_tuple(r: Recognizer) -> tuple:
     return (r.compiled.search, r, r.needs, r.min_digits, r.min_length, r.min_colons)
 
 
-def _order(f: tuple[str, int, int]) -> tuple[int, int]:
-    return (f[1], f[1] - f[2])
+_start = itemgetter(1)
 
 
 def _split_at_nul(data: bytes, found: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:

@@ -24,6 +24,10 @@ __all__ = [
 ]
 
 _NON_DIGITS = bytes(c for c in range(256) if not 0x30 <= c <= 0x39)
+# non-digits -> space: `translate(_SPACE_NON_DIGITS).replace(b" ", b"")` keeps the digits
+# in two table-driven C passes; `translate(None, _NON_DIGITS)` rebuilds a 246-byte
+# deletion table on every call and costs about three times as much
+_SPACE_NON_DIGITS = bytes(c if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
 # Luhn doubling table: digit d -> digit sum of 2*d, kept as a byte value.
 _DOUBLE = bytes(
     [(0, 2, 4, 6, 8, 1, 3, 5, 7, 9)[c - 0x30] if 0x30 <= c <= 0x39 else 0 for c in range(256)]
@@ -33,16 +37,22 @@ _SINGLE = bytes([c - 0x30 if 0x30 <= c <= 0x39 else 0 for c in range(256)])
 
 def digits_only(data: bytes) -> bytes:
     """The ASCII digits of `data`, separators dropped."""
-    return data.translate(None, _NON_DIGITS)
+    if data.isdigit():
+        return data
+    return data.translate(_SPACE_NON_DIGITS).replace(b" ", b"")
 
 
 def luhn_valid(digits: bytes) -> bool:
     """Luhn (mod 10) check on a string of ASCII digits."""
     if not digits:
         return False
-    odd = digits[-1::-2].translate(_SINGLE)
-    even = digits[-2::-2].translate(_DOUBLE)
-    return (sum(odd) + sum(even)) % 10 == 0
+    if not digits.isdigit():  # not the documented input: other bytes count as 0
+        return (
+            sum(digits[-1::-2].translate(_SINGLE)) + sum(digits[-2::-2].translate(_DOUBLE))
+        ) % 10 == 0
+    # the odd places from the right count as they are: their ASCII sum less 48 each
+    odd = digits[-1::-2]
+    return (sum(odd) - 48 * len(odd) + sum(digits[-2::-2].translate(_DOUBLE))) % 10 == 0
 
 
 def card_brand_ok(digits: bytes) -> bool:
@@ -84,7 +94,7 @@ def card_brand_ok(digits: bytes) -> bool:
 
 def card_valid(candidate: bytes) -> bool:
     """A card-number candidate (digits with optional spaces/dashes) is a real card."""
-    digits = candidate.translate(None, _NON_DIGITS)
+    digits = digits_only(candidate)
     return card_brand_ok(digits) and luhn_valid(digits)
 
 
@@ -136,7 +146,7 @@ def ssn_valid(candidate: bytes) -> bool:
     Also rejects all-same-digit numbers and the well-known advertising number
     078-05-1120 and 123-45-6789.
     """
-    d = candidate.translate(None, _NON_DIGITS)
+    d = digits_only(candidate)
     if len(d) != 9:
         return False
     area = d[:3]
