@@ -83,13 +83,38 @@ def test_refuses_to_sign_after_tree_rewrite(env) -> None:
         store.append_sync("e", meta={"i": i})
     cp.checkpoint_now()
     store.append_sync("more")
-    # someone rewrites history under the checkpoint: an interior node changes
+    # someone rewrites history under the checkpoint: a leaf hash changes
     store.transact(
-        lambda conn, _f: conn.execute(
-            "UPDATE nodes SET hash = zeroblob(32) WHERE level = 3 AND idx = 0"
-        )
+        lambda conn, _f: conn.execute("UPDATE events SET leaf = zeroblob(32) WHERE seq = 3")
     ).result()
     store.close()  # the gateway restarts on the rewritten store
+    store = AuditStore.open(tmp / "log.db")
+    cp.store = store
+    try:
+        with pytest.raises(CheckpointError, match="not consistent|refusing"):
+            cp.checkpoint_now()
+    finally:
+        store.close()
+    assert len(read_published(tmp / "published.txt")) == 1
+
+
+def test_refuses_to_sign_after_tile_rewrite(env) -> None:
+    store, ring, cp, tmp = env
+    for i in range(300):
+        store.submit("e", meta={"i": i})
+    store.append_sync("last")
+    cp.checkpoint_now()
+    store.append_sync("more")
+
+    # the root of the first (complete, stored) tile changes: node (level 8, idx 0)
+    def rewrite_tile_root(conn, _f) -> None:
+        (blob,) = conn.execute("SELECT hashes FROM tiles WHERE level = 0 AND idx = 0").fetchone()
+        conn.execute(
+            "UPDATE tiles SET hashes = ? WHERE level = 0 AND idx = 0", (blob[:-32] + b"\x11" * 32,)
+        )
+
+    store.transact(rewrite_tile_root).result()
+    store.close()
     store = AuditStore.open(tmp / "log.db")
     cp.store = store
     try:

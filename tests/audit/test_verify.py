@@ -84,13 +84,13 @@ def test_edit_body_and_leaf_consistently(case) -> None:
     _rewrite(conn, 5, identity="someone-else")
     fails = _verify(db, keys)
     assert "checkpoint at size 10: root does not match the log" in fails
-    assert "stored tree nodes do not match the events" in fails
+    # (30 events fill no tile: every interior node is recomputed from the leaves, so only
+    # the checkpoints can disagree; test_tampered_tile covers stored interior nodes)
 
 
 def test_edit_a_payload(case) -> None:
     conn, db, keys, pub = case
-    (ph,) = conn.execute("SELECT payload_hash FROM events WHERE seq = 7").fetchone()
-    conn.execute("UPDATE payloads SET data = 'SELECT evil' WHERE hash = ?", (ph,))
+    conn.execute("UPDATE payload_rows SET data = 'SELECT evil' WHERE seq = 7")
     assert _verify(db, keys) == ["event 7: payload does not match its hash"]
 
 
@@ -104,10 +104,8 @@ def test_delete_an_event(case) -> None:
 
 def test_delete_a_payload_outside_retention(case) -> None:
     conn, db, keys, pub = case
-    (ph,) = conn.execute("SELECT payload_hash FROM events WHERE seq = 3").fetchone()
-    conn.execute("DELETE FROM payloads WHERE hash = ?", (ph,))
-    (ph2,) = conn.execute("SELECT payload_hash FROM events WHERE seq = 4").fetchone()
-    conn.execute("UPDATE payloads SET data = NULL, purged = 'x' WHERE hash = ?", (ph2,))
+    conn.execute("DELETE FROM payload_rows WHERE seq = 3")
+    conn.execute("UPDATE payload_rows SET data = NULL, purged = 'x' WHERE seq = 4")
     assert _verify(db, keys) == [
         "event 3: payload missing", "event 4: payload purged outside recorded retention",
     ]  # fmt: skip
@@ -131,11 +129,21 @@ def _rewrite(conn: sqlite3.Connection, at: int, **changes) -> None:
     )  # fmt: skip
 
 
+def _move(conn: sqlite3.Connection, old: int, new: int) -> None:
+    """Renumber an event, and its payload row with it (payload rows are keyed by seq)."""
+    conn.execute("UPDATE events SET seq = ? WHERE seq = ?", (new, old))
+    conn.execute("UPDATE payload_rows SET seq = ? WHERE seq = ?", (new, old))
+
+
+def _swap(conn: sqlite3.Connection, a: int, b: int) -> None:
+    _move(conn, a, -1)
+    _move(conn, b, a)
+    _move(conn, -1, b)
+
+
 def test_swap_two_events(case) -> None:
     conn, db, keys, pub = case
-    conn.execute("UPDATE events SET seq = -1 WHERE seq = 3")
-    conn.execute("UPDATE events SET seq = 3 WHERE seq = 4")
-    conn.execute("UPDATE events SET seq = 4 WHERE seq = -1")
+    _swap(conn, 3, 4)
     fails = _verify(db, keys)
     assert fails[:2] == [
         "event 3: fields do not match the hashed body", "event 4: fields do not match the hashed body",
@@ -145,9 +153,7 @@ def test_swap_two_events(case) -> None:
 
 def test_swap_two_events_and_fix_bodies(case) -> None:
     conn, db, keys, pub = case
-    conn.execute("UPDATE events SET seq = -1 WHERE seq = 3")
-    conn.execute("UPDATE events SET seq = 3 WHERE seq = 4")
-    conn.execute("UPDATE events SET seq = 4 WHERE seq = -1")
+    _swap(conn, 3, 4)
     _rewrite(conn, 3, seq=3)
     _rewrite(conn, 4, seq=4)
     fails = _verify(db, keys)
@@ -158,10 +164,14 @@ def test_swap_two_events_and_fix_bodies(case) -> None:
 def test_insert_an_event(case) -> None:
     conn, db, keys, pub = case
     for seq in range(29, 11, -1):
-        conn.execute("UPDATE events SET seq = seq + 1 WHERE seq = ?", (seq,))
+        _move(conn, seq, seq + 1)
     conn.execute(
         "INSERT INTO events SELECT 12, time, session, 'intruder', connection, kind, verdict,"
         " rule, payload_hash, meta, body, leaf FROM events WHERE seq = 11"
+    )
+    conn.execute(
+        "INSERT INTO payload_rows SELECT 12, hkey, hash, data, purged FROM payload_rows"
+        " WHERE seq = 11"
     )
     fails = _verify(db, keys)
     assert "event 12: fields do not match the hashed body" in fails
@@ -216,6 +226,70 @@ def test_rewrite_behind_published_checkpoint(case, tmp_path: Path) -> None:
     fails = _verify(d / "rewritten.db", [*keys, ring.active], published=pub)
     assert fails == [f"published checkpoint {i} (size {s}): root does not match the log"
                      for i, s in ((1, 10), (2, 20), (3, 30))]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiled(tmp_path_factory: pytest.TempPathFactory):
+    """A log of 700 events (two full level-0 tiles, a stored edge tile of level 1)."""
+    d = tmp_path_factory.mktemp("tiled")
+    store = AuditStore.open(d / "log.db")
+    ring = init_keyring(d / "cp.key", ORIGIN)
+    cp = Checkpointer(store, ring, ORIGIN)
+    for i in range(700):
+        store.submit("command", identity="ci", meta={"i": i}, payload=b"p%d" % (i % 7))
+    store.append_sync("last")
+    cp.close()
+    store.close()
+    return d, ring.public_keys()
+
+
+def _tiled_case(tiled, tmp_path: Path) -> tuple[sqlite3.Connection, Path, list]:
+    d, keys = tiled
+    _copy(d / "log.db", tmp_path / "log.db")
+    return sqlite3.connect(tmp_path / "log.db", isolation_level=None), tmp_path / "log.db", keys
+
+
+def _patch_tile(conn: sqlite3.Connection, level: int, idx: int, at: int, data: bytes) -> None:
+    (blob,) = conn.execute(
+        "SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (level, idx)
+    ).fetchone()
+    blob = blob[:at] + data + blob[at + len(data) :]
+    conn.execute("UPDATE tiles SET hashes = ? WHERE level = ? AND idx = ?", (blob, level, idx))
+
+
+def test_tiled_log_verifies(tiled) -> None:
+    d, keys = tiled
+    rep = verify_store(d / "log.db", keys)
+    assert rep.ok, rep.failures
+    assert rep.lines()[0] == "701/701 events valid"
+    conn = sqlite3.connect(d / "log.db")
+    assert sorted(conn.execute("SELECT level, idx FROM tiles")) == [(0, 0), (0, 1), (1, 0)]
+    conn.close()
+
+
+def test_tampered_tile_interior_node(tiled, tmp_path: Path) -> None:
+    conn, db, keys = _tiled_case(tiled, tmp_path)
+    _patch_tile(conn, 0, 1, 0, b"\x22" * 32)  # node (level 1, idx 128): no proof path used it
+    assert _verify(db, keys) == ["stored tree tile (0, 1) does not match the events"]
+
+
+def test_tampered_tile_root_and_edge_tile(tiled, tmp_path: Path) -> None:
+    conn, db, keys = _tiled_case(tiled, tmp_path)
+    _patch_tile(conn, 0, 0, 254 * 32, b"\x33" * 32)  # node (8, 0): on the frontier
+    _patch_tile(conn, 1, 0, 0, b"\x44" * 32)  # node (9, 0), in the stored edge tile
+    fails = _verify(db, keys)
+    assert "stored tree tile (0, 0) does not match the events" in fails
+    assert "stored tree tile (1, 0) does not match the events" in fails
+    assert "stored tree nodes do not match the events" in fails
+
+
+def test_deleted_and_inserted_tiles(tiled, tmp_path: Path) -> None:
+    conn, db, keys = _tiled_case(tiled, tmp_path)
+    conn.execute("DELETE FROM tiles WHERE level = 0 AND idx = 1")
+    conn.execute("INSERT INTO tiles VALUES (0, 7, zeroblob(8160))")
+    fails = _verify(db, keys)
+    assert "stored tree tile (0, 1) missing" in fails
+    assert "stored tree tile (0, 7) is not part of the log" in fails
 
 
 def test_retention_purge_is_not_tampering(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from wardgate.audit.bundle_zip import ZipFormatError, prepare, read_zip, write_z
 from wardgate.audit.canonical import EVENT_KEYS, canonical_json, leaf_hash, node_hash
 from wardgate.audit.checkpoint import CheckpointError, parse_note, sign_note, verify_note
 from wardgate.audit.keys import Keyring, KeyringError, PublicKey, key_id
+from wardgate.audit.layout import layout_version, payload_row
 from wardgate.audit.merkle import (
     ProofError,
     _hash_ranges,
@@ -200,6 +201,7 @@ def export_bundle(
     """Write the evidence bundle of the events `filters` select; see the module docstring."""
     filters = {k: (filters or {}).get(k) for k in FILTER_KEYS}
     conn = store._reader()
+    version = layout_version(conn)
     cps = conn.execute("SELECT size, note, created FROM checkpoints ORDER BY size").fetchall()
     if not cps:
         raise EvidenceError("no signed checkpoint yet: nothing can be proven (run the gateway "
@@ -229,22 +231,27 @@ def export_bundle(
     cutoff = ""
     for (meta,) in conn.execute("SELECT meta FROM events WHERE kind = 'retention_purge'"):
         cutoff = max(cutoff, str(json.loads(meta).get("cutoff") or ""))
-    pay_lines: list[bytes] = []
     pay_data: dict[str, bytes | None] = {}
+    pay_entries: dict[str, dict[str, Any]] = {}  # by hash, in order of first use
     for e in decoded:
         ph = e["payload_hash"]
-        if ph is None or ph in pay_data:
+        if ph is None or pay_data.get(ph) is not None:
             continue
-        row = conn.execute("SELECT data, purged FROM payloads WHERE hash = ?", (ph,)).fetchone()
-        data = None if row is None or row[0] is None else bytes(row[0])
+        # layout 2 keeps a copy per event: a copy purged with an old event may still be
+        # present with a newer one
+        row = payload_row(conn, version, e["seq"], ph)
+        data = None if row is None else row[0]
         pay_data[ph] = data
         if data is not None:
             entry = {"hash": ph, "status": "present", "data": _b64(data)}
+        elif ph in pay_entries:
+            continue
         elif (row is not None and row[1]) or (cutoff and e["time"] < cutoff):
             entry = {"hash": ph, "status": "purged", "data": None}
         else:
             entry = {"hash": ph, "status": "missing", "data": None}
-        pay_lines.append(canonical_json(entry))
+        pay_entries[ph] = entry
+    pay_lines = [canonical_json(entry) for entry in pay_entries.values()]
 
     # checkpoints and proofs
     sizes = [int(s) for s, _n, _c in cps]

@@ -4,8 +4,10 @@ Theory of operation: callers (coroutines, engine threads, CLI processes) never t
 write connection. They put a request on a queue and get a `concurrent.futures.Future`.
 One thread owns the write connection. Each time it wakes it takes every request already
 waiting (up to `MAX_BATCH`), gives the events consecutive seq numbers and one timestamp,
-builds their canonical bodies and leaf hashes, extends the in-memory Merkle frontier on a
-copy, and writes events, payloads and the new complete tree nodes in ONE transaction. Only
+builds their canonical bodies and leaf hashes, extends the in-memory Merkle frontier and
+edge tiles on a copy, and writes events, payloads and the tree tiles that changed in ONE
+transaction, with multi-row INSERTs (the sqlite3 module releases the GIL per statement:
+per row, the writer and the event loop would hand the GIL back and forth each row). Only
 after COMMIT returns (with synchronous=FULL that is after the WAL fsync) are the futures
 resolved, so "append returned" means "durable". If anything fails, the transaction is
 rolled back, the frontier copy is thrown away (seq stays gapless) and every future in the
@@ -19,20 +21,23 @@ nothing ever waits on a writer that is gone.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import json
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-defined]
 from json.encoder import encode_basestring as _encode_str  # type: ignore[attr-defined]
 from typing import Any
 
-from wardgate.audit.canonical import leaf_hash, sha256_hex
+from wardgate.audit.layout import TileBuilder, hkey
 from wardgate.audit.merkle import MerkleFrontier
-from wardgate.audit.records import EventRecord, StoreUnavailable
+from wardgate.audit.records import EventRecord, StoreUnavailable, make_record
 
 __all__ = ["AppendRequest", "Job", "GroupCommitWriter", "utc_now", "MAX_BATCH"]
 
@@ -46,6 +51,17 @@ def utc_now() -> str:
 
 
 _META_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_FIELDS = frozenset({"session", "identity", "connection", "verdict", "rule"})
+_sha256 = hashlib.sha256
+
+
+def _encode_meta(meta: dict[str, Any]) -> str:
+    """Canonical JSON of meta: `_META_ENCODER.encode`, without building a JSONEncoder
+    iterator per call (the C encoder directly, fresh per call: it keeps state)."""
+    if _c_make_encoder is None:  # pragma: no cover - CPython always has it
+        return _META_ENCODER.encode(meta)
+    enc = _c_make_encoder({}, _META_ENCODER.default, _encode_str, None, ":", ",", True, False, True)
+    return "".join(enc(meta, 0))
 
 
 def _j(value: Any) -> str:
@@ -83,18 +99,27 @@ class AppendRequest:
 
     @classmethod
     def build(cls, kind: str, **kw: Any) -> AppendRequest:
-        meta = dict(kw.pop("meta", None) or {})
+        return cls.from_fields(kind, kw)
+
+    @classmethod
+    def from_fields(cls, kind: str, kw: dict[str, Any]) -> AppendRequest:
+        """`build` over a dict the caller gives up (it is consumed)."""
+        meta = kw.pop("meta", None)
+        meta = dict(meta) if meta else {}
         payload = kw.pop("payload", None)
-        if payload is not None and not isinstance(payload, bytes | bytearray | memoryview):
+        if not _FIELDS.issuperset(kw):
+            raise TypeError(f"unknown event fields: {sorted(set(kw) - _FIELDS)}")
+        meta_json = _encode_meta(meta)
+        if payload is None:
+            payload_hash = None
+        elif isinstance(payload, bytes | bytearray | memoryview):
+            payload = bytes(payload)
+            payload_hash = _sha256(payload).hexdigest()
+        else:
             raise TypeError("payload must be bytes")
-        unknown = set(kw) - {"session", "identity", "connection", "verdict", "rule"}
-        if unknown:
-            raise TypeError(f"unknown event fields: {sorted(unknown)}")
-        meta_json = _META_ENCODER.encode(meta)
-        payload = bytes(payload) if payload is not None else None
-        payload_hash = sha256_hex(payload) if payload is not None else None
-        session, identity, connection = kw.get("session"), kw.get("identity"), kw.get("connection")
-        verdict, rule = kw.get("verdict"), kw.get("rule")
+        get = kw.get
+        session, identity, connection = get("session"), get("identity"), get("connection")
+        verdict, rule = get("verdict"), get("rule")
         # Canonical JSON spliced in sorted key order; equal to canonical.event_body(...)
         # (tests/audit/test_store.py checks it), with seq and time filled in by the writer.
         head = (
@@ -111,6 +136,27 @@ class AppendRequest:
 
     def body(self, seq: int, time_json: bytes) -> bytes:
         return b"".join((self.head, str(seq).encode(), self.mid, time_json, self.tail))
+
+
+_ROWS = 64  # rows per multi-row INSERT statement (12 * 64 parameters, far below the limit)
+
+
+@functools.lru_cache(maxsize=512)
+def _insert_sql(table: str, ncols: int, nrows: int) -> str:
+    row = "(" + ",".join("?" * ncols) + ")"
+    return f"INSERT INTO {table} VALUES " + ",".join([row] * nrows)
+
+
+def _insert_rows(conn: sqlite3.Connection, table: str, ncols: int, flat: list[Any]) -> None:
+    """Insert rows given as one flat parameter list, _ROWS rows per statement."""
+    step = ncols * _ROWS
+    full = len(flat) - len(flat) % step
+    if full:
+        sql = _insert_sql(table, ncols, _ROWS)
+        for i in range(0, full, step):
+            conn.execute(sql, flat[i : i + step])
+    if full < len(flat):
+        conn.execute(_insert_sql(table, ncols, (len(flat) - full) // ncols), flat[full:])
 
 
 def _resolve(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -137,13 +183,21 @@ def _complete(items: Sequence[AppendRequest | Job], results: Sequence[Any] | Non
               exc: BaseException | None) -> None:  # fmt: skip
     """Resolve every request of a batch: futures directly, waiters one callback per loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-    for i, req in enumerate(items):
-        result = results[i] if results is not None else None
-        waiter, loop = getattr(req, "waiter", None), getattr(req, "loop", None)
-        if waiter is not None and loop is not None:
-            by_loop.setdefault(loop, []).append((waiter, result, exc))
-        elif req.future is not None:
-            _settle(req.future, result, exc)
+    if results is None:
+        results = [None] * len(items)
+    for req, result in zip(items, results, strict=True):
+        fut = req.future
+        if fut is not None and exc is None:
+            # one lock round trip instead of two: set_result refuses a cancelled future,
+            # and only then is the cancellation acknowledged (for concurrent.futures.wait)
+            try:
+                fut.set_result(result)
+            except InvalidStateError:
+                fut.set_running_or_notify_cancel()
+        elif fut is not None:
+            _settle(fut, result, exc)
+        elif (waiter := getattr(req, "waiter", None)) is not None and req.loop is not None:
+            by_loop.setdefault(req.loop, []).append((waiter, result, exc))
     for loop, pairs in by_loop.items():
         try:
             loop.call_soon_threadsafe(_resolve, pairs)
@@ -170,11 +224,14 @@ class GroupCommitWriter:
         self._dead = False
         self._lock = threading.Lock()
         self.frontier = MerkleFrontier()
+        self.tiles = TileBuilder()
         self._last_time = ""
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # -- lifecycle -----------------------------------------------------------------
-    def start(self, load: Callable[[sqlite3.Connection], tuple[MerkleFrontier, str]]) -> None:
+    def start(
+        self, load: Callable[[sqlite3.Connection], tuple[MerkleFrontier, TileBuilder, str]]
+    ) -> None:
         self._load = load
         self._thread.start()
         self._ready.wait()
@@ -206,7 +263,7 @@ class GroupCommitWriter:
         conn: sqlite3.Connection | None = None
         try:
             conn = self._connect()
-            self.frontier, self._last_time = self._load(conn)
+            self.frontier, self.tiles, self._last_time = self._load(conn)
         except BaseException as exc:  # noqa: BLE001 - reported to open()
             self._startup_error = exc
             self._dead = True
@@ -277,7 +334,7 @@ class GroupCommitWriter:
         (top,) = conn.execute("SELECT max(seq) FROM events").fetchone()
         size = 0 if top is None else top + 1
         if size != self.frontier.size:
-            self.frontier, last_time = self._load(conn)
+            self.frontier, self.tiles, last_time = self._load(conn)
             if last_time > self._last_time:
                 self._last_time = last_time
 
@@ -287,40 +344,44 @@ class GroupCommitWriter:
         try:
             conn.execute("BEGIN IMMEDIATE")
             self._refresh(conn)
-            frontier = self.frontier.copy()
+            frontier, tiles = self.frontier.copy(), self.tiles.copy()
             time = self._next_time()
             time_json = f'"{time}"'.encode()
-            events, payloads, nodes, records = [], [], [], []
+            # flat parameter lists for multi-row INSERTs: one SQLite statement (and one
+            # GIL release) per _ROWS rows, not per row
+            events: list[Any] = []
+            payloads: list[Any] = []
+            nodes: list[Any] = []
+            records = []
+            seq = frontier.size
+            append, sha256 = frontier.append_flat, hashlib.sha256
             for req in batch:
-                seq = frontier.size
-                body = req.body(seq, time_json)
-                leaf = leaf_hash(body)
-                nodes.extend(frontier.append(leaf)[1:])
-                events.append(
-                    (seq, time, req.session, req.identity, req.connection, req.kind, req.verdict,
-                     req.rule, req.payload_hash, req.meta_json, body, leaf)
-                )  # fmt: skip
+                body = b"".join((req.head, str(seq).encode(), req.mid, time_json, req.tail))
+                leaf = sha256(b"\x00" + body).digest()
+                append(leaf, nodes)
+                events += (seq, time, req.session, req.identity, req.connection, req.kind,
+                           req.verdict, req.rule, req.payload_hash, req.meta_json, body, leaf)  # fmt: skip
                 if req.payload is not None:
-                    payloads.append((req.payload_hash, req.payload, time))
+                    payloads += (seq, hkey(seq, req.payload_hash), req.payload_hash, req.payload)  # type: ignore[arg-type]
                 records.append(
-                    EventRecord(seq, time, req.session, req.identity, req.connection, req.kind,
+                    make_record(seq, time, req.session, req.identity, req.connection, req.kind,
                                 req.verdict, req.rule, req.payload_hash, req.meta, body)
                 )  # fmt: skip
-            conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", events)
-            if payloads:
+                seq += 1
+            _insert_rows(conn, "events", 12, events)
+            _insert_rows(conn, "payload_rows(seq, hkey, hash, data)", 4, payloads)
+            tiles.add_flat(nodes)
+            written = tiles.take_dirty()
+            if written:
                 conn.executemany(
-                    "INSERT INTO payloads(hash, data, stored) VALUES (?,?,?) "
-                    "ON CONFLICT(hash) DO UPDATE SET data = excluded.data, purged = NULL "
-                    "WHERE payloads.data IS NULL",
-                    payloads,
+                    "INSERT OR REPLACE INTO tiles(level, idx, hashes) VALUES (?,?,?)", written
                 )
-            conn.executemany("INSERT INTO nodes(level, idx, hash) VALUES (?,?,?)", nodes)
             conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - every failure means "not durable"
             self._rollback(conn)
             _complete(batch, None, StoreUnavailable(f"audit store write failed: {exc}"))
             return
-        self.frontier = frontier
+        self.frontier, self.tiles = frontier, tiles
         _complete(batch, records, None)
 
     def _run_job(self, conn: sqlite3.Connection, job: Job) -> None:

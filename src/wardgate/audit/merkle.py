@@ -284,6 +284,20 @@ class MerkleFrontier:
         self.size += 1
         return created
 
+    def append_flat(self, leaf: bytes, out: list) -> None:
+        """`append`, but the interior nodes created go to `out` flat: level, idx, hash, ...
+
+        (The writer's hot loop: no tuple or list per leaf.)
+        """
+        idx, level, h, stack = self.size, 0, leaf, self._stack
+        while idx & 1:
+            h = node_hash(stack.pop(), h)
+            idx >>= 1
+            level += 1
+            out += (level, idx, h)
+        stack.append(h)
+        self.size += 1
+
     def root(self) -> bytes:
         return _fold(self._stack) if self._stack else EMPTY_ROOT
 

@@ -4,9 +4,10 @@ Theory of operation: payloads (statement texts, rows, terminal output) are store
 from events, addressed by SHA-256, so purging one keeps its hash inside the event body and
 every Merkle proof intact. `apply_retention` first appends a `retention_purge` event
 (durable, in the log, meta {older_than, payloads_purged, cutoff}), then, in one writer
-transaction, sets `data` to NULL for every payload referenced only by events older than
-the cutoff. Recording first means a crash in between leaves payloads that are merely kept
-longer, never payloads missing without a recorded reason. Verify treats a missing payload
+transaction, sets `data` to NULL in the payload copy of every event older than the cutoff
+(time never decreases with seq, so "older" is a seq range; a newer event with the same
+payload keeps its own copy). Recording first means a crash in between leaves payloads
+that are merely kept longer, never payloads missing without a recorded reason. Verify treats a missing payload
 of an event older than the latest recorded cutoff as purged, anything else as tampering.
 """
 
@@ -25,12 +26,12 @@ __all__ = ["RetentionResult", "parse_window", "apply_retention"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
+# the payload copies of events older than the cutoff (layout 2 keeps one per event, so a
+# newer event with the same payload keeps its own copy); counted as distinct payloads
 _CANDIDATES = """
-    SELECT DISTINCT e.payload_hash FROM events e
-    JOIN payloads p ON p.hash = e.payload_hash AND p.data IS NOT NULL
-    WHERE e.time < :cutoff AND e.payload_hash IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM events n WHERE n.payload_hash = e.payload_hash
-                      AND n.time >= :cutoff)
+    SELECT p.seq FROM payload_rows p
+    WHERE p.data IS NOT NULL
+      AND p.seq < (SELECT coalesce(min(seq), 1 << 62) FROM events WHERE time >= :cutoff)
 """
 
 
@@ -58,9 +59,8 @@ def apply_retention(
     cutoff = (now - window).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     def count(conn: sqlite3.Connection, _f: MerkleFrontier) -> int:
-        return conn.execute(f"SELECT count(*) FROM ({_CANDIDATES})", {"cutoff": cutoff}).fetchone()[
-            0
-        ]
+        sql = f"SELECT count(DISTINCT hash) FROM payload_rows WHERE seq IN ({_CANDIDATES})"
+        return conn.execute(sql, {"cutoff": cutoff}).fetchone()[0]
 
     n = store.transact(count).result()
     rec = store.append_sync(
@@ -69,11 +69,12 @@ def apply_retention(
     )
 
     def purge(conn: sqlite3.Connection, _f: MerkleFrontier) -> int:
-        cur = conn.execute(
-            f"UPDATE payloads SET data = NULL, purged = :now WHERE hash IN ({_CANDIDATES})",
+        n = count(conn, _f)  # distinct payloads, as recorded (one may have several copies)
+        conn.execute(
+            f"UPDATE payload_rows SET data = NULL, purged = :now WHERE seq IN ({_CANDIDATES})",
             {"cutoff": cutoff, "now": utc_now()},
         )
-        return cur.rowcount
+        return n
 
     purged = store.transact(purge).result()
     return RetentionResult(cutoff, purged, rec.seq)

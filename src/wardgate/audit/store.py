@@ -8,11 +8,12 @@ are committed. Reads (`events`, `event`, `payload`, `sessions`, proofs) use one 
 connection per calling thread; WAL lets them run alongside the writer and see only
 committed data.
 
-Tables: `events` (one row per leaf, seq = leaf index, never updated or deleted; `body` is
-the canonical JSON that was hashed, `leaf` its leaf hash), `payloads` (bytes by SHA-256
-hex; retention sets `data` to NULL and `purged` to the time), `nodes` (every complete
-subtree hash above the leaves, keyed by (level, idx); leaves are events.leaf): a proof or
-a root at any size is O(log n) point reads. `checkpoints`: signed tree heads, written by
+Tables (layout.py has the schema and the layout before this one): `events` (one row per
+leaf, seq = leaf index, never updated or deleted; `body` is the canonical JSON that was
+hashed, `leaf` its leaf hash), `payload_rows` (the payload bytes of each event that has
+one, by seq, findable by SHA-256 hex; retention sets `data` to NULL and `purged` to the
+time), `tiles` (the complete subtree hashes above the leaves, 255 per row): a proof or a
+root at any size is O(log n) point reads. `checkpoints`: signed tree heads, written by
 checkpoint.py.
 
 Durability: "full" is `synchronous=FULL`: every group commit fsyncs the WAL, so an
@@ -35,6 +36,14 @@ from typing import Any, TypeVar
 
 from wardgate.audit.canonical import EMPTY_ROOT
 from wardgate.audit.group_commit import AppendRequest, GroupCommitWriter, Job
+from wardgate.audit.layout import (
+    SCHEMA,
+    ConnNodeReader,
+    TileBuilder,
+    layout_version,
+    payload_by_hash,
+    prepare_writer,
+)
 from wardgate.audit.merkle import (
     MerkleFrontier,
     NodeKey,
@@ -54,44 +63,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
-    time TEXT NOT NULL,
-    session TEXT,
-    identity TEXT,
-    connection TEXT,
-    kind TEXT NOT NULL,
-    verdict TEXT,
-    rule TEXT,
-    payload_hash TEXT,
-    meta TEXT NOT NULL,
-    body BLOB NOT NULL,
-    leaf BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_identity ON events(identity);
-CREATE INDEX IF NOT EXISTS events_session ON events(session);
-CREATE INDEX IF NOT EXISTS events_time ON events(time);
-CREATE TABLE IF NOT EXISTS payloads (
-    hash TEXT PRIMARY KEY,
-    data BLOB,
-    stored TEXT NOT NULL,
-    purged TEXT
-);
-CREATE TABLE IF NOT EXISTS nodes (
-    level INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    hash BLOB NOT NULL,
-    PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints (
-    size INTEGER PRIMARY KEY,
-    root BLOB NOT NULL,
-    note TEXT NOT NULL,
-    created TEXT NOT NULL
-);
-"""
 
 _DURABILITY = {"full": "FULL", "normal": "NORMAL"}
 _BUSY_TIMEOUT_MS = 2000
@@ -134,6 +105,7 @@ class AuditStore:
         self._readers_lock = threading.Lock()
         self._writer: GroupCommitWriter | None = None
         self._closed = False
+        self._version: int | None = None  # on-disk layout (layout.py), read once
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -174,16 +146,24 @@ class AuditStore:
             raise StoreUnavailable(f"cannot put {self.path} in WAL mode (got {mode})")
         conn.execute(f"PRAGMA synchronous={_DURABILITY[self.durability]}")
         conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        conn.executescript(SCHEMA)
+        try:
+            prepare_writer(conn)  # creates layout 2, or migrates a layout 1 store to it
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @staticmethod
-    def _load_state(conn: sqlite3.Connection) -> tuple[MerkleFrontier, str]:
+    def _load_state(conn: sqlite3.Connection) -> tuple[MerkleFrontier, TileBuilder, str]:
         seq, last_time = conn.execute(
             "SELECT seq, time FROM events ORDER BY seq DESC LIMIT 1"
         ).fetchone() or (-1, "")
-        reader = _ConnNodeReader(conn)
-        return MerkleFrontier.load(reader, seq + 1), last_time
+        reader = ConnNodeReader(conn)
+        return (
+            MerkleFrontier.load(reader, seq + 1),
+            TileBuilder.load(conn, seq + 1),
+            last_time,
+        )
 
     def _reader(self) -> sqlite3.Connection:
         if self._closed:
@@ -199,6 +179,8 @@ class AuditStore:
                 )
                 conn.execute("PRAGMA query_only=ON")
                 conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
+                if self._version is None:
+                    self._version = layout_version(conn)
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"audit store unreadable: {exc}") from exc
             self._local.conn = conn
@@ -209,7 +191,7 @@ class AuditStore:
     # -- appending -----------------------------------------------------------------
     def submit(self, kind: str, **fields: Any) -> Future[EventRecord]:
         """Queue one event; the future resolves with its record once it is durable."""
-        req = AppendRequest.build(kind, **fields)
+        req = AppendRequest.from_fields(kind, fields)
         fut: Future[EventRecord] = Future()
         req.future = fut
         self._enqueue(req)
@@ -217,7 +199,7 @@ class AuditStore:
 
     async def append(self, kind: str, **fields: Any) -> EventRecord:
         """Append one event; returns once it is durable. Raises StoreUnavailable."""
-        req = AppendRequest.build(kind, **fields)
+        req = AppendRequest.from_fields(kind, fields)
         req.loop = asyncio.get_running_loop()
         req.waiter = req.loop.create_future()
         self._enqueue(req)
@@ -328,12 +310,9 @@ class AuditStore:
 
     def payload(self, payload_hash: str) -> bytes | None:
         """The payload bytes, or None if absent or purged by retention."""
-        row = (
-            self._reader()
-            .execute("SELECT data FROM payloads WHERE hash = ?", (payload_hash,))
-            .fetchone()
-        )
-        return None if row is None or row[0] is None else bytes(row[0])
+        conn = self._reader()
+        found = payload_by_hash(conn, self._version or 2, payload_hash)
+        return None if found is None else found[0]
 
     def sessions(
         self,
@@ -400,7 +379,8 @@ class AuditStore:
     # -- Merkle tree -----------------------------------------------------------------
     def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
         """Stored complete-subtree hashes for `keys` (one query)."""
-        return _ConnNodeReader(self._reader()).get_nodes(keys)
+        conn = self._reader()
+        return ConnNodeReader(conn, self._version).get_nodes(keys)
 
     def root(self, size: int | None = None) -> bytes:
         """Tree root at `size` (default: now)."""
@@ -434,33 +414,4 @@ class AuditStore:
         self.close()
 
 
-class _ConnNodeReader:
-    """`NodeReader` over one SQLite connection."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
-        out: dict[NodeKey, bytes] = {}
-        leaves = [idx for level, idx in keys if level == 0]
-        inner = [k for k in keys if k[0] > 0]
-        for i in range(0, len(leaves), 500):
-            chunk = leaves[i : i + 500]
-            sql = f"SELECT seq, leaf FROM events WHERE seq IN ({','.join('?' * len(chunk))})"
-            for seq, h in self._conn.execute(sql, chunk):
-                out[(0, seq)] = bytes(h)
-        # One `level = ? AND idx IN (...)` query per level: a primary-key range per value.
-        # (A row-value `(level, idx) IN (VALUES ...)` made SQLite scan the whole table.)
-        by_level: dict[int, list[int]] = {}
-        for level, idx in inner:
-            by_level.setdefault(level, []).append(idx)
-        for level, idxs in by_level.items():
-            for i in range(0, len(idxs), 500):
-                chunk = idxs[i : i + 500]
-                sql = (
-                    "SELECT idx, hash FROM nodes WHERE level = ? "
-                    f"AND idx IN ({','.join('?' * len(chunk))})"
-                )
-                for idx, h in self._conn.execute(sql, [level, *chunk]):
-                    out[(level, idx)] = bytes(h)
-        return out
+_ConnNodeReader = ConnNodeReader  # the name checkpoint.py and verify.py import

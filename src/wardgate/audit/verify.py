@@ -28,6 +28,7 @@ from wardgate.audit.canonical import event_body, leaf_hash
 from wardgate.audit.checkpoint import CheckpointError, read_published, verify_note
 from wardgate.audit.group_commit import _j  # the writer's own scalar encoder
 from wardgate.audit.keys import PublicKey
+from wardgate.audit.layout import TileBuilder, layout_version
 from wardgate.audit.merkle import MerkleFrontier, ProofError, check_consistency, consistency_proof
 from wardgate.audit.store import _ConnNodeReader
 
@@ -88,6 +89,46 @@ class VerifyReport:
         }
 
 
+class _TileCheck:
+    """Layout 2: every stored tile must equal the one rebuilt from the verified leaves."""
+
+    def __init__(self, conn: sqlite3.Connection, rep: VerifyReport) -> None:
+        self._conn, self._rep = conn, rep
+        self._builder = TileBuilder()
+        self._edge: dict[tuple[int, int], bytes] = {}  # incomplete tiles, checked at the end
+        self._seen: set[tuple[int, int]] = set()
+
+    def feed(self, created: list) -> None:
+        self._builder.add_flat(created)
+        for tl, n, blob in self._builder.take_dirty():
+            if blob[-32:] == bytes(32):  # the tile's root not yet set: incomplete
+                self._edge[(tl, n)] = blob
+            else:
+                self._edge.pop((tl, n), None)
+                self._check(tl, n, blob)
+
+    def _check(self, tl: int, n: int, blob: bytes) -> None:
+        self._seen.add((tl, n))
+        row = self._conn.execute(
+            "SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (tl, n)
+        ).fetchone()
+        if row is None:
+            self._rep.fail(f"stored tree tile ({tl}, {n}) missing")
+        elif bytes(row[0]) != blob:
+            self._rep.fail(f"stored tree tile ({tl}, {n}) does not match the events")
+
+    def finish(self) -> None:
+        for (tl, n), blob in sorted(self._edge.items()):
+            if tl > 0:  # the right-edge tile of level 0 is never stored (layout.py)
+                self._check(tl, n, blob)
+        extra = [k for k in self._conn.execute("SELECT level, idx FROM tiles")
+                 if tuple(k) not in self._seen]  # fmt: skip
+        for tl, n in extra[:20]:
+            self._rep.fail(f"stored tree tile ({tl}, {n}) is not part of the log")
+        if len(extra) > 20:
+            self._rep.fail(f"... {len(extra) - 20} more stored tree tiles not part of the log")
+
+
 def _connect_ro(path: Path) -> sqlite3.Connection:
     uri = "file:" + urllib.parse.quote(str(Path(path).resolve())) + "?mode=ro"
     conn = sqlite3.connect(uri, uri=True)
@@ -142,22 +183,38 @@ def _verify(
         except ValueError:
             pass  # the event itself fails its own check below
 
+    version = layout_version(conn)
     roots: dict[int, bytes] = {}
     frontier = MerkleFrontier()
     expected = 0
     # payloads are checked in one pass in storage order (sequential reads), and only the
-    # hashes that fail are kept; the event pass then needs no payload data at all
-    bad_payloads: set[str] = set()
-    for p_hash, p_data in conn.execute("SELECT hash, data FROM payloads WHERE data IS NOT NULL"):
+    # ones that fail are kept (by hash in layout 1, by seq in layout 2); the event pass then
+    # needs no payload data at all
+    bad_payloads: set[str | int] = set()
+    if version < 2:
+        p_sql = "SELECT hash, hash, data FROM payloads WHERE data IS NOT NULL"
+        e_sql = (
+            "SELECT e.seq, e.time, e.session, e.identity, e.connection, e.kind, e.verdict,"
+            " e.rule, e.payload_hash, e.meta, e.body, e.leaf, p.data IS NOT NULL, p.purged,"
+            " p.hash IS NOT NULL, p.hash"
+            " FROM events e LEFT JOIN payloads p ON p.hash = e.payload_hash ORDER BY e.seq"
+        )
+    else:
+        p_sql = "SELECT seq, hash, data FROM payload_rows WHERE data IS NOT NULL"
+        e_sql = (
+            "SELECT e.seq, e.time, e.session, e.identity, e.connection, e.kind, e.verdict,"
+            " e.rule, e.payload_hash, e.meta, e.body, e.leaf, p.data IS NOT NULL, p.purged,"
+            " p.seq IS NOT NULL, p.hash"
+            " FROM events e LEFT JOIN payload_rows p ON p.seq = e.seq ORDER BY e.seq"
+        )
+    for p_key, p_hash, p_data in conn.execute(p_sql):
         raw = p_data if isinstance(p_data, bytes) else str(p_data).encode()
         if hashlib.sha256(raw).hexdigest() != p_hash:
-            bad_payloads.add(p_hash)
-    cur = conn.execute(
-        "SELECT e.seq, e.time, e.session, e.identity, e.connection, e.kind, e.verdict, e.rule,"
-        " e.payload_hash, e.meta, e.body, e.leaf, p.data IS NOT NULL, p.purged,"
-        " p.hash IS NOT NULL"
-        " FROM events e LEFT JOIN payloads p ON p.hash = e.payload_hash ORDER BY e.seq"
-    )
+            bad_payloads.add(p_key)
+    by_seq = version >= 2
+    tiles = _TileCheck(conn, rep) if version >= 2 else None
+    created: list = []
+    cur = conn.execute(e_sql)
     # encoded forms of the values that repeat (identity, connection, kind, rule, session)
     jc: dict = {}
 
@@ -185,6 +242,7 @@ def _verify(
             data,
             purged,
             has_row,
+            p_hash,
         ) in rows:  # noqa: E501
             if seq != expected:
                 if seq > expected:
@@ -192,7 +250,7 @@ def _verify(
                     rep.events_total += seq - expected
                 # a gap means every later leaf index is off: the tree cannot match anyway
                 while frontier.size < seq:
-                    frontier.append(b"\x00" * 32)
+                    frontier.append_flat(b"\x00" * 32, created)
                     if frontier.size in wanted:
                         roots[frontier.size] = b""  # unknowable: forces checkpoint mismatch
                 expected = seq
@@ -224,7 +282,7 @@ def _verify(
                 problems.append("hash does not match")
             if ph is not None:
                 if data:  # the payload's data is present
-                    if ph in bad_payloads:
+                    if (seq if by_seq else ph) in bad_payloads or p_hash != ph:
                         problems.append("payload does not match its hash")
                 elif cutoff and time < cutoff:
                     rep.payloads_purged += 1
@@ -236,10 +294,15 @@ def _verify(
                 rep.fail(f"event {seq}: {'; '.join(problems)}")
             else:
                 rep.events_valid += 1
-            frontier.append(lh)
+            frontier.append_flat(lh, created)
             expected = seq + 1
             if frontier.size in wanted:
                 roots[frontier.size] = frontier.root()
+        if tiles is not None:
+            tiles.feed(created)
+        created.clear()
+    if tiles is not None:
+        tiles.finish()
 
     size = frontier.size
     reader = _ConnNodeReader(conn)
