@@ -39,6 +39,30 @@ def statement_key(text: str) -> str:
     return hashlib.sha256(normalized.encode()).hexdigest()
 
 
+_PER_DECISION_MAX = 1024
+_json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+_json_list = json.JSONEncoder(ensure_ascii=False).encode
+
+
+class _DecisionConstants:
+    """The parts of a command event that depend on the Decision only (the policy hands
+    out the same Decision object for every statement of one normalized form)."""
+
+    __slots__ = ("decision", "masks", "meta", "verdict")
+
+    def __init__(self, decision: Decision, masks: tuple) -> None:
+        self.decision = decision  # held, so that its id is not reused while cached
+        self.masks = masks
+        self.verdict = decision.verdict.value
+        facts = decision.facts or {}
+        self.meta: dict[str, Any] = {
+            "reason": decision.reason,
+            "kinds": facts.get("kinds", []),
+            "objects": facts.get("objects", []),
+            "fingerprint": facts.get("fingerprint"),
+        }
+
+
 def format_ttl(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds % 3600 == 0 and seconds >= 3600:
@@ -88,6 +112,8 @@ class Gateway:
         from wardgate.engines.postgres.catalog import CatalogCache
 
         self.catalogs = CatalogCache()
+        # id(decision) -> what its events share (decisions are memoised by the policy)
+        self._per_decision: dict[int, _DecisionConstants] = {}
 
     # ------------------------------------------------------------------ policy
 
@@ -143,34 +169,46 @@ class Gateway:
         masked, _counts = self.masking.mask_text(text, self._masks_for(decision))
         return masked
 
+    def _constants(self, decision: Decision) -> _DecisionConstants:
+        """What every event of one (memoised) Decision shares, computed once."""
+        entry = self._per_decision.get(id(decision))
+        if entry is not None and entry.decision is decision:
+            return entry
+        if len(self._per_decision) >= _PER_DECISION_MAX:
+            self._per_decision.clear()
+        entry = self._per_decision[id(decision)] = _DecisionConstants(
+            decision, self._masks_for(decision)
+        )
+        return entry
+
     def record_command(self, command: Command, decision: Decision, **extra: Any) -> Any:
-        masks = self._masks_for(decision)
-        text, _ = self.masking.mask_text(command.text, masks)
-        params = [
-            None if p is None else self.masking.mask_text(p, masks)[0] for p in command.parameters
-        ]
-        payload = json.dumps({"text": text, "parameters": params}, ensure_ascii=False).encode()
-        facts = decision.facts or {}
-        meta: dict[str, Any] = {
-            "index": command.index,
-            "via": command.via,
-            "reason": decision.reason,
-            "kinds": facts.get("kinds", []),
-            "objects": facts.get("objects", []),
-            "fingerprint": facts.get("fingerprint"),
-        }
-        if command.session.reason:
-            meta["justification"] = command.session.reason
-        if command.session.application_name:
-            meta["application_name"] = command.session.application_name
-        meta.update(extra)
+        c = self._constants(decision)
+        masks = c.masks
+        mask_text = self.masking.mask_text
+        # the statement text and its parameters are masked for the record, always
+        text = mask_text(command.text, masks)[0] if command.text else command.text
+        if command.parameters:
+            params = [None if p is None else mask_text(p, masks)[0] for p in command.parameters]
+            payload = f'{{"text": {_json_str(text)}, "parameters": {_json_list(params)}}}'
+        else:
+            payload = f'{{"text": {_json_str(text)}, "parameters": []}}'
+        meta = c.meta.copy()
+        meta["index"] = command.index
+        meta["via"] = command.via
+        session = command.session
+        if session.reason:
+            meta["justification"] = session.reason
+        if session.application_name:
+            meta["application_name"] = session.application_name
+        if extra:
+            meta.update(extra)
         return self.record(
             "command",
-            command.session,
-            verdict=decision.verdict.value,
+            session,
+            verdict=c.verdict,
             rule=decision.rule,
             meta=meta,
-            payload=payload,
+            payload=payload.encode(),
         )
 
     def record_result(
@@ -181,8 +219,11 @@ class Gateway:
         except Exception:
             command_seq = None
         rec = ex.recorder
-        meta = {"command_seq": command_seq, "tag": tag, "rows": rows, "error": error}
-        meta.update(rec.meta())
+        meta = rec.meta()
+        meta["command_seq"] = command_seq
+        meta["tag"] = tag
+        meta["rows"] = rows
+        meta["error"] = error
         if ex.masker is not None:
             meta["masking"] = ex.masker.summary()
         self.record("result", info, meta=meta, payload=rec.payload())
@@ -196,7 +237,20 @@ class Gateway:
         formats: list[int],
         connection: str | None = None,
     ) -> Any:
-        """The masker for one result, or None when nothing can apply (rows pass as is).
+        """The masker for one result, or None when nothing can apply (rows pass as is)."""
+        return self.result_plan(decision, fields, formats, connection)[0]
+
+    def result_plan(
+        self,
+        decision: Decision | None,
+        fields: list,
+        formats: list[int] | tuple[int, ...],
+        connection: str | None = None,
+    ) -> tuple[Any, bool]:
+        """`(masker, reusable)`: the masker for one result, or None when nothing can apply
+        (rows pass as is). `reusable` is True when the same decision, columns, formats and
+        catalog map give the same answer again: no masker (a masker counts what it masked,
+        per result) and every column's source known.
 
         Column rules follow the SOURCE column: a result column taken straight from a table
         is resolved through the target's catalog (table OID and attribute number from the
@@ -214,6 +268,7 @@ class Gateway:
         derived_as = ruled_column_read(masks, objects)
         catalog = self.catalogs.get(connection) if connection else None
         columns = []
+        reusable = True
         for i, f in enumerate(fields):
             fmt = formats[i] if i < len(formats) else 0
             source = (
@@ -224,13 +279,15 @@ class Gateway:
                 continue
             if f.table_oid and catalog is not None and connection:
                 self.catalogs.mark_stale(connection)  # a table newer than the map
+                reusable = False
             if derived_as is not None:
                 columns.append(ColumnInfo(derived_as[1], derived_as[0], f.type_oid, fmt))
             elif f.table_oid:
                 columns.append(ColumnInfo(f.name, table, f.type_oid, fmt))
             else:
                 columns.append(ColumnInfo(f.name, None, f.type_oid, fmt))
-        return self.masking.plan(masks, columns)
+        masker = self.masking.plan(masks, columns)
+        return masker, reusable and masker is None
 
     def mask_unplanned_row(self, body: bytes) -> bytes:
         from wardgate.wire.pg.backend import decode_data_row

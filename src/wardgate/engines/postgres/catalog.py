@@ -74,6 +74,11 @@ class CatalogCache:
         entry = self._maps.get(name)
         return entry[1] if entry else None
 
+    def put(self, name: str, catalog: CatalogMap) -> None:
+        """Install a map (a fresh object: plans made with the old one are not reused)."""
+        self._maps[name] = (time.monotonic(), catalog)
+        self._stale.discard(name)
+
     def mark_stale(self, name: str) -> None:
         self._stale.add(name)
 
@@ -91,5 +96,4 @@ class CatalogCache:
             except Exception as exc:  # keep the old map; unknown OIDs fail closed
                 log.warning("could not read the target's catalog: %s", type(exc).__name__)
                 return
-            self._maps[conn.name] = (time.monotonic(), catalog)
-            self._stale.discard(conn.name)
+            self.put(conn.name, catalog)

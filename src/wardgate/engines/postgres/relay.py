@@ -38,7 +38,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from wardgate.engines.postgres.results import ResultRecorder, rows_from_tag
+from wardgate.engines.postgres.results import ResultRecorder, columns_head, rows_from_tag
 from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
 from wardgate.policy.facts import is_on, is_utf8_name
 from wardgate.wire.pg import backend as be
@@ -75,6 +75,7 @@ class _SessionClosed(Exception):
 _HIGH_WATER = 1024 * 1024
 # how long a finished statement's result event may wait for the next command event
 RESULT_DELAY = 0.005
+_PLANS_MAX = 256
 
 
 @dataclass(slots=True)
@@ -108,6 +109,17 @@ class _Execution:
     # rows that cannot be masked (a masking failure, binary COPY...) are withheld and the
     # statement ends with this error instead of its CommandComplete
     withheld: str | None = None
+
+
+@dataclass(slots=True)
+class _Plan:
+    """A result plan with no masker: what preparing the same result again gives."""
+
+    decision: Decision | None
+    fields: list[Any]
+    catalog: Any  # the catalog map it was made with
+    names: list[str]
+    head: bytes  # the recorded payload's first line
 
 
 @dataclass(slots=True)
@@ -187,6 +199,8 @@ class PgRelay:
         self.end_reason = "agent disconnected"
         self._batch: list[tuple[bytes, _Op | None]] = []
         self._futures: list[Any] = []
+        # the batch waiting for its events: (batch, futures, one token per future not done)
+        self._pending: tuple[list, list, list[int]] = ([], [], [])
         self._copy_exec: _Execution | None = None
         # set while a DataRow run needs no change and no more decoding (see target_data)
         self._passthrough: ResultRecorder | None = None
@@ -196,6 +210,10 @@ class PgRelay:
         self._results_timer: asyncio.TimerHandle | None = None
         self._hold_task: asyncio.Task | None = None
         self.keepalive: Any = None
+        # RowDescription body -> fields; (decision, fields, formats) -> plan, see
+        # _prepare_result
+        self._rowdescs: dict[bytes, list[Any]] = {}
+        self._plans: dict[tuple, _Plan] = {}
 
     # ------------------------------------------------------------------ wiring
 
@@ -285,7 +303,7 @@ class PgRelay:
         if self.discarding and t not in (_S, _X, _COPY_DATA, _COPY_DONE, _COPY_FAIL):
             return
         if t == _Q:
-            self._on_query(fe.decode_query(body).sql, raw)
+            self._on_query(fe.query_text(body), raw)
         elif t == _P:
             self._on_parse(fe.decode_parse(body), raw)
         elif t == _B:
@@ -549,29 +567,32 @@ class PgRelay:
             return
         futures = [f for f in self._futures if f is not None]
         self._futures = []
+        batch, self._batch = self._batch, []
         if not futures:
-            batch, self._batch = self._batch, []
             self._write_batch(batch)
             return
-        batch, self._batch = self._batch, []
+        # write-ahead: the batch waits until every event it needs is durable. While busy
+        # nothing else is flushed, so one pending batch per relay.
         self.busy = True
-        pending = [len(futures)]
-
-        def done(_fut: Any) -> None:
-            pending[0] -= 1
-            if pending[0] == 0:
-                self.loop.call_soon_threadsafe(self._batch_durable, batch, futures)
-
+        self._pending = (batch, futures, list(range(len(futures))))
         for fut in futures:
-            fut.add_done_callback(done)
+            fut.add_done_callback(self._event_done)
+
+    def _event_done(self, _fut: Any) -> None:
+        # Runs on the store's writer thread, or on this one for a future already done:
+        # list.pop() is atomic, and exactly one callback pops the last token, 0.
+        batch, futures, tokens = self._pending
+        if tokens.pop() == 0:
+            self.loop.call_soon_threadsafe(self._batch_durable, batch, futures)
 
     def _batch_durable(self, batch: list, futures: list) -> None:
         if self.closed:
             return
-        failed = any(f.exception() is not None for f in futures)
-        if failed:
-            log.error("audit store unavailable; refusing the batch")
-            batch = self._refuse_batch(batch)
+        for f in futures:
+            if f.exception() is not None:
+                log.error("audit store unavailable; refusing the batch")
+                batch = self._refuse_batch(batch)
+                break
         self.busy = False
         self._write_batch(batch)
         self.agent_t.resume_reading()
@@ -603,12 +624,18 @@ class PgRelay:
     def _write_batch(self, batch: list) -> None:
         if not batch:
             return
-        out = []
-        for raw, op in batch:
-            out.append(raw)
+        if len(batch) == 1:
+            data, op = batch[0]
             if op is not None:
                 self.ops.append(op)
-        self.target_t.write(b"".join(out) if len(out) > 1 else out[0])
+        else:
+            out = []
+            for raw, op in batch:
+                out.append(raw)
+                if op is not None:
+                    self.ops.append(op)
+            data = b"".join(out)
+        self.target_t.write(data)
         if self.ops and self.ops[0].kind == "local":
             local: list[bytes] = []
             self._drain_local(local)
@@ -727,7 +754,7 @@ class PgRelay:
                     ops.popleft()
             out.append(raw)
         elif t == _ROWDESC:
-            fields = list(be.decode_row_description(body))
+            fields = self._fields(body)
             if op is not None:
                 if op.kind == "describe":
                     kind, name = op.payload
@@ -844,18 +871,50 @@ class PgRelay:
         if fields is not None:
             self._prepare_result(ex, fields, portal.result_formats)
 
+    def _fields(self, body: bytes) -> list:
+        """The fields of a RowDescription, decoded once per distinct body: the same list
+        object comes back for the same body, so result plans can be keyed by it."""
+        fields = self._rowdescs.get(body)
+        if fields is None:
+            fields = list(be.decode_row_description(body))
+            if len(self._rowdescs) >= _PLANS_MAX:
+                self._rowdescs.clear()
+            self._rowdescs[body] = fields
+        return fields
+
     def _prepare_result(
         self, ex: _Execution, fields: list, result_formats: tuple[int, ...]
     ) -> None:
         ex.prepared = True
-        if ex.recorder is not None:
-            ex.recorder.set_columns([f.name for f in fields])
+        decision = ex.decision
+        catalog = self.gw.catalogs.get(self.info.connection)
+        # a plan with no masker is reused while decision, columns, formats and catalog
+        # map are the same objects (held by the plan, so their ids stay theirs)
+        key = (id(decision), id(fields), result_formats)
+        plan = self._plans.get(key)
+        if (
+            plan is not None
+            and plan.decision is decision
+            and plan.fields is fields
+            and plan.catalog is catalog
+        ):
+            ex.masker = None
+            if ex.recorder is not None:
+                ex.recorder.set_columns(plan.names, plan.head)
+            return
+        names = [f.name for f in fields]
         formats = (
             _formats(len(fields), result_formats) if result_formats else [f.format for f in fields]
         )
-        ex.masker = self.gw.result_masker(
-            ex.decision, fields, formats, connection=self.info.connection
+        ex.masker, reusable = self.gw.result_plan(
+            decision, fields, formats, connection=self.info.connection
         )
+        if ex.recorder is not None:
+            ex.recorder.set_columns(names)
+        if reusable:
+            if len(self._plans) >= _PLANS_MAX:
+                self._plans.clear()
+            self._plans[key] = _Plan(decision, fields, catalog, names, columns_head(names))
 
     def _finish(self, ex: _Execution, *, tag: str | None = None, error: dict | None = None) -> None:
         if ex.done:

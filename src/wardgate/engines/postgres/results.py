@@ -19,7 +19,7 @@ from typing import Any
 
 from wardgate.wire.pg.backend import decode_data_row
 
-__all__ = ["ResultRecorder", "rows_from_tag"]
+__all__ = ["ResultRecorder", "columns_head", "rows_from_tag"]
 
 
 def rows_from_tag(tag: str) -> int | None:
@@ -28,6 +28,14 @@ def rows_from_tag(tag: str) -> int | None:
     if len(parts) == 2 and parts[1].isdigit():
         return int(parts[1])
     return None
+
+
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def columns_head(names: list[str]) -> bytes:
+    """The payload's first line for a result with these columns."""
+    return _encode({"columns": names}).encode()
 
 
 def _text(value: bytes | None) -> str | None:
@@ -45,6 +53,7 @@ class ResultRecorder:
         "total_bytes",
         "truncated",
         "columns",
+        "_head",
         "_lines",
         "_digest",
         "copy_bytes",
@@ -58,12 +67,15 @@ class ResultRecorder:
         self.total_bytes = 0
         self.truncated = False
         self.columns: list[str] | None = None
+        self._head: bytes | None = None
         self._lines: list[bytes] = []
         self._digest = hashlib.sha256()
         self.copy_bytes = 0
 
-    def set_columns(self, names: list[str]) -> None:
+    def set_columns(self, names: list[str], head: bytes | None = None) -> None:
+        """`head`: `columns_head(names)` when the caller has it already (a cached plan)."""
         self.columns = names
+        self._head = head
 
     def add_row(self, raw: bytes, body: bytes) -> None:
         """One DataRow as sent to the agent (masked when masking applies): the whole
@@ -73,7 +85,7 @@ class ResultRecorder:
         self._digest.update(raw)
         if self.truncated:
             return
-        line = json.dumps([_text(v) for v in decode_data_row(body)], ensure_ascii=False).encode()
+        line = _encode([_text(v) for v in decode_data_row(body)]).encode()
         if self.stored_bytes + len(line) > self.budget:
             self.truncated = True
             return
@@ -99,7 +111,7 @@ class ResultRecorder:
             self.truncated = True
             return
         self.rows += data.count(b"\n")
-        line = json.dumps({"copy": data.decode("utf-8", "replace")}, ensure_ascii=False).encode()
+        line = _encode({"copy": data.decode("utf-8", "replace")}).encode()
         self._lines.append(line)
         self.stored_bytes += len(line) + 1
         self.stored_rows += 1
@@ -107,7 +119,11 @@ class ResultRecorder:
     def payload(self) -> bytes | None:
         if not self._lines and self.columns is None:
             return None
-        head = json.dumps({"columns": self.columns}, ensure_ascii=False).encode()
+        head = self._head
+        if head is None:
+            head = _encode({"columns": self.columns}).encode()
+        if not self._lines:
+            return head + b"\n"
         return b"\n".join([head, *self._lines]) + b"\n"
 
     def meta(self) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from wardgate.wire.pg import constants as c
 from wardgate.wire.pg._codec import (
+    ENCODING,
+    ERRORS,
     as_bytes,
     decoder,
     expect_end,
@@ -58,6 +60,7 @@ from wardgate.wire.pg.messages import (
 __all__ = [
     "decode_startup",
     "decode_query",
+    "query_text",
     "decode_parse",
     "decode_bind",
     "decode_execute",
@@ -124,6 +127,14 @@ def decode_query(body: Buf) -> Query:
     sql, pos = read_cstr(body, 0)
     expect_end(body, pos, "Query")
     return Query(sql)
+
+
+def query_text(body: Buf) -> str:
+    """`decode_query(body).sql` for the hot path: one check and one decode when the body
+    is well formed (one terminating NUL); anything else goes through `decode_query`."""
+    if type(body) is bytes and body and body.find(b"\0") == len(body) - 1:
+        return body[:-1].decode(ENCODING, ERRORS)
+    return decode_query(body).sql
 
 
 @decoder("Parse")

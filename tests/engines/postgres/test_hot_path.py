@@ -1,0 +1,257 @@
+"""The relay's per-statement shortcuts, in process (fake transports, a real Gateway and
+store): result plans reused only while they must give the same answer, masked results
+never sharing a masker, command events byte for byte as before, and a batch released
+exactly once when its events become durable on another thread."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wardgate.audit.store import AuditStore
+from wardgate.config import parse_config
+from wardgate.engines.postgres.relay import PgRelay
+from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
+from wardgate.pipeline.gateway import Gateway
+from wardgate.wire.pg import writers as w
+from wardgate.wire.pg.messages import Field
+
+TABLE_OID = 41000
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    os.environ["WG_HOT_PATH_TOKEN"] = "tok-hot-path-0123456789"
+    os.environ["WG_HOT_PATH_TARGET"] = "unused"
+    cfg = parse_config(
+        f"""
+store: sqlite:///{tmp_path / "audit.db"}
+identities:
+  - name: ci-bot
+    token: env:WG_HOT_PATH_TOKEN
+    groups: [ci]
+policies:
+  - name: p
+    include: [baseline]
+    rules:
+      - name: hide-ssn
+        verdict: mask
+        mask: {{columns: ["*.ssn"], strategy: redact}}
+connections:
+  - name: orders
+    protocol: postgres
+    listen: 127.0.0.1:0
+    policies: [p]
+    target: {{host: 127.0.0.1, port: 5432, database: orders, user: app,
+              password: env:WG_HOT_PATH_TARGET, tls: disable}}
+audit: {{durability: normal}}
+"""
+    )
+    store = AuditStore.open(cfg.store, durability="normal")
+    try:
+        yield Gateway(cfg, store)
+    finally:
+        store.close()
+
+
+def _info() -> SessionInfo:
+    return SessionInfo(str(uuid.uuid4()), "ci-bot", ("ci",), "orders", "postgres", "test", "hot")
+
+
+def _int_result(value: int) -> bytes:
+    field = Field("v", TABLE_OID, 2, 23, 4, -1, 0)  # an int4 column of table TABLE_OID
+    return (
+        w.row_description([field])
+        + w.data_row([str(value).encode()])
+        + w.command_complete("SELECT 1")
+        + w.ready_for_query("I")
+    )
+
+
+async def _run(relay: PgRelay, agent: FakeTransport, target: FakeTransport, value: int) -> bytes:
+    """One simple-protocol statement through the relay; returns what the agent got."""
+    sent = len(target.writes)
+    relay.agent_data(w.query("SELECT v FROM t"))
+    for _ in range(2000):
+        if len(target.writes) > sent:
+            break
+        await asyncio.sleep(0.001)
+    assert len(target.writes) == sent + 1, "the statement never reached the target"
+    got = len(agent.writes)
+    relay.target_data(_int_result(value))
+    return b"".join(agent.writes[got:])
+
+
+def _rows(data: bytes) -> list[bytes]:
+    out, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos + 1 : pos + 5], "big")
+        if data[pos : pos + 1] == b"D":
+            out.append(data[pos + 5 : pos + 1 + size])
+        pos += 1 + size
+    return out
+
+
+def _start(gateway: Gateway) -> tuple[PgRelay, FakeTransport, FakeTransport]:
+    agent, target = FakeTransport(), FakeTransport()
+    relay = PgRelay(gateway, _info(), agent, target, budget=1 << 20)  # type: ignore[arg-type]
+    relay.start()
+    return relay, agent, target
+
+
+def test_a_reused_plan_follows_a_new_catalog_map(gateway: Gateway) -> None:
+    async def main() -> list[list[bytes]]:
+        relay, agent, target = _start(gateway)
+        gateway.catalogs.put("orders", {(TABLE_OID, 2): ("public", "t", "nick")})
+        first = _rows(await _run(relay, agent, target, 111))
+        second = _rows(await _run(relay, agent, target, 222))
+        # the same column now turns out to be t.ssn, under the column rule
+        gateway.catalogs.put("orders", {(TABLE_OID, 2): ("public", "t", "ssn")})
+        third = _rows(await _run(relay, agent, target, 333))
+        relay.close("done")
+        return [first, second, third]
+
+    first, second, third = asyncio.run(main())
+    assert first == [w.data_row([b"111"])[5:]]
+    assert second == [w.data_row([b"222"])[5:]]  # no masker: passed as is, from the plan
+    assert len(third) == 1 and b"333" not in third[0]
+
+
+def test_masked_results_each_count_their_own_values(gateway: Gateway) -> None:
+    async def main() -> list[bytes]:
+        relay, agent, target = _start(gateway)
+        gateway.catalogs.put("orders", {(TABLE_OID, 2): ("public", "t", "ssn")})
+        rows = []
+        for value in (101, 202, 303):
+            rows += _rows(await _run(relay, agent, target, value))
+        relay.close("done")
+        return rows
+
+    rows = asyncio.run(main())
+    assert len(rows) == 3
+    assert not any(str(v).encode() in r for v, r in zip((101, 202, 303), rows, strict=True))
+    gateway.store.close()
+    store = AuditStore.open(gateway.config.store, read_only=True)
+    try:
+        results = [e for e in store.events(kind="result")]
+    finally:
+        store.close()
+    assert len(results) == 3
+    summaries = [r.meta["masking"] for r in results]
+    assert summaries[0] == summaries[1] == summaries[2]  # not accumulated across results
+    assert summaries[0]["rows"] == 1
+    assert summaries[0]["column_rules"]["ssn"]["values"] == 1
+
+
+@pytest.mark.parametrize(
+    "text,params",
+    [
+        ("SELECT 1", ()),
+        ("SELECT \"quoted\", 'caf\u00e9 \u2603', E'\\n\t\x01'", ()),
+        ("SELECT $1, $2, $3", ('a"b', None, "\u00e9\\")),
+        ("", ()),
+    ],
+)
+def test_command_payload_is_the_json_it_always_was(
+    gateway: Gateway, text: str, params: tuple
+) -> None:
+    seen: list[dict] = []
+
+    def submit(kind: str, **kw: Any) -> concurrent.futures.Future:
+        seen.append(kw)
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_result(None)
+        return fut
+
+    gateway.store.submit = submit  # type: ignore[method-assign]
+    info = _info()
+    decision = Decision(Verdict.ALLOW, "p/r", "because", facts={"kinds": ["select"]})
+    for _ in range(2):  # the second time from the per-decision constants
+        gateway.record_command(Command(info, text, params, 3, "simple"), decision, extra_key=1)
+    expected = json.dumps({"text": text, "parameters": list(params)}, ensure_ascii=False)
+    for kw in seen:
+        assert kw["payload"] == expected.encode()
+        assert kw["verdict"] == "allow" and kw["rule"] == "p/r"
+        assert kw["meta"] == {
+            "index": 3,
+            "via": "simple",
+            "reason": "because",
+            "kinds": ["select"],
+            "objects": [],
+            "fingerprint": None,
+            "application_name": "hot",
+            "extra_key": 1,
+        }
+
+
+def test_a_batch_is_released_once_whatever_order_its_events_land_in(gateway: Gateway) -> None:
+    """Several events in one batch, completed from other threads in random order (some
+    already done when the relay looks): the batch reaches the target exactly once, after
+    the last of them."""
+
+    async def main() -> None:
+        rng = random.Random(7)
+        for round_ in range(200):
+            relay, agent, target = _start(gateway)
+            n = rng.randint(1, 6)
+            futures: list[concurrent.futures.Future] = [
+                concurrent.futures.Future() for _ in range(n)
+            ]
+            for fut in futures:
+                if rng.random() < 0.3:
+                    fut.set_result(None)
+            relay._futures = list(futures)
+            relay._batch = [(b"X" + round_.to_bytes(4, "big"), None)]
+            relay._flush_batch()
+            assert target.writes == [] or all(f.done() for f in futures)
+            pending = [f for f in futures if not f.done()]
+            rng.shuffle(pending)
+            threads = [threading.Thread(target=f.set_result, args=(None,)) for f in pending]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for _ in range(1000):
+                if target.writes:
+                    break
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.002)
+            assert target.writes == [b"X" + round_.to_bytes(4, "big")]
+            assert not relay.busy
+            relay.close("done")
+
+    asyncio.run(main())
