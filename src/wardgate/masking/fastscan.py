@@ -98,20 +98,12 @@ def _gate_for(rec: Recognizer) -> tuple[bytes, int] | None:
 class Prefilter:
     """A compiled database and what each of its reports means for one scanner."""
 
-    __slots__ = ("_db", "_scratch", "_owner", "_ndigit", "_deltas", "digit_bits", "gate_ids")
+    __slots__ = ("_db", "_scratch", "_owner", "gate_ids")
 
-    def __init__(
-        self,
-        db: object,
-        ndigit: int,
-        deltas: Sequence[int],
-        gate_ids: dict[object, int],
-    ) -> None:
+    def __init__(self, db: object, gate_ids: dict[object, int]) -> None:
         self._db = db
         self._scratch = threading.local()
         self._owner = threading.get_ident()
-        self._ndigit = ndigit
-        self._deltas = tuple(deltas)
         # gate key ("email", "password" or an index into the scanner's other
         # recognizers) -> the bit set in `scan()`'s gate mask when it fired
         self.gate_ids = gate_ids
@@ -121,31 +113,34 @@ class Prefilter:
         the mask of gates that fired. `data` must begin with a byte that is not part of
         the value (NUL); positions are reduced by `shift`."""
         cands: dict[int, int] = {}
-        gates = 0
-        if self._db is None:
-            return cands, gates
-        ndigit = self._ndigit
-        deltas = self._deltas
-        get = cands.get
-
-        def on_match(i: int, start: int, _end: int, _flags: int, _ctx: object) -> None:
-            nonlocal gates
-            if i < ndigit:
-                at = start + deltas[i]
-                cands[at] = get(at, 0) | (1 << i)
-            else:
-                gates |= 1 << i
-
+        db = self._db
+        if db is None:
+            return cands, 0
         if threading.get_ident() == self._owner:
-            self._db.scan(data, match_event_handler=on_match)  # type: ignore[attr-defined]
+            db.scan(data, match_event_handler=_on_match, context=cands)  # type: ignore[attr-defined]
         else:  # another thread: its own scratch space (a scratch is single-user)
             scratch = getattr(self._scratch, "s", None)
             if scratch is None:
-                scratch = self._scratch.s = self._db.scratch.clone()  # type: ignore[attr-defined]
-            self._db.scan(data, match_event_handler=on_match, scratch=scratch)  # type: ignore[attr-defined]
+                scratch = self._scratch.s = db.scratch.clone()  # type: ignore[attr-defined]
+            db.scan(data, match_event_handler=_on_match, context=cands, scratch=scratch)  # type: ignore[attr-defined]
+        gates = cands.pop(-1, 0)
         if shift and cands:
             cands = {at - shift: m for at, m in cands.items()}
         return cands, gates
+
+
+# Report ids: a digit recognizer's id is (its index << 4) | delta, where delta is how
+# far its first digit lies from the report's start; gate j has id _GATE + j.
+_GATE = 1 << 12
+
+
+def _on_match(i: int, start: int, _end: int, _flags: int, cands: dict[int, int]) -> None:
+    """One report: a candidate position (key >= 1) or a gate (the bit mask under -1)."""
+    if i < _GATE:
+        at = start + (i & 15)
+        cands[at] = cands.get(at, 0) | 1 << (i >> 4)
+    else:
+        cands[-1] = cands.get(-1, 0) | 1 << (i - _GATE)
 
 
 _CACHE: dict[tuple[Recognizer, ...], Prefilter | None] = {}
@@ -183,19 +178,19 @@ def _compile(
     assert _hs is not None
     expressions: list[bytes] = []
     flags: list[int] = []
-    deltas: list[int] = []
-    for rec in digit:
+    ids: list[int] = []
+    for index, rec in enumerate(digit):
         known = _DIGIT_PREFILTERS.get(rec.rest)
         if known is None or rec.lead_back != (2 if rec.rest == _IBAN_REST else 0):
             return None  # an unknown digit recognizer: the pure-Python path is exact
         expressions.append(known[0])
         flags.append(_hs.HS_FLAG_SOM_LEFTMOST)
-        deltas.append(known[1])
-    ndigit = len(expressions)
+        ids.append(index << 4 | known[1])
     gate_ids: dict[object, int] = {}
 
     def gate(name: object, expression: bytes, extra: int = 0) -> None:
-        gate_ids[name] = len(expressions)
+        gate_ids[name] = len(gate_ids)
+        ids.append(_GATE + len(gate_ids) - 1)
         expressions.append(expression)
         flags.append(_hs.HS_FLAG_SINGLEMATCH | extra)
 
@@ -207,12 +202,12 @@ def _compile(
         if found is not None:
             gate(index, found[0], found[1])
     if not expressions:  # nothing to compile (emails only): the Python gates suffice
-        return Prefilter(None, 0, (), gate_ids)
-    if len(expressions) > 62:
-        return None  # the masks are Python ints, but keep ids small and obvious
+        return Prefilter(None, gate_ids)
+    if len(digit) > 200:
+        return None  # ids: index << 4 must stay below _GATE
     db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
-    db.compile(expressions=expressions, ids=list(range(len(expressions))), flags=flags)
-    return Prefilter(db, ndigit, deltas, gate_ids)
+    db.compile(expressions=expressions, ids=ids, flags=flags)
+    return Prefilter(db, gate_ids)
 
 
 def gated(pre: Prefilter | None) -> Callable[[object], int]:

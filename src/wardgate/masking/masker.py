@@ -41,6 +41,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from wardgate.masking.bodypath import splice, walker
 from wardgate.masking.copyformat import copy_escape, copy_unescape
 from wardgate.masking.scanner import Scanner
 
@@ -88,7 +89,6 @@ RULE_TEXT, RULE_JSON, RULE_JSONB_BIN, RULE_NULL = 10, 11, 12, 13
 _I32 = struct.Struct("!i")
 _I16 = struct.Struct("!h")
 _NULL_LEN = b"\xff\xff\xff\xff"
-_ZERO4 = bytes(4)
 # the per-result value cache: entries (cleared when full) and the longest value kept
 _CACHE_ENTRIES = 4096
 _CACHE_VALUE_BYTES = 256
@@ -176,7 +176,8 @@ class ResultMasker:
             and self._scan_idx
             and all(m in (SKIP, SCAN_TEXT, SCAN_NULL) for m in scan_modes)
         )
-        self._blank = tuple(m == SKIP for m in scan_modes)  # zeroed before the scan
+        self._walk = walker([m == SKIP for m in scan_modes])  # skipped: zeroed in the scan
+        self._count_word = _I16.pack(self._ncols)
 
     # -- values ---------------------------------------------------------------
 
@@ -410,44 +411,29 @@ class ResultMasker:
 
     def _mask_body(self, body: bytes) -> bytes:
         """`mask_data_row` without decoding into values: one walk, one scan, one join."""
-        size = len(body)
-        ncols = self._ncols
-        if size < 2 or _I16.unpack_from(body, 0)[0] != ncols:
+        walked = self._walk(body) if body.startswith(self._count_word) else None
+        if walked is None:
             # malformed or another column count: the value path raises the right error
             return encode_data_row(self.mask_values(_decode_data_row(body)))
-        blank = self._blank
-        unpack = _I32.unpack_from
-        starts: list[int] = []
-        ends: list[int] = []
-        # the scan buffer: the body with its count and length words (and skipped or
+        # the scan buffer is the body with its count and length words (and skipped or
         # ruled values) as NUL bytes, so every value keeps its offset
-        parts: list[bytes] = [b"\x00\x00"]
-        pos = 2
-        try:
-            for k in range(ncols):
-                (n,) = unpack(body, pos)
-                pos += 4
-                starts.append(pos)
-                if n > 0:
-                    end = pos + n
-                    if end > size:
-                        raise MaskingError("malformed DataRow: value runs past the message")
-                    parts.append(bytes(n) if blank[k] else body[pos:end])
-                    pos = end
-                else:
-                    if n < -1:
-                        raise MaskingError("malformed DataRow: bad value length")
-                    parts.append(b"")
-                ends.append(pos)
-        except struct.error:
-            raise MaskingError("malformed DataRow: truncated") from None
-        if pos != size:
-            raise MaskingError("malformed DataRow: trailing bytes")
+        buffer, starts, ends = walked
         self.rows += 1
-        found = self._scanner.spans_padded(_ZERO4.join(parts))  # type: ignore[union-attr]
+        found = self._scanner.spans_padded(buffer)  # type: ignore[union-attr]
         rules = self._rules
-        if not found and not rules:
-            return body
+        if not rules:
+            if not found:
+                return body
+            return splice(
+                body,
+                found,
+                starts,
+                ends,
+                self._replacers,
+                self._counts,
+                self._null_on_finding,
+                self._nulled,
+            )
         changed: list[tuple[int, bytes | None]] = []
         if found:
             replacers = self._replacers
@@ -481,11 +467,10 @@ class ResultMasker:
             else:
                 pieces.append(body[last:vend])
                 changed.append((col, b"".join(pieces)))
-        if rules:
-            self._rule_values(body, starts, ends, changed)
-            if not changed:
-                return body
-            changed.sort(key=_first)
+        self._rule_values(body, starts, ends, changed)
+        if not changed:
+            return body
+        changed.sort(key=_first)
         pack = _I32.pack
         out: list[bytes] = []
         last = 0
@@ -503,8 +488,8 @@ class ResultMasker:
     def _rule_values(
         self,
         body: bytes,
-        starts: list[int],
-        ends: list[int],
+        starts: Sequence[int],
+        ends: Sequence[int],
         changed: list[tuple[int, bytes | None]],
     ) -> None:
         """Column rules of the body path: the whole non-NULL value is replaced."""

@@ -271,22 +271,29 @@ class Scanner:
         """Split at NUL (custom patterns), sort, de-overlap: earliest, then longest wins."""
         if self._custom and 0 in data:
             found = _split_at_nul(data, found)
-        if len(found) > 1:
-            found.sort(key=_start)  # stable: equal starts keep the order they were found in
-            kept = [found[0]]
-            last_start = found[0][1]
-            last_end = found[0][2]
-            for f in found[1:]:
-                if f[1] >= last_end:
-                    kept.append(f)
-                    last_start = f[1]
-                    last_end = f[2]
-                elif f[1] == last_start and f[2] > last_end:
-                    # same start, longer: it sorts first under (start, longest first)
-                    kept[-1] = f
-                    last_end = f[2]
-            return kept
-        return found
+        if len(found) < 2:
+            return found
+        found.sort(key=_start)  # stable: equal starts keep the order they were found in
+        last_end = -1
+        for f in found:  # the common case: nothing overlaps, nothing to drop
+            if f[1] < last_end:
+                break
+            last_end = f[2]
+        else:
+            return found
+        kept = [found[0]]
+        last_start = found[0][1]
+        last_end = found[0][2]
+        for f in found[1:]:
+            if f[1] >= last_end:
+                kept.append(f)
+                last_start = f[1]
+                last_end = f[2]
+            elif f[1] == last_start and f[2] > last_end:
+                # same start, longer: it sorts first under (start, longest first)
+                kept[-1] = f
+                last_end = f[2]
+        return kept
 
     def _scan_digits(self, data: bytes, found: list[tuple[str, int, int]]) -> None:
         search, recs = self._digit
