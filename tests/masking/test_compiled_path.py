@@ -128,6 +128,7 @@ def _maskers(engine: MaskingEngine, directives, columns) -> tuple[ResultMasker, 
     slow = engine.plan(directives, columns)
     assert fast is not None and slow is not None
     assert fast._body_path
+    fast._cache = None  # the body path from the first row (the cache decides first)
     # the reference: values decoded, one pure-Python scan per row, no value cache
     pure = Scanner(slow._scanner.recognizers, compiled=False)  # type: ignore[union-attr]
     slow._scanner = pure
@@ -282,6 +283,20 @@ def test_other_threads_scan_with_their_own_scratch() -> None:
     for t in threads:
         t.join()
     assert results == [expected] * 3
+
+
+def test_cache_first_then_body_path_after_the_probe_drops_it() -> None:
+    engine = MaskingEngine(MaskingConfig(), token_key=b"k")
+    columns = [ColumnInfo(name, "customers", oid, 0) for name, oid in MIXED_COLUMNS]
+    masker = engine.plan([BASELINE_MASK], columns)
+    _unused, reference = _maskers(engine, [BASELINE_MASK], columns)
+    assert masker is not None and masker._cache is not None
+    rows = mixed_rows(200, seed=21)
+    for values in rows:
+        body = encode_data_row(values)
+        assert masker.mask_data_row(body) == reference.mask_data_row(body)
+    assert masker._cache is None  # distinct values: dropped, the body path took over
+    assert masker.summary() == reference.summary()
 
 
 def test_decode_still_matches_body_offsets() -> None:

@@ -51,7 +51,7 @@ try:  # the compiled path is optional: without it the scanner is pure Python
 except ImportError:  # pragma: no cover - exercised where the wheel is missing
     _hs = None
 
-__all__ = ["AVAILABLE", "Prefilter", "build"]
+__all__ = ["AVAILABLE", "Prefilter", "build", "version"]
 
 AVAILABLE = _hs is not None and os.environ.get("WARDGATE_MASKING_COMPILED", "1") != "0"
 
@@ -208,6 +208,13 @@ def _compile(
     db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
     db.compile(expressions=expressions, ids=ids, flags=flags)
     return Prefilter(db, gate_ids)
+
+
+def version() -> str:
+    """The installed hyperscan package's version ("" when it is not installed)."""
+    if _hs is None:
+        return ""
+    return str(getattr(_hs, "__version__", "?"))
 
 
 def gated(pre: Prefilter | None) -> Callable[[object], int]:

@@ -92,7 +92,7 @@ _NULL_LEN = b"\xff\xff\xff\xff"
 # the per-result value cache: entries (cleared when full) and the longest value kept
 _CACHE_ENTRIES = 4096
 _CACHE_VALUE_BYTES = 256
-_CACHE_PROBE = 2048  # misses per probe window
+_CACHE_PROBE = 512  # misses per probe window (64 rows of 8 scanned distinct values)
 _CACHE_MIN_HIT_RATIO = 10  # at least one hit per 10 misses, or the cache is dropped
 _CLEAN: tuple[None, tuple[str, ...]] = (None, ())
 
@@ -396,7 +396,7 @@ class ResultMasker:
 
     def mask_data_row(self, body: bytes) -> bytes:
         """A DataRow message body in (Int16 count, Int32 length + bytes each), masked body out."""
-        if self._body_path:
+        if self._body_path and self._cache is None:  # the cache decides first (see _mask_cached)
             try:
                 return self._mask_body(body)
             except MaskingError:
