@@ -128,11 +128,17 @@ class MessageReader:
         message exactly as received (type byte, length, body); ``body`` excludes both. Both
         are ``bytes``.
         """
-        if self._error is not None:
-            raise self._error
         buf = self._buf
         pos = self._pos
         have = len(buf) - pos
+        # the common case first: a whole typed message in the buffer, length in range
+        if have >= 5 and self._error is None and not self._startup:
+            end = pos + 1 + _unpack_u32(buf, pos + 1)[0]
+            if pos + 5 <= end <= len(buf) and end - pos - 1 <= self._max:
+                self._pos = end
+                return buf[pos], buf[pos + 5 : end], buf[pos:end]
+        if self._error is not None:
+            raise self._error
         if self._startup:
             if have < 4:
                 if have + self._chunks_len < 4:
