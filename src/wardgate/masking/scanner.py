@@ -104,7 +104,12 @@ class Scanner:
         self._other = tuple(_gate_tuple(r) for r in other)
         pre = None
         if compiled is not False:
-            pre = fastscan.build(digit, self._email, self._password, other)
+            try:
+                pre = fastscan.build(digit, self._email, self._password, other)
+            except Exception:
+                if compiled:
+                    raise
+                pre = None  # the pure-Python path finds the same, only slower
             if compiled and pre is None:
                 raise RuntimeError("the compiled masking pre-filter is not available")
         self._pre = pre
@@ -139,7 +144,8 @@ class Scanner:
         """Every sensitive span in `data` as (entity, start, end), sorted, not overlapping."""
         if self._pre is None:
             return self.spans_python(data)
-        return self._spans_compiled(bytes(data), b"\x00" + data, 1)
+        data = bytes(data)
+        return self._spans_compiled(data, b"\x00" + data, 1)
 
     def spans_padded(self, data: bytes) -> list[tuple[str, int, int]]:
         """`spans()` of data whose first byte is a NUL that belongs to no value (the
