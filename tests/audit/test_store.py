@@ -272,3 +272,42 @@ def test_cancelled_waiters_do_not_kill_the_writer(store: AuditStore) -> None:
     job = store.transact(lambda conn, _f: 1)
     job.cancel()
     assert store.append_sync("still alive").seq >= 100
+
+
+def test_append_future_behaves_like_a_future() -> None:
+    """AppendFuture only swaps the condition: waiting, wait(), as_completed, callbacks,
+    cancellation and asyncio.wrap_future work as with concurrent.futures.Future."""
+    import concurrent.futures as cf
+
+    from wardgate.audit.group_commit import AppendFuture
+
+    f = AppendFuture()
+    with pytest.raises(cf.TimeoutError):
+        f.result(timeout=0.01)
+    got: list[object] = []
+    f.add_done_callback(lambda fut: got.append(fut.result()))
+    waiter = threading.Thread(target=lambda: got.append(f.result(timeout=5)))
+    waiter.start()
+    time.sleep(0.05)  # the thread is now waiting on the condition
+    threading.Timer(0.05, f.set_result, (42,)).start()
+    done, pending = cf.wait([f, AppendFuture()], timeout=5, return_when=cf.FIRST_COMPLETED)
+    waiter.join(5)
+    assert done == {f} and len(pending) == 1 and got == [42, 42]
+    assert list(cf.as_completed([f], timeout=1)) == [f]
+
+    c = AppendFuture()
+    assert c.cancel() and c.cancelled()
+    assert not c.set_running_or_notify_cancel()
+    with pytest.raises(cf.CancelledError):
+        c.result()
+
+    async def bridged() -> int:
+        g = AppendFuture()
+        asyncio.get_running_loop().call_later(0.01, g.set_result, 7)
+        return await asyncio.wrap_future(g)
+
+    assert asyncio.run(bridged()) == 7
+    e = AppendFuture()
+    e.set_exception(StoreUnavailable("x"))
+    with pytest.raises(StoreUnavailable):
+        e.result()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from wardgate.audit.canonical import EMPTY_ROOT
-from wardgate.audit.group_commit import AppendRequest, GroupCommitWriter, Job
+from wardgate.audit.group_commit import AppendFuture, AppendRequest, GroupCommitWriter, Job
 from wardgate.audit.layout import (
     SCHEMA,
     ConnNodeReader,
@@ -192,7 +192,7 @@ class AuditStore:
     def submit(self, kind: str, **fields: Any) -> Future[EventRecord]:
         """Queue one event; the future resolves with its record once it is durable."""
         req = AppendRequest.from_fields(kind, fields)
-        fut: Future[EventRecord] = Future()
+        fut: Future[EventRecord] = AppendFuture()
         req.future = fut
         self._enqueue(req)
         return fut
