@@ -8,11 +8,13 @@ Hyperscan block-mode database whose reports are of two kinds:
   SSNs, IBANs, IPv4) an expression that every match of that recognizer must
   begin with, including the byte before it (the "not inside a run of digits"
   look-behind becomes a consumed context byte, since Hyperscan has no
-  look-arounds). The report's start offset gives the exact position where the
-  Python pattern could match (`at`). Every expression counts a fixed number of
-  digits or groups, so for one end offset there is exactly one start: the
-  leftmost start Hyperscan reports is that candidate, and the set of reported
-  positions is a superset of the positions where the recognizer matches.
+  look-arounds). The report's start offset (or, for a fixed-width expression,
+  which needs no start-of-match tracking, its end offset) gives the exact
+  position where the Python pattern could match (`at`). Every expression counts
+  a fixed number of digits or groups, so for one end offset there is exactly
+  one start: the leftmost start Hyperscan reports is that candidate, and the
+  set of reported positions is a superset of the positions where the
+  recognizer matches.
 - *gates* (reported once per scan): the email "@", the `key=value` key names
   (any case) and "://", the `needs` literals of the secret recognizers, and
   sound necessary conditions of the IPv6 and phone recognizers.
@@ -56,15 +58,17 @@ __all__ = ["AVAILABLE", "Prefilter", "build", "version"]
 AVAILABLE = _hs is not None and os.environ.get("WARDGATE_MASKING_COMPILED", "1") != "0"
 
 # Digit-pass recognizers, keyed by their pattern after the first digit: the
-# expression every match begins with (context byte first) and how far the
-# recognizer's first digit lies from the report's start.
+# expression every match begins with (context byte first) and where the
+# recognizer's first digit lies: this many bytes after the report's start, or
+# (a negative number, for fixed-width expressions, which need no start-of-match
+# tracking) this many bytes before its end.
 _DIGIT_PREFILTERS: dict[bytes, tuple[bytes, int]] = {
     # "DE89 3704 ...": a non-alphanumeric byte, two capitals, the two check digits
     _IBAN_REST: (rb"[^A-Za-z0-9][A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11}", 3),
     # a digit 1-6 or 8 starting a run, then 12 more digits with optional separators
     _CARD_REST: (rb"[^0-9][1-68](?:[ \-]?[0-9]){12}", 1),
     # the Python pattern's separators must repeat; any two separators here (a superset)
-    _SSN_REST: (rb"[^0-9\-][0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{4}", 1),
+    _SSN_REST: (rb"[^0-9\-][0-9]{3}[ .\-][0-9]{2}[ .\-][0-9]{4}", -11),
     _IPV4_REST: (rb"[^A-Za-z0-9_.][0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]", 1),
 }
 
@@ -129,16 +133,17 @@ class Prefilter:
         return cands, gates
 
 
-# Report ids: a digit recognizer's id is (its index << 4) | delta, where delta is how
-# far its first digit lies from the report's start; gate j has id _GATE + j.
-_GATE = 1 << 12
+# Report ids: a digit recognizer's id is (its index << 5) | 16 * from_end | offset,
+# where offset is how far its first digit lies after the report's start (or, with
+# from_end, before its end); gate j has id _GATE + j.
+_GATE = 1 << 13
 
 
-def _on_match(i: int, start: int, _end: int, _flags: int, cands: dict[int, int]) -> None:
+def _on_match(i: int, start: int, end: int, _flags: int, cands: dict[int, int]) -> None:
     """One report: a candidate position (key >= 1) or a gate (the bit mask under -1)."""
     if i < _GATE:
-        at = start + (i & 15)
-        cands[at] = cands.get(at, 0) | 1 << (i >> 4)
+        at = end - (i & 15) if i & 16 else start + (i & 15)
+        cands[at] = cands.get(at, 0) | 1 << (i >> 5)
     else:
         cands[-1] = cands.get(-1, 0) | 1 << (i - _GATE)
 
@@ -184,8 +189,12 @@ def _compile(
         if known is None or rec.lead_back != (2 if rec.rest == _IBAN_REST else 0):
             return None  # an unknown digit recognizer: the pure-Python path is exact
         expressions.append(known[0])
-        flags.append(_hs.HS_FLAG_SOM_LEFTMOST)
-        ids.append(index << 4 | known[1])
+        if known[1] < 0:  # fixed width: counted back from the end
+            flags.append(0)
+            ids.append(index << 5 | 16 | -known[1])
+        else:
+            flags.append(_hs.HS_FLAG_SOM_LEFTMOST)
+            ids.append(index << 5 | known[1])
     gate_ids: dict[object, int] = {}
 
     def gate(name: object, expression: bytes, extra: int = 0) -> None:
@@ -204,7 +213,7 @@ def _compile(
     if not expressions:  # nothing to compile (emails only): the Python gates suffice
         return Prefilter(None, gate_ids)
     if len(digit) > 200:
-        return None  # ids: index << 4 must stay below _GATE
+        return None  # ids: index << 5 must stay below _GATE
     db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
     db.compile(expressions=expressions, ids=ids, flags=flags)
     return Prefilter(db, gate_ids)
