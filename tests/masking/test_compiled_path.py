@@ -302,3 +302,36 @@ def test_cache_first_then_body_path_after_the_probe_drops_it() -> None:
 def test_decode_still_matches_body_offsets() -> None:
     values = [b"a", None, b"", b"jane@example.com"]
     assert decode_data_row(encode_data_row(values)) == values
+
+
+def test_import_failure_falls_back_to_python_with_the_same_output() -> None:
+    """A process where `import hyperscan` fails masks the same rows to the same bytes."""
+    import pickle
+    import subprocess
+
+    bodies = [encode_data_row(r) for r in mixed_rows(120, seed=8)]
+    script = (
+        "import pickle, sys\n"
+        "sys.modules['hyperscan'] = None  # the import fails\n"
+        "from wardgate.masking import BASELINE_MASK, ColumnInfo, MaskingConfig, MaskingEngine\n"
+        "from wardgate.masking import fastscan\n"
+        "assert not fastscan.AVAILABLE\n"
+        "columns, bodies = pickle.load(sys.stdin.buffer)\n"
+        "m = MaskingEngine(MaskingConfig(), token_key=b'k').plan([BASELINE_MASK], columns)\n"
+        "assert not m._scanner.compiled\n"
+        "sys.stdout.buffer.write(b''.join(m.mask_data_row(b) for b in bodies))\n"
+    )
+    columns = [ColumnInfo(name, "customers", oid, 0) for name, oid in MIXED_COLUMNS]
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=pickle.dumps((columns, bodies)),
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    engine = MaskingEngine(MaskingConfig(), token_key=b"k")
+    masker = engine.plan([BASELINE_MASK], columns)
+    assert masker is not None and masker._scanner.compiled  # type: ignore[union-attr]
+    expected = b"".join(masker.mask_data_row(b) for b in bodies)
+    assert done.stdout == expected
+    assert b"@" not in expected
