@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wardgate.masking.strategies import _star_keep_last, _star_keep_last_slow, normalise, replacer
 
@@ -79,3 +81,12 @@ def test_outputs_are_safe_in_json_copy_and_sql() -> None:
         out = replacer("EMAIL_ADDRESS", strategy, b"k")(b'we"ird\\@x.com')
         assert not set(out) & set(b"'\"\\\t\n\r\x00")
     assert normalise("IBAN_CODE", b"de89 3704") == b"DE893704"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=24) | st.text(alphabet="0123456789 -x", max_size=24).map(str.encode))
+def test_partial_last_four_shortcut_equals_reference(value: bytes) -> None:
+    for entity in ("CREDIT_CARD", "US_SSN", "PHONE_NUMBER"):
+        assert replacer(entity, "partial")(value) == _star_keep_last_slow(
+            value, 4, digits_only=True
+        )

@@ -177,6 +177,7 @@ class ResultMasker:
             and all(m in (SKIP, SCAN_TEXT, SCAN_NULL) for m in scan_modes)
         )
         self._walk = walker([m == SKIP for m in scan_modes])  # skipped: zeroed in the scan
+        self._scan_body = scanner.padded_scan if self._body_path else None  # type: ignore[union-attr]
         self._count_word = _I16.pack(self._ncols)
 
     # -- values ---------------------------------------------------------------
@@ -419,7 +420,7 @@ class ResultMasker:
         # ruled values) as NUL bytes, so every value keeps its offset
         buffer, starts, ends = walked
         self.rows += 1
-        found = self._scanner.spans_padded(buffer)  # type: ignore[union-attr]
+        found = self._scan_body(buffer)
         rules = self._rules
         if not rules:
             if not found:

@@ -27,7 +27,7 @@ forces the pure-Python path.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 
 from wardgate.masking import fastscan
@@ -152,11 +152,18 @@ class Scanner:
         masker's row buffer): no copy is made for the compiled pre-filter."""
         if self._pre is None:
             return self.spans_python(data)
-        return self._spans_compiled(data, data, 0)
+        return self._spans_compiled(data)
 
-    def _spans_compiled(self, data: bytes, padded: bytes, shift: int) -> list[tuple[str, int, int]]:
+    @property
+    def padded_scan(self) -> Callable[[bytes], list[tuple[str, int, int]]]:
+        """`spans_padded` without its dispatch (the masker's per-row call)."""
+        return self.spans_python if self._pre is None else self._spans_compiled
+
+    def _spans_compiled(
+        self, data: bytes, padded: bytes | None = None, shift: int = 0
+    ) -> list[tuple[str, int, int]]:
         """The compiled path: Hyperscan candidates and gates, then the Python patterns."""
-        cands, gates = self._pre.scan(padded, shift)  # type: ignore[union-attr]
+        cands, gates = self._pre.scan(data if padded is None else padded, shift)  # type: ignore[union-attr]
         found: list[tuple[str, int, int]] = []
         if cands:
             self._digits_at(data, cands, found)

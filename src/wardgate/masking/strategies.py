@@ -153,6 +153,15 @@ def replacer(
         constant = b"[" + label.encode() + b"]"
         return lambda value: constant
     if strategy == "partial":
+        if entity in ("CREDIT_CARD", "US_SSN", "PHONE_NUMBER"):
+            # the hot case (cards by default): `_partial` without its dispatch
+            def last_four(value: bytes) -> bytes:
+                tail = value[-4:]
+                if len(value) > 4 and tail.isdigit():
+                    return value[:-4].translate(_STAR_DIGITS) + tail
+                return _star_keep_last(value, 4, digits_only=True)
+
+            return last_four
         return lambda value: _partial(entity, value)
     if strategy == "token":
         if not token_key:
