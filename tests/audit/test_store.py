@@ -311,3 +311,16 @@ def test_append_future_behaves_like_a_future() -> None:
     e.set_exception(StoreUnavailable("x"))
     with pytest.raises(StoreUnavailable):
         e.result()
+
+
+async def test_submit_async_resolves_in_the_loop(store: AuditStore) -> None:
+    futs = [store.submit_async("x", meta={"n": n}, payload=b"%d" % n) for n in range(300)]
+    assert not futs[-1].done()  # durable only after the writer's commit
+    recs = await asyncio.gather(*futs)
+    assert [r.seq for r in recs] == list(range(300))
+    assert store.payload(recs[7].payload_hash) == b"7"
+    store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.submit_async("after close")
+    with pytest.raises(RuntimeError):  # only from the loop's own thread
+        await asyncio.to_thread(store.submit_async, "from a thread")

@@ -147,17 +147,26 @@ class TileBuilder:
 
     def add_flat(self, nodes: Sequence[object]) -> None:
         """Nodes as a flat sequence level, idx, hash, level, idx, hash, ..."""
-        edge, dirty = self._edge, self._dirty
+        edge, dirty, done = self._edge, self._dirty, self._done
+        last_tl, cur_n, buf = -1, -1, bytearray()
         for j in range(0, len(nodes), 3):
-            level, idx, h = nodes[j], nodes[j + 1], nodes[j + 2]
-            tl, n, off = tile_slot(level, idx)  # type: ignore[arg-type]
-            cur = edge.get(tl)
-            if cur is None or cur[0] != n:
-                if cur is not None:  # nodes of a later tile: the edge tile is complete
-                    self._done.append((tl, cur[0], bytes(cur[1])))
-                cur = edge[tl] = (n, bytearray(TILE_BYTES))
-            cur[1][off : off + _HASH] = h  # type: ignore[index]
-            dirty.add(tl)
+            level, idx = nodes[j], nodes[j + 1]
+            # tile_slot(level, idx), inlined: this runs once per node (writer, verify)
+            tl = (level - 1) >> 3  # type: ignore[operator]
+            shift = (tl << 3) + 8 - level  # type: ignore[operator]
+            n = idx >> shift  # type: ignore[operator]
+            if tl != last_tl or n != cur_n:
+                cur = edge.get(tl)
+                if cur is None or cur[0] != n:
+                    if cur is not None:  # nodes of a later tile: the edge tile is complete
+                        done.append((tl, cur[0], bytes(cur[1])))
+                    cur = edge[tl] = (n, bytearray(TILE_BYTES))
+                    dirty.add(tl)
+                elif tl not in dirty:
+                    dirty.add(tl)
+                last_tl, cur_n, buf = tl, n, cur[1]
+            off = (TILE_WIDTH - (2 << shift) + idx - (n << shift)) * _HASH  # type: ignore[operator]
+            buf[off : off + _HASH] = nodes[j + 2]  # type: ignore[index]
 
     def take_dirty(self) -> list[tuple[int, int, bytes]]:
         out, self._done = self._done, []
@@ -319,9 +328,17 @@ def payload_row(
 class ConnNodeReader:
     """`NodeReader` over one SQLite connection, for either layout."""
 
-    def __init__(self, conn: sqlite3.Connection, version: int | None = None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        version: int | None = None,
+        edge_cache: dict[int, bytes] | None = None,
+    ) -> None:
         self._conn = conn
         self._version = layout_version(conn) if version is None else version
+        # level-0 edge tiles recomputed from leaves, by tile index: a node once complete
+        # never changes, so a cached tile answers for every node it holds
+        self._edge_cache = {} if edge_cache is None else edge_cache
 
     def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
         out: dict[NodeKey, bytes] = {}
@@ -358,13 +375,18 @@ class ConnNodeReader:
                     got[(tl, n)] = bytes(blob)
         for (tl, n), wanted in slots.items():
             blob = got.get((tl, n))
-            if blob is None and tl == 0:  # the right-edge tile: recompute from the leaves
-                buf = bytearray(TILE_BYTES)
-                leaves = [bytes(h) for (h,) in self._conn.execute(
-                    "SELECT leaf FROM events WHERE seq >= ? AND seq < ? ORDER BY seq",
-                    (n * TILE_WIDTH, (n + 1) * TILE_WIDTH))]  # fmt: skip
-                _fill_from_base(buf, leaves)
-                blob = bytes(buf)
+            if blob is None and tl == 0:  # the right-edge tile: from the leaves
+                blob = self._edge_cache.get(n)
+                if blob is None or any(blob[off : off + _HASH] == _ZERO for _, off in wanted):
+                    buf = bytearray(TILE_BYTES)
+                    leaves = [bytes(h) for (h,) in self._conn.execute(
+                        "SELECT leaf FROM events WHERE seq >= ? AND seq < ? ORDER BY seq",
+                        (n * TILE_WIDTH, (n + 1) * TILE_WIDTH))]  # fmt: skip
+                    _fill_from_base(buf, leaves)
+                    blob = bytes(buf)
+                    if len(self._edge_cache) >= 4:
+                        self._edge_cache.clear()
+                    self._edge_cache[n] = blob
             if blob is None or len(blob) != TILE_BYTES:
                 continue
             for key, off in wanted:

@@ -106,6 +106,7 @@ class AuditStore:
         self._writer: GroupCommitWriter | None = None
         self._closed = False
         self._version: int | None = None  # on-disk layout (layout.py), read once
+        self._edge_tiles: dict[int, bytes] = {}  # see ConnNodeReader
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -199,11 +200,22 @@ class AuditStore:
 
     async def append(self, kind: str, **fields: Any) -> EventRecord:
         """Append one event; returns once it is durable. Raises StoreUnavailable."""
+        return await self.submit_async(kind, **fields)
+
+    def submit_async(self, kind: str, **fields: Any) -> asyncio.Future[EventRecord]:
+        """Queue one event from a coroutine or callback of the running event loop.
+
+        Returns a future of that loop, resolved once the event is durable; the writer
+        resolves all of a loop's futures of one group commit in one loop callback. For the
+        event loop this is much cheaper than `submit` + `asyncio.wrap_future` (no
+        concurrent Future, no cross-thread wake-up per event). Unlike a concurrent Future,
+        `.result()` of a pending one raises `asyncio.InvalidStateError`: check `.done()`.
+        """
         req = AppendRequest.from_fields(kind, fields)
         req.loop = asyncio.get_running_loop()
         req.waiter = req.loop.create_future()
         self._enqueue(req)
-        return await req.waiter
+        return req.waiter
 
     def _enqueue(self, req: AppendRequest) -> None:
         if self._writer is None:
@@ -380,7 +392,7 @@ class AuditStore:
     def get_nodes(self, keys: Sequence[NodeKey]) -> dict[NodeKey, bytes]:
         """Stored complete-subtree hashes for `keys` (one query)."""
         conn = self._reader()
-        return ConnNodeReader(conn, self._version).get_nodes(keys)
+        return ConnNodeReader(conn, self._version, self._edge_tiles).get_nodes(keys)
 
     def root(self, size: int | None = None) -> bytes:
         """Tree root at `size` (default: now)."""
