@@ -196,4 +196,4 @@ def measure_costs(quick: bool = False, n: int | None = None) -> dict[str, float]
 
 if __name__ == "__main__":
     for k, v in measure_costs().items():
-        print(f"{k:55s} {v:8.1f} us")
+        print(f"{k:62s} {v:8.1f} us")
