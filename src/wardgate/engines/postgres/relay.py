@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Two asyncio Protocols (`_AgentSide`, `_TargetSide`) feed one `PgRelay`. Agent bytes are
+Two asyncio Protocols (`_AgentSide`, `TargetSide`) feed one `PgRelay`. Agent bytes are
 framed with the sans-IO `MessageReader`; each message is handled in order:
 
 * Query / Parse go through the policy session. An allowed Query gets one `command`
@@ -19,15 +19,9 @@ framed with the sans-IO `MessageReader`; each message is handled in order:
 * A statement sent to review stops the reading of agent messages; the approval wait
   runs as a task, and on its outcome the statement is forwarded or refused as above.
 
-Responses are matched to requests through `ops`, a FIFO of what each forwarded message
-will produce (the way pgproto and Teleport track the extended protocol). DataRows pass as
-raw slices unless a masker applies; each statement's rows are recorded within a byte
-budget by a `ResultRecorder`. A statement's `result` event is handed to the store with
-the next command event (at most `RESULT_DELAY` later, and always before session_end):
-the two then share one group commit, and a session of short statements pays one
-durable write per statement, not two. Only the command event gates forwarding. Once that budget is spent and no masker applies to the
-result (no column can hold a value to mask), the rest of each run of DataRows in the
-buffer is forwarded, counted and digested as one slice (`MessageReader.next_run`).
+The response side (target -> agent: matching responses to requests, masking, recording
+results, the result plans) is `ResponseSide` in `responses.py`, a mixin of `PgRelay`,
+with the per-statement records both sides share.
 """
 
 from __future__ import annotations
@@ -35,13 +29,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from wardgate.engines.postgres.results import ResultRecorder, columns_head, rows_from_tag
+from wardgate.engines.postgres.responses import (
+    RESULT_DELAY,
+    Execution,
+    Op,
+    Plan,
+    Portal,
+    ResponseSide,
+    Statement,
+    TargetSide,
+)
+from wardgate.engines.postgres.results import ResultRecorder
 from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
-from wardgate.policy.facts import is_on, is_utf8_name
-from wardgate.wire.pg import backend as be
 from wardgate.wire.pg import frontend as fe
 from wardgate.wire.pg import writers as w
 from wardgate.wire.pg.framing import MessageReader, ProtocolError
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from wardgate.pipeline.gateway import Gateway
 
 __all__ = ["PgRelay", "INJECTED_SQL", "STORE_UNAVAILABLE", "RESULT_DELAY"]
+
+_Execution = Execution  # the name bench/pipeline_costs.py and older callers use
 
 log = logging.getLogger("wardgate.postgres")
 
@@ -60,76 +63,8 @@ STORE_UNAVAILABLE = "wardgate: audit store unavailable"
 
 _Q, _P, _B, _E, _D, _C, _S, _H, _X, _F = (ord(c) for c in "QPBEDCSHXF")
 _COPY_DATA, _COPY_DONE, _COPY_FAIL = ord("d"), ord("c"), ord("f")
-_ROW, _ROWDESC, _CMD, _ERR, _RFQ, _NOTICE, _NOTIFY = (ord(c) for c in "DTCEZNA")
-_PARSE_OK, _BIND_OK, _CLOSE_OK, _NODATA, _PARAMDESC, _EMPTY, _SUSPENDED = (
-    ord(c) for c in "123nt" + "Is"
-)
-_COPY_IN, _COPY_OUT, _COPY_BOTH = ord("G"), ord("H"), ord("W")
-_PARAMSTATUS = ord("S")
-
-
-class _SessionClosed(Exception):
-    """The session was closed while handling a target message: stop at once."""
-
 
 _HIGH_WATER = 1024 * 1024
-# how long a finished statement's result event may wait for the next command event
-RESULT_DELAY = 0.005
-_PLANS_MAX = 256
-
-
-@dataclass(slots=True)
-class _Statement:
-    text: str
-    decisions: list[tuple[Command, Decision]]
-    fields: list[Any] | None = None
-    extra: dict | None = None  # evidence carried to each execution (an approval)
-
-
-@dataclass(slots=True)
-class _Portal:
-    statement: _Statement | None
-    params: tuple[str | None, ...]
-    result_formats: tuple[int, ...]
-    fields: list[Any] | None = None
-
-
-@dataclass(slots=True)
-class _Execution:
-    """One statement execution whose response is being recorded."""
-
-    text: str
-    decision: Decision | None
-    seq_future: Any = None  # concurrent.futures.Future[EventRecord]
-    recorder: ResultRecorder | None = None
-    masker: Any = None
-    portal: _Portal | None = None
-    done: bool = False
-    prepared: bool = False  # column info known and masker chosen
-    # rows that cannot be masked (a masking failure, binary COPY...) are withheld and the
-    # statement ends with this error instead of its CommandComplete
-    withheld: str | None = None
-
-
-@dataclass(slots=True)
-class _Plan:
-    """A result plan with no masker: what preparing the same result again gives."""
-
-    decision: Decision | None
-    fields: list[Any]
-    catalog: Any  # the catalog map it was made with
-    names: list[str]
-    head: bytes  # the recorded payload's first line
-
-
-@dataclass(slots=True)
-class _Op:
-    """What one forwarded message will produce in the response stream."""
-
-    kind: str  # parse bind describe execute close sync query inject local flush
-    execs: list[_Execution] = field(default_factory=list)
-    index: int = 0
-    payload: Any = None  # describe: (kind, name); inject: error bytes; local: callable
 
 
 class _AgentSide(asyncio.Protocol):
@@ -149,25 +84,7 @@ class _AgentSide(asyncio.Protocol):
         self.relay.target_t.resume_reading()
 
 
-class _TargetSide(asyncio.Protocol):
-    def __init__(self, relay: PgRelay) -> None:
-        self.relay = relay
-
-    def data_received(self, data: bytes) -> None:
-        self.relay.target_data(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.target_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.relay.agent_t.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self.relay.busy:
-            self.relay.agent_t.resume_reading()
-
-
-class PgRelay:
+class PgRelay(ResponseSide):
     def __init__(
         self,
         gateway: Gateway,
@@ -187,9 +104,9 @@ class PgRelay:
         self.budget = budget
         self.from_agent = MessageReader()
         self.from_target = MessageReader()
-        self.ops: deque[_Op] = deque()
-        self.statements: dict[str, _Statement] = {}
-        self.portals: dict[str, _Portal] = {}
+        self.ops: deque[Op] = deque()
+        self.statements: dict[str, Statement] = {}
+        self.portals: dict[str, Portal] = {}
         self.busy = False
         self.discarding = False  # extended-protocol error: skip to Sync
         self.tx_status = "I"
@@ -197,29 +114,29 @@ class PgRelay:
         self.statement_count = 0
         self.on_close = on_close
         self.end_reason = "agent disconnected"
-        self._batch: list[tuple[bytes, _Op | None]] = []
+        self._batch: list[tuple[bytes, Op | None]] = []
         self._futures: list[Any] = []
         # the batch waiting for its events: (batch, futures, one token per future not done)
         self._pending: tuple[list, list, list[int]] = ([], [], [])
-        self._copy_exec: _Execution | None = None
+        self._copy_exec: Execution | None = None
         # set while a DataRow run needs no change and no more decoding (see target_data)
         self._passthrough: ResultRecorder | None = None
         # result events wait (at most RESULT_DELAY) for the next command event, so that
         # both share one group commit (one fsync) instead of one each
-        self._results: list[tuple[_Execution, str | None, dict | None]] = []
+        self._results: list[tuple[Execution, str | None, dict | None]] = []
         self._results_timer: asyncio.TimerHandle | None = None
         self._hold_task: asyncio.Task | None = None
         self.keepalive: Any = None
         # RowDescription body -> fields; (decision, fields, formats) -> plan, see
         # _prepare_result
         self._rowdescs: dict[bytes, list[Any]] = {}
-        self._plans: dict[tuple, _Plan] = {}
+        self._plans: dict[tuple, Plan] = {}
 
     # ------------------------------------------------------------------ wiring
 
     def start(self, agent_leftover: bytes = b"", target_leftover: bytes = b"") -> None:
         self.agent_t.set_protocol(_AgentSide(self))
-        self.target_t.set_protocol(_TargetSide(self))
+        self.target_t.set_protocol(TargetSide(self))
         if target_leftover:
             self.target_data(target_leftover)
         if agent_leftover:
@@ -326,22 +243,22 @@ class PgRelay:
                 )
                 for i, v in enumerate(bind.params)
             )
-            self.portals[bind.portal] = _Portal(
+            self.portals[bind.portal] = Portal(
                 stmt, params, tuple(bind.result_formats), stmt.fields if stmt else None
             )
-            self._batch.append((raw, _Op("bind")))
+            self._batch.append((raw, Op("bind")))
         elif t == _E:
             self._on_execute(fe.decode_execute(body).portal, raw)
         elif t == _D:
             d = fe.decode_describe(body)
-            self._batch.append((raw, _Op("describe", payload=(d.kind, d.name))))
+            self._batch.append((raw, Op("describe", payload=(d.kind, d.name))))
         elif t == _C:
             c = fe.decode_close(body)
             (self.statements if c.kind == "S" else self.portals).pop(c.name, None)
-            self._batch.append((raw, _Op("close")))
+            self._batch.append((raw, Op("close")))
         elif t == _S:
             self.discarding = False
-            self._batch.append((raw, _Op("sync")))
+            self._batch.append((raw, Op("sync")))
         elif t == _H:
             self._batch.append((raw, None))
         elif t in (_COPY_DATA, _COPY_DONE, _COPY_FAIL):
@@ -395,9 +312,9 @@ class PgRelay:
         execs = []
         for command, decision in decisions:
             fut = self._record_command(command, decision, **(extra or {}))
-            execs.append(_Execution(command.text, decision, fut, ResultRecorder(self.budget)))
+            execs.append(Execution(command.text, decision, fut, ResultRecorder(self.budget)))
         self._futures.extend(e.seq_future for e in execs)
-        self._batch.append((raw, _Op("query", execs=execs)))
+        self._batch.append((raw, Op("query", execs=execs)))
 
     # --- extended protocol
 
@@ -421,8 +338,8 @@ class PgRelay:
     def _accept_parse(
         self, parse: Any, decisions: list, raw: bytes, extra: dict | None = None
     ) -> None:
-        self.statements[parse.name] = _Statement(parse.query, decisions, extra=extra)
-        self._batch.append((raw, _Op("parse", payload=parse.name)))
+        self.statements[parse.name] = Statement(parse.query, decisions, extra=extra)
+        self._batch.append((raw, Op("parse", payload=parse.name)))
 
     def _on_execute(self, portal_name: str, raw: bytes) -> None:
         portal = self.portals.get(portal_name)
@@ -432,26 +349,26 @@ class PgRelay:
             stmt = self._sql_object_statement(f"FETCH FORWARD ALL FROM {_ident(portal_name)}")
             if stmt is None:
                 return
-            portal = _Portal(stmt, (), ())
+            portal = Portal(stmt, (), ())
         stmt = portal.statement if portal else None
         if stmt is None:
             # unknown portal: the target will refuse it; nothing runs
-            self._batch.append((raw, _Op("execute", execs=[_Execution("<unknown portal>", None)])))
+            self._batch.append((raw, Op("execute", execs=[Execution("<unknown portal>", None)])))
             return
         command, decision = stmt.decisions[0] if stmt.decisions else (None, None)
         if command is None:
-            self._batch.append((raw, _Op("execute", execs=[_Execution(stmt.text, None)])))
+            self._batch.append((raw, Op("execute", execs=[Execution(stmt.text, None)])))
             return
         bound = Command(command.session, stmt.text, portal.params, 0, "execute")
         fut = self._record_command(bound, decision, **(stmt.extra or {}))
         self._futures.append(fut)
-        ex = _Execution(stmt.text, decision, fut, ResultRecorder(self.budget), portal=portal)
+        ex = Execution(stmt.text, decision, fut, ResultRecorder(self.budget), portal=portal)
         fields = portal.fields or stmt.fields
         if fields is not None:
             self._prepare_result(ex, fields, portal.result_formats)
-        self._batch.append((raw, _Op("execute", execs=[ex])))
+        self._batch.append((raw, Op("execute", execs=[ex])))
 
-    def _sql_object_statement(self, text: str) -> _Statement | None:
+    def _sql_object_statement(self, text: str) -> Statement | None:
         """Decide a protocol message that uses a statement or cursor made in SQL.
 
         Allowed: the statement to record it under. Anything else is refused here (a hold
@@ -462,7 +379,7 @@ class PgRelay:
             return None
         verdict, rule_decision = _strictest(decisions)
         if verdict is Verdict.ALLOW:
-            return _Statement(text, decisions)
+            return Statement(text, decisions)
         self._record_decisions(decisions)
         message = None
         if verdict is Verdict.REVIEW:
@@ -516,9 +433,9 @@ class PgRelay:
         text = message or f'wardgate: denied by rule "{decision.rule}": {decision.reason}'
         err = w.error_response("ERROR", sqlstate, self.gw.mask_text(text))
         if simple:
-            self._batch.append((w.query(INJECTED_SQL), _Op("inject", index=1, payload=err)))
+            self._batch.append((w.query(INJECTED_SQL), Op("inject", index=1, payload=err)))
         else:
-            self._batch.append((w.parse("", INJECTED_SQL, ()), _Op("inject", payload=err)))
+            self._batch.append((w.parse("", INJECTED_SQL, ()), Op("inject", payload=err)))
             self.discarding = True
 
     def _refuse_simple(self, rule: str, reason: str, *, text: str) -> None:
@@ -601,7 +518,7 @@ class PgRelay:
     def _refuse_batch(self, batch: list) -> list:
         """Store failure: nothing that runs a statement reaches the target."""
         err = w.error_response("ERROR", "58000", STORE_UNAVAILABLE)
-        out: list[tuple[bytes, _Op | None]] = []
+        out: list[tuple[bytes, Op | None]] = []
         skipping = False
         for raw, op in batch:
             kind = op.kind if op else None
@@ -611,9 +528,9 @@ class PgRelay:
             elif skipping:
                 continue
             elif kind == "query":
-                out.append((w.query(INJECTED_SQL), _Op("inject", index=1, payload=err)))
+                out.append((w.query(INJECTED_SQL), Op("inject", index=1, payload=err)))
             elif kind in ("parse", "bind", "execute", "describe"):
-                out.append((w.parse("", INJECTED_SQL, ()), _Op("inject", payload=err)))
+                out.append((w.parse("", INJECTED_SQL, ()), Op("inject", payload=err)))
                 skipping = True
             elif kind == "inject":
                 out.append((raw, op))
@@ -642,7 +559,7 @@ class PgRelay:
             self.agent_t.write(b"".join(local))
 
     def _push_local(self, make: Any) -> None:
-        op = _Op("local", payload=make)
+        op = Op("local", payload=make)
         if not self.ops and not self._batch:
             self.agent_t.write(make())
         else:
@@ -650,304 +567,9 @@ class PgRelay:
 
     # ------------------------------------------------------------------ target -> agent
 
-    def target_data(self, data: bytes) -> None:
-        if self.closed:
-            return
-        reader = self.from_target
-        reader.feed(data)
-        out: list[bytes] = []
-        try:
-            while (msg := reader.next_message()) is not None:
-                self._target_message(msg[0], msg[1], msg[2], out)
-                if self._passthrough is not None:
-                    # the rest of this run of DataRows passes unchanged, as one slice
-                    run = reader.next_run(_ROW)
-                    if run is not None:
-                        out.append(run[0])
-                        self._passthrough.add_rows(run[0], run[1])
-                    self._passthrough = None
-        except _SessionClosed:
-            return
-        except ProtocolError as exc:
-            self.close(
-                f"target protocol error: {exc}",
-                fatal=w.error_response(
-                    "FATAL", "08P01", "wardgate: protocol error from the target"
-                ),
-            )
-            return
-        except Exception:  # fail closed: never pass what we could not process
-            log.exception("response processing failed")
-            self.close(
-                "response processing failed",
-                fatal=w.error_response(
-                    "FATAL",
-                    "XX000",
-                    "wardgate: could not process the response; the session was closed",
-                ),
-            )
-            return
-        if out:
-            self.agent_t.write(b"".join(out))
-
-    def _current(self) -> _Execution | None:
-        if not self.ops:
-            return None
-        op = self.ops[0]
-        if op.kind == "query":
-            return op.execs[op.index] if op.index < len(op.execs) else None
-        if op.kind == "execute":
-            return op.execs[0]
-        return None
-
-    def _target_message(self, t: int, body: bytes, raw: bytes, out: list[bytes]) -> None:
-        if t == _ROW:
-            ex = self._current()
-            if ex is not None and not ex.prepared:
-                self._late_prepare(ex)
-            if ex is not None and ex.withheld:
-                return
-            if ex is not None and ex.prepared:
-                masker = ex.masker
-                if masker is not None:
-                    try:
-                        masked = masker.mask_data_row(body)
-                    except Exception as exc:  # strict: a row that cannot be masked is not sent
-                        log.error("masking failed: %s", type(exc).__name__)
-                        ex.withheld = (
-                            "wardgate: masking failed on a row; the rest of the result was withheld"
-                        )
-                        return
-                    if masked is not body and masked != body:
-                        body = masked
-                        raw = b"D" + (len(body) + 4).to_bytes(4, "big") + body
-                rec = ex.recorder
-                if rec is not None:
-                    rec.add_row(raw, body)
-                    if masker is None and rec.truncated:
-                        self._passthrough = rec
-            else:
-                # rows nobody planned for (no RowDescription seen): baseline entity scan
-                masked = self.gw.mask_unplanned_row(body)
-                if masked is not body:
-                    raw = b"D" + (len(masked) + 4).to_bytes(4, "big") + masked
-            out.append(raw)
-            return
-        ops = self.ops
-        op = ops[0] if ops else None
-        if t == _CMD or t == _EMPTY or t == _SUSPENDED:
-            ex = self._current()
-            tag = (
-                be.decode_command_complete(body).tag
-                if t == _CMD
-                else ("" if t == _EMPTY else "(suspended)")
-            )
-            if ex is not None and ex.withheld:
-                raw = w.error_response("ERROR", "42501", ex.withheld)
-                self._finish(ex, error={"sqlstate": "42501", "message": ex.withheld})
-            elif ex is not None:
-                self._finish(ex, tag=tag)
-            if op is not None:
-                if op.kind == "query":
-                    op.index += 1
-                elif op.kind == "execute":
-                    ops.popleft()
-            out.append(raw)
-        elif t == _ROWDESC:
-            fields = self._fields(body)
-            if op is not None:
-                if op.kind == "describe":
-                    kind, name = op.payload
-                    target = self.statements.get(name) if kind == "S" else self.portals.get(name)
-                    if target is not None:
-                        target.fields = fields
-                    ops.popleft()
-                elif op.kind == "query":
-                    ex = self._current()
-                    if ex is not None:
-                        self._prepare_result(ex, fields, ())
-            out.append(raw)
-        elif t == _RFQ:
-            self.tx_status = chr(body[0]) if body else "I"
-            # a Sync or Query (or an injected refusal) ends here; anything left was skipped
-            while ops:
-                head = ops.popleft()
-                if head.kind in ("sync", "query", "inject_done"):
-                    for ex in head.execs[head.index :]:
-                        if not ex.done:
-                            self._finish(ex, error={"sqlstate": None, "message": "not run"})
-                    break
-            out.append(raw)
-            self._drain_local(out)
-        elif t == _ERR:
-            if op is not None and op.kind == "inject":
-                ops.popleft()
-                out.append(op.payload)
-                # the simple protocol (index=1) answers ReadyForQuery next; the extended
-                # one skips to the Sync already queued behind it
-                if op.index == 1:
-                    ops.appendleft(_Op("inject_done"))
-                return
-            fields = be.decode_fields(body)
-            error = {"sqlstate": fields.get("C"), "message": self.gw.mask_text(fields.get("M", ""))}
-            ex = self._current()
-            if ex is not None:
-                self._finish(ex, error=error)
-            if op is not None and op.kind == "query":
-                op.index += 1
-            elif op is not None and op.kind not in ("sync",):
-                # extended protocol: the target skips to Sync
-                while ops and ops[0].kind not in ("sync", "query"):
-                    dropped = ops.popleft()
-                    for dx in dropped.execs:
-                        if not dx.done:
-                            self._finish(dx, error={"sqlstate": None, "message": "not run"})
-            out.append(self.gw.mask_error(raw, body))
-        elif t == _PARSE_OK or t == _BIND_OK or t == _CLOSE_OK or t == _NODATA:
-            if op is not None and op.kind in ("parse", "bind", "close", "describe"):
-                ops.popleft()
-            out.append(raw)
-        elif t == _PARAMDESC:
-            out.append(raw)
-        elif t == _PARAMSTATUS:
-            status = be.decode_parameter_status(body)
-            if (status.name == "client_encoding" and not is_utf8_name(status.value)) or (
-                status.name == "standard_conforming_strings" and not is_on(status.value)
-            ):
-                # defence in depth: statements are read as UTF-8 by the gateway
-                self.close(
-                    f"{status.name} changed",
-                    fatal=w.error_response(
-                        "FATAL",
-                        "0A000",
-                        f"wardgate: {status.name} changed to {status.value!r}; session closed",
-                    ),
-                )
-                raise _SessionClosed
-            out.append(raw)
-        elif t == _NOTICE:
-            out.append(self.gw.mask_error(raw, body, notice=True))
-        elif t == _NOTIFY:
-            out.append(self.gw.mask_notification(raw, body))
-        elif t == _COPY_OUT:
-            ex = self._current()
-            fmt = be.decode_copy_out_response(body).format
-            refusal = self.gw.copy_refusal(ex.decision if ex else None, binary=fmt == 1)
-            if refusal is not None and ex is not None:
-                # the rows cannot be masked: withhold them and end the COPY with an error,
-                # as PostgreSQL ends a COPY that fails part way
-                ex.withheld = refusal
-            out.append(raw)
-        elif t == _COPY_IN or t == _COPY_BOTH:
-            out.append(raw)
-        elif t == _COPY_DATA:
-            ex = self._current()
-            if ex is not None and ex.withheld:
-                return
-            data = self.gw.mask_copy_data(body, ex.decision if ex else None)
-            if data is not body:
-                body = data
-                raw = b"d" + (len(body) + 4).to_bytes(4, "big") + body
-            if ex is not None and ex.recorder is not None:
-                ex.recorder.add_copy_data(body)
-            out.append(raw)
-        elif t == _COPY_DONE:
-            ex = self._current()
-            if ex is None or not ex.withheld:
-                out.append(raw)
-        else:
-            out.append(raw)
-
-    def _drain_local(self, out: list[bytes]) -> None:
-        ops = self.ops
-        while ops and ops[0].kind == "local":
-            out.append(ops.popleft().payload())
-
-    def _late_prepare(self, ex: _Execution) -> None:
-        portal = ex.portal
-        if portal is None:
-            return
-        fields = portal.fields or (portal.statement.fields if portal.statement else None)
-        if fields is not None:
-            self._prepare_result(ex, fields, portal.result_formats)
-
-    def _fields(self, body: bytes) -> list:
-        """The fields of a RowDescription, decoded once per distinct body: the same list
-        object comes back for the same body, so result plans can be keyed by it."""
-        fields = self._rowdescs.get(body)
-        if fields is None:
-            fields = list(be.decode_row_description(body))
-            if len(self._rowdescs) >= _PLANS_MAX:
-                self._rowdescs.clear()
-            self._rowdescs[body] = fields
-        return fields
-
-    def _prepare_result(
-        self, ex: _Execution, fields: list, result_formats: tuple[int, ...]
-    ) -> None:
-        ex.prepared = True
-        decision = ex.decision
-        catalog = self.gw.catalogs.get(self.info.connection)
-        # a plan with no masker is reused while decision, columns, formats and catalog
-        # map are the same objects (held by the plan, so their ids stay theirs)
-        key = (id(decision), id(fields), result_formats)
-        plan = self._plans.get(key)
-        if (
-            plan is not None
-            and plan.decision is decision
-            and plan.fields is fields
-            and plan.catalog is catalog
-        ):
-            ex.masker = None
-            if ex.recorder is not None:
-                ex.recorder.set_columns(plan.names, plan.head)
-            return
-        names = [f.name for f in fields]
-        formats = (
-            _formats(len(fields), result_formats) if result_formats else [f.format for f in fields]
-        )
-        ex.masker, reusable = self.gw.result_plan(
-            decision, fields, formats, connection=self.info.connection
-        )
-        if ex.recorder is not None:
-            ex.recorder.set_columns(names)
-        if reusable:
-            if len(self._plans) >= _PLANS_MAX:
-                self._plans.clear()
-            self._plans[key] = _Plan(decision, fields, catalog, names, columns_head(names))
-
-    def _finish(self, ex: _Execution, *, tag: str | None = None, error: dict | None = None) -> None:
-        if ex.done:
-            return
-        ex.done = True
-        if ex.seq_future is None or ex.recorder is None:
-            return
-        self._results.append((ex, tag, error))
-        if self._results_timer is None:
-            self._results_timer = self.loop.call_later(RESULT_DELAY, self._submit_results)
-
-    def _submit_results(self) -> None:
-        """Hand the finished statements' result events to the store, in order."""
-        timer, self._results_timer = self._results_timer, None
-        if timer is not None:
-            timer.cancel()
-        pending, self._results = self._results, []
-        for ex, tag, error in pending:
-            self.gw.record_result(
-                self.info, ex, tag=tag, error=error, rows=rows_from_tag(tag) if tag else None
-            )
-
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
-
-
-def _formats(n: int, result_formats: tuple[int, ...]) -> list[int]:
-    if not result_formats:
-        return [0] * n
-    if len(result_formats) == 1:
-        return [result_formats[0]] * n
-    return list(result_formats[:n]) + [0] * max(0, n - len(result_formats))
 
 
 _ORDER = {Verdict.ALLOW: 0, Verdict.REVIEW: 1, Verdict.DENY: 2}
