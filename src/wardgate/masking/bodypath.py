@@ -1,4 +1,8 @@
-"""The DataRow walk of the masker's body path, generated once per column layout.
+"""The DataRow wire format: decode, encode, and the body path's walk and splice.
+
+A DataRow body is an Int16 column count, then per column an Int32 length (-1:
+NULL) and that many bytes. `decode_data_row` / `encode_data_row` convert it
+to and from a list of values (the value path); the rest serves the body path.
 
 Theory of operation: the body path (masker.py) masks a DataRow without
 decoding it into values. It needs, per row, the offset of every value and a
@@ -22,9 +26,12 @@ import struct
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 
-__all__ = ["Walk", "splice", "walker"]
+from wardgate.masking.errors import MaskingError
+
+__all__ = ["Walk", "decode_data_row", "encode_data_row", "splice", "walker"]
 
 _I32 = struct.Struct("!i")
+_I16 = struct.Struct("!h")
 _ZERO4 = bytes(4)
 _NULL_LEN = b"\xff\xff\xff\xff"
 _MAX_UNROLLED = 64  # wider results use the loop (the generated code would be long)
@@ -171,3 +178,48 @@ def splice(
         copied = vend
     out.append(body[copied:])
     return b"".join(out)
+
+
+def _decode_data_row(body: bytes) -> list[bytes | None]:
+    size = len(body)
+    if size < 2:
+        raise MaskingError("malformed DataRow: no column count")
+    (count,) = _I16.unpack_from(body, 0)
+    if count < 0:
+        raise MaskingError("malformed DataRow: negative column count")
+    pos = 2
+    values: list[bytes | None] = []
+    append = values.append
+    unpack = _I32.unpack_from
+    try:
+        for _ in range(count):
+            (n,) = unpack(body, pos)
+            pos += 4
+            if n < 0:
+                if n != -1:
+                    raise MaskingError("malformed DataRow: bad value length")
+                append(None)
+            else:
+                end = pos + n
+                if end > size:
+                    raise MaskingError("malformed DataRow: value runs past the message")
+                append(body[pos:end])
+                pos = end
+    except struct.error:
+        raise MaskingError("malformed DataRow: truncated") from None
+    if pos != size:
+        raise MaskingError("malformed DataRow: trailing bytes")
+    return values
+
+
+def encode_data_row(values: Sequence[bytes | None]) -> bytes:
+    """A DataRow body from values (None: SQL NULL)."""
+    pack = _I32.pack
+    return _I16.pack(len(values)) + b"".join(
+        [_NULL_LEN if v is None else pack(len(v)) + v for v in values]
+    )
+
+
+def decode_data_row(body: bytes) -> list[bytes | None]:
+    """The values of a DataRow body (MaskingError if malformed)."""
+    return _decode_data_row(body)

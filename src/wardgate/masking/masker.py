@@ -41,8 +41,15 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from wardgate.masking.bodypath import splice, walker
+from wardgate.masking.bodypath import (
+    _decode_data_row,
+    decode_data_row,
+    encode_data_row,
+    splice,
+    walker,
+)
 from wardgate.masking.copyformat import copy_escape, copy_unescape
+from wardgate.masking.errors import MaskingError
 from wardgate.masking.scanner import Scanner
 
 __all__ = [
@@ -56,10 +63,6 @@ __all__ = [
     "decode_data_row",
     "encode_data_row",
 ]
-
-
-class MaskingError(Exception):
-    """Masking a value failed; the row must not be sent (strict)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -572,48 +575,3 @@ def _unique_names(columns: Sequence[ColumnInfo]) -> list[str]:
         seen[col.name] = n + 1
         names.append(col.name if n == 0 else f"{col.name}#{n + 1}")
     return names
-
-
-def _decode_data_row(body: bytes) -> list[bytes | None]:
-    size = len(body)
-    if size < 2:
-        raise MaskingError("malformed DataRow: no column count")
-    (count,) = _I16.unpack_from(body, 0)
-    if count < 0:
-        raise MaskingError("malformed DataRow: negative column count")
-    pos = 2
-    values: list[bytes | None] = []
-    append = values.append
-    unpack = _I32.unpack_from
-    try:
-        for _ in range(count):
-            (n,) = unpack(body, pos)
-            pos += 4
-            if n < 0:
-                if n != -1:
-                    raise MaskingError("malformed DataRow: bad value length")
-                append(None)
-            else:
-                end = pos + n
-                if end > size:
-                    raise MaskingError("malformed DataRow: value runs past the message")
-                append(body[pos:end])
-                pos = end
-    except struct.error:
-        raise MaskingError("malformed DataRow: truncated") from None
-    if pos != size:
-        raise MaskingError("malformed DataRow: trailing bytes")
-    return values
-
-
-def encode_data_row(values: Sequence[bytes | None]) -> bytes:
-    """A DataRow body from values (None: SQL NULL)."""
-    pack = _I32.pack
-    return _I16.pack(len(values)) + b"".join(
-        [_NULL_LEN if v is None else pack(len(v)) + v for v in values]
-    )
-
-
-def decode_data_row(body: bytes) -> list[bytes | None]:
-    """The values of a DataRow body (MaskingError if malformed)."""
-    return _decode_data_row(body)
