@@ -335,3 +335,29 @@ def test_import_failure_falls_back_to_python_with_the_same_output() -> None:
     expected = b"".join(masker.mask_data_row(b) for b in bodies)
     assert done.stdout == expected
     assert b"@" not in expected
+
+
+def _finish_reference(found: list) -> list:
+    """The de-overlap as first written: sort by (start, longest first), keep what fits."""
+    if len(found) < 2:
+        return found
+    found = sorted(found, key=lambda f: (f[1], f[1] - f[2]))
+    kept = [found[0]]
+    last_end = found[0][2]
+    for f in found[1:]:
+        if f[1] >= last_end:
+            kept.append(f)
+            last_end = f[2]
+    return kept
+
+
+span_st = st.tuples(st.sampled_from("ABC"), st.integers(0, 12), st.integers(1, 6)).map(
+    lambda t: (t[0], t[1], t[1] + t[2])
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(span_st, max_size=7))
+def test_property_de_overlap_equals_reference(found: list) -> None:
+    scanner = Scanner(ALL_RECS, compiled=False)
+    assert scanner._finish(b"x", list(found)) == _finish_reference(list(found))
