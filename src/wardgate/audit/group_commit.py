@@ -187,6 +187,11 @@ class _Condition(threading.Condition):
         return self._lock._is_owned()  # type: ignore[attr-defined]
 
 
+_DONE_STATES = frozenset(
+    {_futures_base.CANCELLED, _futures_base.CANCELLED_AND_NOTIFIED, _futures_base.FINISHED}
+)
+
+
 class AppendFuture(Future):  # type: ignore[type-arg]
     """The `concurrent.futures.Future` `AuditStore.submit` returns (a subclass, same
     behaviour) with the lighter condition above."""
@@ -198,6 +203,21 @@ class AppendFuture(Future):  # type: ignore[type-arg]
         self._exception = None
         self._waiters: list[Any] = []
         self._done_callbacks: list[Any] = []
+
+    def set_result(self, result: Any) -> None:
+        """Future.set_result, minus waking a condition no thread waits on (the writer
+        resolves one future per event; most have no waiter yet, or a callback)."""
+        with self._condition._lock:
+            if self._state in _DONE_STATES:
+                raise InvalidStateError(f"{self._state}: {self!r}")
+            self._result = result
+            self._state = _futures_base.FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+            if self._condition._waiters:
+                self._condition.notify_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]
 
 
 def _resolve(pairs: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
