@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -109,6 +110,16 @@ def test_delete_a_payload_outside_retention(case) -> None:
     assert _verify(db, keys) == [
         "event 3: payload missing", "event 4: payload purged outside recorded retention",
     ]  # fmt: skip
+
+
+def test_replace_a_payload_and_its_hash_column(case) -> None:
+    conn, db, keys, pub = case
+    evil = b"SELECT evil"
+    conn.execute(
+        "UPDATE payload_rows SET data = ?, hash = ? WHERE seq = 8",
+        (evil, hashlib.sha256(evil).hexdigest()),
+    )
+    assert _verify(db, keys) == ["event 8: payload does not match its hash"]
 
 
 def _rewrite(conn: sqlite3.Connection, at: int, **changes) -> None:
