@@ -7,6 +7,8 @@ One Gateway serves every connection of a `wardgate serve` process.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -42,6 +44,11 @@ def statement_key(text: str) -> str:
 _PER_DECISION_MAX = 1024
 _json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _json_list = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _retrieve(fut: asyncio.Future) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 class _DecisionConstants:
@@ -114,6 +121,10 @@ class Gateway:
         self.catalogs = CatalogCache()
         # id(decision) -> what its events share (decisions are memoised by the policy)
         self._per_decision: dict[int, _DecisionConstants] = {}
+        # command and result events from the event loop: a future of the loop, resolved
+        # by the writer with one loop callback per group commit (no concurrent Future, no
+        # cross-thread wake-up per event); elsewhere (no running loop) `submit`
+        self._submit_async = getattr(store, "submit_async", None)
 
     # ------------------------------------------------------------------ policy
 
@@ -152,6 +163,37 @@ class Gateway:
         except Exception as exc:  # the caller treats a failed future as store failure
             import concurrent.futures
 
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            fut.set_exception(exc)
+            return fut
+
+    def _record_hot(
+        self,
+        kind: str,
+        info: SessionInfo,
+        *,
+        verdict: str | None = None,
+        rule: str | None = None,
+        meta: dict,
+        payload: bytes | None,
+    ) -> Any:
+        """`record` for the per-statement events: a loop future when called on a running
+        event loop (check `.done()` before `.result()`), else a concurrent Future."""
+        submit_async = self._submit_async
+        if submit_async is None or asyncio._get_running_loop() is None:
+            return self.record(kind, info, verdict=verdict, rule=rule, meta=meta, payload=payload)
+        try:
+            return submit_async(
+                kind,
+                session=info.session_id,
+                identity=info.identity,
+                connection=info.connection,
+                verdict=verdict,
+                rule=rule,
+                meta=meta,
+                payload=payload,
+            )
+        except Exception as exc:  # the caller treats a failed future as store failure
             fut: concurrent.futures.Future = concurrent.futures.Future()
             fut.set_exception(exc)
             return fut
@@ -202,7 +244,7 @@ class Gateway:
             meta["application_name"] = session.application_name
         if extra:
             meta.update(extra)
-        return self.record(
+        return self._record_hot(
             "command",
             session,
             verdict=c.verdict,
@@ -214,8 +256,9 @@ class Gateway:
     def record_result(
         self, info: SessionInfo, ex: Any, *, tag: str | None, error: dict | None, rows: int | None
     ) -> None:
-        try:
-            command_seq = ex.seq_future.result(timeout=0).seq
+        fut = ex.seq_future
+        try:  # a loop future or a concurrent one: both have done() and result()
+            command_seq = fut.result().seq if fut.done() else None
         except Exception:
             command_seq = None
         rec = ex.recorder
@@ -226,7 +269,11 @@ class Gateway:
         meta["error"] = error
         if ex.masker is not None:
             meta["masking"] = ex.masker.summary()
-        self.record("result", info, meta=meta, payload=rec.payload())
+        fut = self._record_hot("result", info, meta=meta, payload=rec.payload())
+        if isinstance(fut, asyncio.Future):
+            # nobody waits for a result event: a store failure is logged by the writer,
+            # not again as an exception never retrieved
+            fut.add_done_callback(_retrieve)
 
     # ------------------------------------------------------------------ masking
 

@@ -168,9 +168,13 @@ def test_masked_results_each_count_their_own_values(gateway: Gateway) -> None:
     store = AuditStore.open(gateway.config.store, read_only=True)
     try:
         results = [e for e in store.events(kind="result")]
+        commands = [e for e in store.events(kind="command")]
     finally:
         store.close()
     assert len(results) == 3
+    # each result names its command (the loop future was read once done)
+    assert [r.meta["command_seq"] for r in results] == [c.seq for c in commands]
+    assert all(c.seq < r.seq for c, r in zip(commands, results, strict=True))
     summaries = [r.meta["masking"] for r in results]
     assert summaries[0] == summaries[1] == summaries[2]  # not accumulated across results
     assert summaries[0]["rows"] == 1
@@ -219,17 +223,21 @@ def test_command_payload_is_the_json_it_always_was(
 
 
 def test_a_batch_is_released_once_whatever_order_its_events_land_in(gateway: Gateway) -> None:
-    """Several events in one batch, completed from other threads in random order (some
-    already done when the relay looks): the batch reaches the target exactly once, after
-    the last of them."""
+    """Several events in one batch, completed in random order from other threads
+    (concurrent futures) and from the loop (loop futures), some already done when the
+    relay looks: the batch reaches the target exactly once, after the last of them."""
 
     async def main() -> None:
+        loop = asyncio.get_running_loop()
         rng = random.Random(7)
         for round_ in range(200):
             relay, agent, target = _start(gateway)
             n = rng.randint(1, 6)
-            futures: list[concurrent.futures.Future] = [
-                concurrent.futures.Future() for _ in range(n)
+            # concurrent futures (resolved on threads) and loop futures (the store's
+            # submit_async), mixed in one batch
+            futures: list[Any] = [
+                concurrent.futures.Future() if rng.random() < 0.5 else loop.create_future()
+                for _ in range(n)
             ]
             for fut in futures:
                 if rng.random() < 0.3:
@@ -237,12 +245,21 @@ def test_a_batch_is_released_once_whatever_order_its_events_land_in(gateway: Gat
             relay._futures = list(futures)
             relay._batch = [(b"X" + round_.to_bytes(4, "big"), None)]
             relay._flush_batch()
+            await asyncio.sleep(0)
             assert target.writes == [] or all(f.done() for f in futures)
             pending = [f for f in futures if not f.done()]
             rng.shuffle(pending)
-            threads = [threading.Thread(target=f.set_result, args=(None,)) for f in pending]
+            threads = [
+                threading.Thread(target=f.set_result, args=(None,))
+                for f in pending
+                if isinstance(f, concurrent.futures.Future)
+            ]
             for t in threads:
                 t.start()
+            for f in pending:
+                if isinstance(f, asyncio.Future):
+                    f.set_result(None)
+                    await asyncio.sleep(0)
             for t in threads:
                 t.join()
             for _ in range(1000):

@@ -495,21 +495,27 @@ class PgRelay(ResponseSide):
         for fut in futures:
             fut.add_done_callback(self._event_done)
 
-    def _event_done(self, _fut: Any) -> None:
-        # Runs on the store's writer thread, or on this one for a future already done:
-        # list.pop() is atomic, and exactly one callback pops the last token, 0.
+    def _event_done(self, fut: Any) -> None:
+        # A loop future calls back on this thread; a concurrent one on the store's writer
+        # thread (or here, if already done). list.pop() is atomic: exactly one callback
+        # pops the last token, 0, and releases the batch.
         batch, futures, tokens = self._pending
         if tokens.pop() == 0:
-            self.loop.call_soon_threadsafe(self._batch_durable, batch, futures)
+            if isinstance(fut, asyncio.Future):
+                self._batch_durable(batch, futures)
+            else:
+                self.loop.call_soon_threadsafe(self._batch_durable, batch, futures)
 
     def _batch_durable(self, batch: list, futures: list) -> None:
+        failed = False
+        for f in futures:  # every exception retrieved, even for a closed session
+            if f.exception() is not None:
+                failed = True
         if self.closed:
             return
-        for f in futures:
-            if f.exception() is not None:
-                log.error("audit store unavailable; refusing the batch")
-                batch = self._refuse_batch(batch)
-                break
+        if failed:
+            log.error("audit store unavailable; refusing the batch")
+            batch = self._refuse_batch(batch)
         self.busy = False
         self._write_batch(batch)
         self.agent_t.resume_reading()
