@@ -19,9 +19,7 @@ framed with the sans-IO `MessageReader`; each message is handled in order:
 * A statement sent to review stops the reading of agent messages; the approval wait
   runs as a task, and on its outcome the statement is forwarded or refused as above.
 
-The response side (target -> agent: matching responses to requests, masking, recording
-results, the result plans) is `ResponseSide` in `responses.py`, a mixin of `PgRelay`,
-with the per-statement records both sides share.
+The response side (target -> agent) is `ResponseSide` in `responses.py`, a mixin.
 """
 
 from __future__ import annotations
