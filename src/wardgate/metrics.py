@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["METRICS", "Metrics", "render_prometheus"]
+__all__ = ["METRICS", "Metrics", "count_masked", "render_prometheus"]
 
 
 @dataclass
@@ -125,3 +125,18 @@ def render_prometheus(metrics: Metrics) -> str:
 
 
 METRICS = Metrics()
+
+
+def count_masked(connection: str, summary: dict, metrics: Metrics | None = None) -> None:
+    """Add a result's masking summary (`ResultMasker.summary()`) to the masked-values
+    counter: entities found by content, and values replaced by a column rule."""
+    masked = (metrics or METRICS).masked
+    for found in (summary.get("columns") or {}).values():
+        if isinstance(found, dict):
+            for entity, n in found.items():
+                if n:
+                    masked[(connection, entity)] += n
+    for info in (summary.get("column_rules") or {}).values():
+        n = info.get("values", 0) if isinstance(info, dict) else info
+        if isinstance(n, int) and n:
+            masked[(connection, "column_rule")] += n

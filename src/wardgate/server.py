@@ -59,8 +59,9 @@ class GatewayServer:
             self.engines.append(engine)
         if cfg.api.listen is not None and self.broker is not None:
             from wardgate.api.app import create_app, serve_api
+            from wardgate.metrics import METRICS
 
-            app = create_app(self.broker, identities)
+            app = create_app(self.broker, identities, metrics=METRICS if cfg.api.metrics else None)
             self._api = await serve_api(app, *cfg.api.listen)
         log_line(
             "gateway_ready",

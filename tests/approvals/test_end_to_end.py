@@ -136,3 +136,52 @@ def test_cli_approve_with_grant_then_the_job_runs_without_waiting(gw: Any) -> No
     assert held.conn.execute("DELETE FROM e2e_cli").rowcount == 2
     assert time.monotonic() - t0 < 2
     held.conn.close()
+
+
+def _scrape(gw: Any) -> dict[str, float]:
+    r = httpx.get(f"{gw.api}/metrics", timeout=5)
+    assert r.status_code == 200
+    out = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_metrics_count_what_the_gateway_did(gw: Any) -> None:
+    before = _scrape(gw)
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS metrics_people (email text)")
+        conn.execute("INSERT INTO metrics_people VALUES ('ann.lee@example.com')")
+        assert conn.execute("SELECT email FROM metrics_people").fetchall() == [("[EMAIL]",)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DROP TABLE metrics_people")
+        live = _scrape(gw)
+        assert live['wardgate_sessions_active{connection="orders"}'] >= 1
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(gw.dsn(token="not-the-token"), connect_timeout=5)
+    after = _scrape(gw)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta('wardgate_statements_total{connection="orders",verdict="allow"}') == 3
+    assert delta('wardgate_statements_total{connection="orders",verdict="deny"}') == 1
+    assert (
+        delta(
+            'wardgate_statements_refused_total{connection="orders",verdict="deny",'
+            'rule="baseline/deny-drop-table"}'
+        )
+        == 1
+    )
+    assert delta('wardgate_masked_values_total{connection="orders",entity="EMAIL_ADDRESS"}') == 1
+    assert delta('wardgate_sessions_total{connection="orders"}') == 1
+    assert delta('wardgate_sessions_refused_total{reason="bad token"}') == 1
+    deadline = time.monotonic() + 5  # the relay's close runs after the agent hung up
+    while _scrape(gw).get('wardgate_sessions_active{connection="orders"}', 0) != before.get(
+        'wardgate_sessions_active{connection="orders"}', 0
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert after["wardgate_audit_events"] > before["wardgate_audit_events"]

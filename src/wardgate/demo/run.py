@@ -285,4 +285,3 @@ def run_demo(*, keep: bool = False) -> int:
             console.print(f"[dim]kept {work}[/dim]")
         else:
             shutil.rmtree(work, ignore_errors=True)
-

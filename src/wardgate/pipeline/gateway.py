@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from wardgate.config import Config
 from wardgate.identity.registry import IdentityRegistry
+from wardgate.metrics import METRICS, count_masked
 from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
 from wardgate.policy.masked_columns import ruled_column_read
 
@@ -225,6 +226,10 @@ class Gateway:
 
     def record_command(self, command: Command, decision: Decision, **extra: Any) -> Any:
         c = self._constants(decision)
+        session = command.session
+        METRICS.statements[(session.connection, c.verdict)] += 1
+        if c.verdict != "allow":
+            METRICS.refusals[(session.connection, c.verdict, decision.rule or "")] += 1
         masks = c.masks
         mask_text = self.masking.mask_text
         # the statement text and its parameters are masked for the record, always
@@ -237,7 +242,6 @@ class Gateway:
         meta = c.meta.copy()
         meta["index"] = command.index
         meta["via"] = command.via
-        session = command.session
         if session.reason:
             meta["justification"] = session.reason
         if session.application_name:
@@ -268,7 +272,8 @@ class Gateway:
         meta["rows"] = rows
         meta["error"] = error
         if ex.masker is not None:
-            meta["masking"] = ex.masker.summary()
+            meta["masking"] = summary = ex.masker.summary()
+            count_masked(info.connection, summary)
         fut = self._record_hot("result", info, meta=meta, payload=rec.payload())
         if isinstance(fut, asyncio.Future):
             # nobody waits for a result event: a store failure is logged by the writer,

@@ -21,6 +21,7 @@ from typing import Any
 from wardgate.config import ConnectionConfig
 from wardgate.engines.postgres import handshake as hs
 from wardgate.engines.postgres.relay import PgRelay
+from wardgate.metrics import METRICS
 from wardgate.pipeline.command import SessionInfo
 from wardgate.pipeline.gateway import Gateway
 from wardgate.policy.facts import is_utf8_name
@@ -200,7 +201,10 @@ class PostgresEngine:
             await asyncio.wrap_future(fut)
         except Exception:
             target.writer.close()
+            METRICS.audit_failures[()] += 1
             raise hs.HandshakeError("wardgate: audit store unavailable", sqlstate="58000") from None
+        METRICS.sessions[(info.connection,)] += 1
+        METRICS.active[(info.connection,)] += 1
 
         key = (secrets.randbits(31), secrets.randbits(31))
         self.keys[key] = (self.conn.target.host, self.conn.target.port, target.pid, target.secret)
@@ -221,6 +225,7 @@ class PostgresEngine:
 
         def closed(relay: PgRelay) -> None:
             self.relays.discard(relay)
+            METRICS.active[(info.connection,)] -= 1
             self.keys.pop(key, None)
             log_line(
                 "session_end",
@@ -258,6 +263,7 @@ class PostgresEngine:
     async def _auth_failure(
         self, claimed: str, client_addr: str, reason: str, sqlstate: str
     ) -> None:
+        METRICS.sessions_refused[(reason,)] += 1
         log_line(
             "auth_failure",
             identity=claimed,

@@ -40,6 +40,7 @@ from wardgate.engines.postgres.responses import (
     TargetSide,
 )
 from wardgate.engines.postgres.results import ResultRecorder
+from wardgate.metrics import METRICS
 from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
 from wardgate.wire.pg import frontend as fe
 from wardgate.wire.pg import writers as w
@@ -513,6 +514,7 @@ class PgRelay(ResponseSide):
             return
         if failed:
             log.error("audit store unavailable; refusing the batch")
+            METRICS.audit_failures[()] += 1
             batch = self._refuse_batch(batch)
         self.busy = False
         self._write_batch(batch)
