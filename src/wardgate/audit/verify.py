@@ -187,30 +187,32 @@ def _verify(
     roots: dict[int, bytes] = {}
     frontier = MerkleFrontier()
     expected = 0
-    # payloads are checked in one pass in storage order (sequential reads), and only the
-    # ones that fail are kept (by hash in layout 1, by seq in layout 2); the event pass then
-    # needs no payload data at all
-    bad_payloads: set[str | int] = set()
+    # layout 1: payloads (keyed by hash, in random order to the events) are checked in one
+    # pass in storage order and only the hashes that fail are kept, so the event pass needs
+    # no payload data. Layout 2: payload rows are in seq order, joined and hashed in the
+    # event pass itself.
+    bad_payloads: set[str] = set()
     if version < 2:
-        p_sql = "SELECT hash, hash, data FROM payloads WHERE data IS NOT NULL"
         e_sql = (
             "SELECT e.seq, e.time, e.session, e.identity, e.connection, e.kind, e.verdict,"
             " e.rule, e.payload_hash, e.meta, e.body, e.leaf, p.data IS NOT NULL, p.purged,"
             " p.hash IS NOT NULL, p.hash"
             " FROM events e LEFT JOIN payloads p ON p.hash = e.payload_hash ORDER BY e.seq"
         )
+        for p_hash, p_data in conn.execute(
+            "SELECT hash, data FROM payloads WHERE data IS NOT NULL"
+        ):
+            raw = p_data if isinstance(p_data, bytes) else str(p_data).encode()
+            if hashlib.sha256(raw).hexdigest() != p_hash:
+                bad_payloads.add(p_hash)
     else:
-        p_sql = "SELECT seq, hash, data FROM payload_rows WHERE data IS NOT NULL"
         e_sql = (
             "SELECT e.seq, e.time, e.session, e.identity, e.connection, e.kind, e.verdict,"
-            " e.rule, e.payload_hash, e.meta, e.body, e.leaf, p.data IS NOT NULL, p.purged,"
+            " e.rule, e.payload_hash, e.meta, e.body, e.leaf, p.data, p.purged,"
             " p.seq IS NOT NULL, p.hash"
             " FROM events e LEFT JOIN payload_rows p ON p.seq = e.seq ORDER BY e.seq"
         )
-    for p_key, p_hash, p_data in conn.execute(p_sql):
-        raw = p_data if isinstance(p_data, bytes) else str(p_data).encode()
-        if hashlib.sha256(raw).hexdigest() != p_hash:
-            bad_payloads.add(p_key)
+    sha256 = hashlib.sha256
     by_seq = version >= 2
     tiles = _TileCheck(conn, rep) if version >= 2 else None
     created: list = []
@@ -281,8 +283,12 @@ def _verify(
             if leaf is None or bytes(leaf) != lh:
                 problems.append("hash does not match")
             if ph is not None:
-                if data:  # the payload's data is present
-                    if (seq if by_seq else ph) in bad_payloads or p_hash != ph:
+                if by_seq and data is not None:  # layout 2: the payload's bytes
+                    raw = data if isinstance(data, bytes) else str(data).encode()
+                    if p_hash != ph or sha256(raw).hexdigest() != ph:
+                        problems.append("payload does not match its hash")
+                elif not by_seq and data:  # layout 1: present (checked above)
+                    if ph in bad_payloads:
                         problems.append("payload does not match its hash")
                 elif cutoff and time < cutoff:
                     rep.payloads_purged += 1
