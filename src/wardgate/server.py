@@ -147,10 +147,10 @@ def _make_checkpointer(cfg: Config, store: AuditStore) -> Any:
 
 
 def _configure_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=getattr(logging, config.logging.level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from wardgate.logsafe import install
+
+    # exceptions are logged by type and frames only: their messages can hold data
+    install(getattr(logging, config.logging.level.upper()))
 
 
 async def serve(config: Config) -> int:
