@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,36 @@ def test_rotation_old_checkpoints_still_verify(env) -> None:
     assert parse_note(old.note)[1][0].key_id != parse_note(new.note)[1][0].key_id
     with pytest.raises(CheckpointError):  # the old note was not signed by the new key
         verify_note(old.note, keys[-1:])
+
+
+def test_rotation_on_a_running_checkpointer_needs_no_restart(env, caplog) -> None:
+    store, ring, cp, tmp = env
+    caplog.set_level(logging.INFO, "wardgate.checkpoint")
+    store.append_sync("a")
+    old = cp.checkpoint_now()
+    rotate_keyring(ring.path)  # what `wardgate keys rotate` does from another process
+    store.append_sync("b")
+    new = cp.checkpoint_now()
+    keys = load_keyring(ring.path).public_keys()
+    assert parse_note(new.note)[1][0].key_id == keys[-1].key_id  # the new key signed
+    assert parse_note(old.note)[1][0].key_id == keys[0].key_id
+    assert verify_note(new.note, keys, at=new.created).size == 2
+    assert "rotated" in caplog.text
+
+
+def test_a_replaced_key_file_is_refused_and_signing_goes_on(env, caplog) -> None:
+    store, ring, cp, tmp = env
+    store.append_sync("a")
+    first = cp.checkpoint_now()
+    init_keyring(ring.path, ORIGIN, force=True)  # an unrelated key: old evidence unverifiable
+    store.append_sync("b")
+    second = cp.checkpoint_now()
+    assert parse_note(second.note)[1][0].key_id == parse_note(first.note)[1][0].key_id
+    assert verify_note(second.note, ring.public_keys()).size == 2
+    assert "replaced, not rotated" in caplog.text
+    (tmp / "cp.key").write_text("{not json")  # a broken file: same, logged, kept signing
+    (tmp / "cp.key").chmod(0o600)
+    store.append_sync("c")
+    third = cp.checkpoint_now()
+    assert verify_note(third.note, ring.public_keys()).size == 3
+    assert "cannot be loaded" in caplog.text

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wardgate.audit.group_commit import utc_now
-from wardgate.audit.keys import Keyring, PublicKey
+from wardgate.audit.keys import Keyring, KeyringError, PublicKey, load_keyring
 from wardgate.audit.merkle import MerkleFrontier, ProofError, check_consistency, consistency_proof
 from wardgate.audit.store import AuditStore, _ConnNodeReader
 
@@ -166,6 +166,14 @@ def stored_checkpoints(conn: sqlite3.Connection) -> list[tuple[int, bytes, str, 
     ]
 
 
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 class Checkpointer:
     """Signs consistent tree heads of one store; see the module docstring."""
 
@@ -180,6 +188,7 @@ class Checkpointer:
     ) -> None:
         self.store = store
         self.keyring = keyring
+        self._key_file_state = _file_state(keyring.path)
         self.origin = origin
         self.interval = interval
         self.publish = Path(publish) if publish is not None else None
@@ -187,7 +196,43 @@ class Checkpointer:
         self._stop: asyncio.Event = asyncio.Event()
 
     # -- one checkpoint ----------------------------------------------------------------
+    def _current_keyring(self) -> Keyring:
+        """The keyring, reloaded when its file changed (`wardgate keys rotate` on a running
+        gateway takes effect at the next checkpoint, no restart).
+
+        A changed file is taken only if it still holds every public key this gateway knew
+        (a rotation retires the active key, it does not drop it); a file replaced by an
+        unrelated key, or one that does not load, is refused and logged, and signing goes
+        on with the keys in memory: evidence signed before must stay verifiable.
+        """
+        state = _file_state(self.keyring.path)
+        if state == self._key_file_state:
+            return self.keyring
+        self._key_file_state = state
+        try:
+            fresh = load_keyring(self.keyring.path)
+        except KeyringError as exc:
+            _log.error(
+                "key file changed but cannot be loaded (%s); signing with the loaded key", exc
+            )
+            return self.keyring
+        known = {k.public for k in fresh.public_keys()}
+        missing = [k for k in self.keyring.public_keys() if k.public not in known]
+        if missing or fresh.name != self.keyring.name:
+            _log.error(
+                "key file %s no longer holds the key(s) %s (replaced, not rotated); refusing it "
+                "and signing with the loaded key",
+                self.keyring.path,
+                ", ".join(k.key_id.hex() for k in missing) or f"named {self.keyring.name!r}",
+            )
+            return self.keyring
+        if fresh.active.public != self.keyring.active.public:
+            _log.info("key file rotated: signing with key %s from now", fresh.active.key_id.hex())
+        self.keyring = fresh
+        return fresh
+
     def _job(self, conn: sqlite3.Connection, frontier: MerkleFrontier) -> SignedCheckpoint | None:
+        self._current_keyring()
         size, root = frontier.size, frontier.root()
         last = conn.execute(
             "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1"
