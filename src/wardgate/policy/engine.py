@@ -198,6 +198,9 @@ class PolicySession:
                     self.rules.append(rule)
             self.policy_rules[policy] = names
         self.uses_text = any(r.uses_text for r in self.rules)
+        # a decision of this session can change with the clock: one made at Parse is
+        # checked again at each Execute (see the PostgreSQL relay)
+        self.uses_time = any(r.uses_time for r in self.rules)
         # decisions may be memoised per classified statement unless the clock or the
         # text play a part
         self._memo_ok = not self.uses_text and not any(r.uses_time for r in self.rules)

@@ -358,6 +358,8 @@ class PgRelay(ResponseSide):
         if command is None:
             self._batch.append((raw, Op("execute", execs=[Execution(stmt.text, None)])))
             return
+        if self.policy.uses_time and not self._still_allowed(stmt):
+            return
         bound = Command(command.session, stmt.text, portal.params, 0, "execute")
         fut = self._record_command(bound, decision, **(stmt.extra or {}))
         self._futures.append(fut)
@@ -366,6 +368,27 @@ class PgRelay(ResponseSide):
         if fields is not None:
             self._prepare_result(ex, fields, portal.result_formats)
         self._batch.append((raw, Op("execute", execs=[ex])))
+
+    def _still_allowed(self, stmt: Statement) -> bool:
+        """Time windows: a statement decided at Parse is decided again at Execute, and
+        refused if the verdict got stricter since (a window closed); not held, since a
+        hold cannot wait on an Execute."""
+        fresh = self._evaluate(stmt.text, "execute")
+        if fresh is None:
+            return False
+        verdict, decision = _strictest(fresh)
+        if _ORDER[verdict] <= _ORDER[_strictest(stmt.decisions)[0]]:
+            return True
+        self._record_decisions(fresh)
+        self._inject(
+            decision,
+            simple=False,
+            message=(
+                f'wardgate: rule "{decision.rule}" now gives {verdict.value} for this prepared '
+                f"statement (it was decided when prepared): {decision.reason}"
+            ),
+        )
+        return False
 
     def _sql_object_statement(self, text: str) -> Statement | None:
         """Decide a protocol message that uses a statement or cursor made in SQL.
