@@ -235,18 +235,7 @@ class Scanner:
                     pos = start + accepted
                     break
                 # rejected: another digit recognizer may match at this very digit
-                for other in recs:
-                    if other is rec:
-                        continue
-                    m2 = other.compiled.match(data, at)
-                    if m2 is not None:
-                        s2 = at - other.lead_back
-                        v2 = other.validator
-                        e2 = m2.end()
-                        ok = v2(data[s2:e2]) if v2 is not None else e2 - s2
-                        if ok:
-                            found.append((other.entity, s2, s2 + ok))
-                            break
+                _first_other_match(recs, rec, data, at, found)
                 pos = at + 1
                 break
 
@@ -326,18 +315,7 @@ class Scanner:
                 pos = start + accepted
                 continue
             # rejected: another digit recognizer may match at this very digit
-            for other in recs:
-                if other is rec:
-                    continue
-                m2 = other.compiled.match(data, at)
-                if m2 is not None:
-                    s2 = at - other.lead_back
-                    v2 = other.validator
-                    e2 = m2.end()
-                    ok = v2(data[s2:e2]) if v2 is not None else e2 - s2
-                    if ok:
-                        found.append((other.entity, s2, s2 + ok))
-                        break
+            _first_other_match(recs, rec, data, at, found)
             pos = at + 1
 
     def _scan_email(self, data: bytes, found: list[tuple[str, int, int]]) -> None:
@@ -438,3 +416,22 @@ def _validated(rec: Recognizer, m: re.Match[bytes]) -> tuple[tuple[str, int, int
         if start == end:
             return None
     return (rec.entity, start, end), resume
+
+
+def _first_other_match(
+    recs: Sequence[Recognizer], rejected: Recognizer, data: bytes, at: int, found: list
+) -> None:
+    """After `rejected` matched at `at` but failed validation: the first other digit
+    recognizer that matches and validates there is taken (both scan paths share this)."""
+    for other in recs:
+        if other is rejected:
+            continue
+        m = other.compiled.match(data, at)
+        if m is not None:
+            start = at - other.lead_back
+            end = m.end()
+            v = other.validator
+            ok = v(data[start:end]) if v is not None else end - start
+            if ok:
+                found.append((other.entity, start, start + ok))
+                return
