@@ -213,6 +213,7 @@ def _register_optional() -> None:
         "audit_commands",
         "masking_commands",
         "evidence_commands",
+        "config_commands",
     ):
         try:
             module = importlib.import_module(f"wardgate.cli.{name}")
