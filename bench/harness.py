@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wardgate.testing.gateway_process import AGENT_TOKENS, GatewayProcess, write_config
-from wardgate.testing.pgcluster import PgCluster, free_port
+from wardgate.testing.pgcluster import PgCluster, as_postgres_user, free_port
 
 __all__ = ["Target", "Rig", "ensure_pgbouncer", "pid_rss_kb"]
 
@@ -92,18 +92,6 @@ def ensure_pgbouncer() -> str:
         if Path(found).exists():
             return found
     raise RuntimeError("pgbouncer is missing: apt-get install -y pgbouncer")
-
-
-def _demote_kwargs() -> dict:
-    if os.geteuid() != 0:
-        return {}
-    pw = pwd.getpwnam("postgres")
-
-    def demote() -> None:
-        os.setgid(pw.pw_gid)
-        os.setuid(pw.pw_uid)
-
-    return {"preexec_fn": demote}
 
 
 @dataclass
@@ -198,7 +186,7 @@ class Rig:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd="/",
-            **_demote_kwargs(),
+            **as_postgres_user(),
         )
         deadline = time.monotonic() + 15
         import socket

@@ -20,7 +20,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PgCluster", "find_pg_bin", "free_port", "make_self_signed"]
+__all__ = ["PgCluster", "as_postgres_user", "find_pg_bin", "free_port", "make_self_signed"]
+
+
+def as_postgres_user() -> dict:
+    """subprocess keyword arguments that run a server binary as the `postgres` user when
+    we are root (initdb and postgres refuse to run as root); nothing otherwise."""
+    if os.geteuid() != 0:
+        return {}
+    pw = pwd.getpwnam("postgres")
+
+    def demote() -> None:
+        os.setgid(pw.pw_gid)
+        os.setuid(pw.pw_uid)
+
+    return {"preexec_fn": demote}
 
 
 def free_port() -> int:
@@ -106,15 +120,7 @@ class PgCluster:
     # ------------------------------------------------------------------ internals
 
     def _as_owner(self) -> dict:
-        if os.geteuid() != 0:
-            return {}
-        pw = pwd.getpwnam("postgres")
-
-        def demote() -> None:
-            os.setgid(pw.pw_gid)
-            os.setuid(pw.pw_uid)
-
-        return {"preexec_fn": demote}
+        return as_postgres_user()
 
     def _run(self, *args: str) -> None:
         subprocess.run(args, check=True, capture_output=True, cwd="/", **self._as_owner())
