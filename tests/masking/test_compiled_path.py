@@ -129,6 +129,7 @@ def _maskers(engine: MaskingEngine, directives, columns) -> tuple[ResultMasker, 
     assert fast is not None and slow is not None
     assert fast._body_path
     fast._cache = None  # the body path from the first row (the cache decides first)
+    fast._native = slow._native = None  # the Python paths (test_native_path.py: the C one)
     # the reference: values decoded, one pure-Python scan per row, no value cache
     pure = Scanner(slow._scanner.recognizers, compiled=False)  # type: ignore[union-attr]
     slow._scanner = pure
@@ -242,6 +243,7 @@ def test_compiled_failure_refuses_the_row(monkeypatch) -> None:
             raise fastscan._hs.error("scratch in use")  # type: ignore[union-attr]
 
     monkeypatch.setattr(masker._scanner._pre, "_db", Broken())  # type: ignore[union-attr]
+    masker._native = None  # the C row masker would not reach the pre-filter
     body = encode_data_row([b"jane@example.com"])
     with pytest.raises(MaskingError) as err:
         masker.mask_data_row(body)
@@ -262,6 +264,7 @@ def test_fallback_without_hyperscan_masks_the_same(monkeypatch) -> None:
     compiled_engine = MaskingEngine(MaskingConfig(), token_key=b"k")
     other = compiled_engine.plan([BASELINE_MASK], columns)
     assert other is not None and other._body_path
+    masker._native = other._native = None  # the two Python paths
     for values in mixed_rows(100, seed=4):
         body = encode_data_row(values)
         assert masker.mask_data_row(body) == other.mask_data_row(body)
@@ -291,6 +294,7 @@ def test_cache_first_then_body_path_after_the_probe_drops_it() -> None:
     masker = engine.plan([BASELINE_MASK], columns)
     _unused, reference = _maskers(engine, [BASELINE_MASK], columns)
     assert masker is not None and masker._cache is not None
+    masker._native = None  # the Python path's cache (C has none)
     rows = mixed_rows(200, seed=21)
     for values in rows:
         body = encode_data_row(values)
@@ -319,6 +323,7 @@ def test_import_failure_falls_back_to_python_with_the_same_output() -> None:
         "columns, bodies = pickle.load(sys.stdin.buffer)\n"
         "m = MaskingEngine(MaskingConfig(), token_key=b'k').plan([BASELINE_MASK], columns)\n"
         "assert not m._scanner.compiled\n"
+        "m._native = None  # pure Python (test_native_path.py: without the C extension)\n"
         "sys.stdout.buffer.write(b''.join(m.mask_data_row(b) for b in bodies))\n"
     )
     columns = [ColumnInfo(name, "customers", oid, 0) for name, oid in MIXED_COLUMNS]
@@ -332,6 +337,7 @@ def test_import_failure_falls_back_to_python_with_the_same_output() -> None:
     engine = MaskingEngine(MaskingConfig(), token_key=b"k")
     masker = engine.plan([BASELINE_MASK], columns)
     assert masker is not None and masker._scanner.compiled  # type: ignore[union-attr]
+    masker._native = None
     expected = b"".join(masker.mask_data_row(b) for b in bodies)
     assert done.stdout == expected
     assert b"@" not in expected

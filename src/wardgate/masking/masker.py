@@ -41,6 +41,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from wardgate.masking import native
 from wardgate.masking.bodypath import (
     _decode_data_row,
     decode_data_row,
@@ -182,6 +183,14 @@ class ResultMasker:
         self._walk = walker([m == SKIP for m in scan_modes])  # skipped: zeroed in the scan
         self._scan_body = scanner.padded_scan if self._body_path else None  # type: ignore[union-attr]
         self._count_word = _I16.pack(self._ncols)
+        # the C row masker (native.py), tried first for every DataRow; None without it
+        modes = list(scan_modes)
+        for i, mode, _repl, _rule, _strategy in self._rules:
+            modes[i] = mode
+        self._native_masker = native.row_masker(
+            scanner.recognizers if scanner is not None else (), modes, replacers, self._rules
+        )
+        self._native = self._native_masker.mask if self._native_masker is not None else None  # type: ignore[attr-defined]
 
     # -- values ---------------------------------------------------------------
 
@@ -400,6 +409,14 @@ class ResultMasker:
 
     def mask_data_row(self, body: bytes) -> bytes:
         """A DataRow message body in (Int16 count, Int32 length + bytes each), masked body out."""
+        if self._native is not None:
+            try:
+                out = self._native(body)
+            except Exception as exc:  # never let a value escape in a message
+                raise MaskingError(f"masking failed ({type(exc).__name__})") from None
+            if out is not None:
+                return out
+            # None: a gate fired (or the body is malformed): the Python path below
         if self._body_path and self._cache is None:  # the cache decides first (see _mask_cached)
             try:
                 return self._mask_body(body)
@@ -542,20 +559,26 @@ class ResultMasker:
     def summary(self) -> dict:
         """What was masked, for the statement's record (no values, only counts)."""
         names = _unique_names(self.columns)
+        counts = [dict(c) for c in self._counts]
+        nulled_counts = list(self._nulled)
+        rule_counts = list(self._rule_counts)
+        rows = self.rows
+        if self._native_masker is not None:  # the rows masked in C
+            rows += native.merge_stats(self._native_masker, counts, nulled_counts, rule_counts)
         columns: dict[str, dict[str, int]] = {}
         column_rules: dict[str, dict] = {}
         for i, name in enumerate(names):
-            if self._counts[i]:
-                columns[name] = dict(sorted(self._counts[i].items()))
+            if counts[i]:
+                columns[name] = dict(sorted(counts[i].items()))
         for i, _mode, _repl, rule, strategy in self._rules:
             column_rules[names[i]] = {
                 "rule": rule,
                 "strategy": strategy,
-                "values": self._rule_counts[i],
+                "values": rule_counts[i],
             }
-        nulled = {names[i]: n for i, n in enumerate(self._nulled) if n}
+        nulled = {names[i]: n for i, n in enumerate(nulled_counts) if n}
         return {
-            "rows": self.rows,
+            "rows": rows,
             "columns": columns,
             "column_rules": column_rules,
             "nulled": nulled,

@@ -144,14 +144,27 @@ def _partial(entity: str | None, value: bytes) -> bytes:
     return b"[" + label_for(entity).encode() + b"]"
 
 
+# `native_form` of a replacer that stars every digit but the last four (masking/native.py)
+LAST_FOUR_DIGITS = 2
+
+
 def replacer(
     entity: str | None, strategy: str, token_key: bytes | None = None
 ) -> Callable[[bytes], bytes]:
-    """A function turning one sensitive value (or span) into its masked form."""
+    """A function turning one sensitive value (or span) into its masked form.
+
+    Where the C row masker can compute the output itself, the function carries a
+    `native_form`: the constant output (bytes) or `LAST_FOUR_DIGITS`.
+    """
     label = label_for(entity)
     if strategy == "redact" or (strategy == "partial" and entity in SECRET_ENTITIES):
         constant = b"[" + label.encode() + b"]"
-        return lambda value: constant
+
+        def redact(value: bytes) -> bytes:
+            return constant
+
+        redact.native_form = constant  # type: ignore[attr-defined]
+        return redact
     if strategy == "partial":
         if entity in ("CREDIT_CARD", "US_SSN", "PHONE_NUMBER"):
             # the hot case (cards by default): `_partial` without its dispatch
@@ -161,6 +174,7 @@ def replacer(
                     return value[:-4].translate(_STAR_DIGITS) + tail
                 return _star_keep_last(value, 4, digits_only=True)
 
+            last_four.native_form = LAST_FOUR_DIGITS  # type: ignore[attr-defined]
             return last_four
         return lambda value: _partial(entity, value)
     if strategy == "token":

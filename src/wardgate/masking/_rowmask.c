@@ -1,0 +1,1079 @@
+/*
+ * wardgate.masking._rowmask: the DataRow masker's hot path in C (optional).
+ *
+ * Theory of operation: `RowMasker.mask(body)` does for one DataRow body what
+ * ResultMasker._mask_body does in Python, for the recognizers it implements
+ * exactly (EMAIL_ADDRESS; the digit pass: IBAN_CODE, CREDIT_CARD, US_SSN and
+ * IPv4 IP_ADDRESS) and the column rules: one walk over the length words, a scan
+ * of every scanned value, validators on candidates, replacements, one output
+ * buffer. Every other recognizer of the plan (secrets, `key=value` pairs, IPv6,
+ * phone numbers) is covered by a *gate*: a necessary condition for it to find
+ * anything (its `needs` literals; a caseless key-name stem or "://"; two colons
+ * with only hex digits and dots between; three digits, a separator and four
+ * digits, or "+" and a digit). When a gate fires anywhere in the row, `mask`
+ * returns None before it has counted or changed anything, and the caller masks
+ * the row with the Python path. A malformed body, or an email address whose
+ * domain needs more backtracking than a small budget, also returns None.
+ *
+ * The matchers below follow the Python patterns of recognizers.py step by step,
+ * including the order in which Python's regular expression engine tries
+ * alternatives and backtracks (greedy repeats longest first), so the end of
+ * each match is the one Python finds; the scan loop is Scanner._scan_digits /
+ * _scan_email / _finish. Values are scanned one at a time with a NUL assumed
+ * before and after each (the Python body path scans them NUL-separated in one
+ * buffer; no built-in pattern matches a NUL). tests/masking/test_native_path.py
+ * compares the two paths on generated rows.
+ *
+ * The caller holds the GIL for the whole call (nothing here releases it), and a
+ * RowMasker belongs to one result, so its scratch arrays need no locking.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* entity codes (the Python side maps them to names) */
+enum { E_EMAIL = 0, E_IBAN = 1, E_CARD = 2, E_SSN = 3, E_IPV4 = 4, N_ENT = 5 };
+/* column modes: the numbers of masker.py */
+enum {
+    M_SKIP = 0, M_SCAN_TEXT = 1, M_SCAN_NULL = 2,
+    M_RULE_TEXT = 10, M_RULE_JSON = 11, M_RULE_JSONB_BIN = 12, M_RULE_NULL = 13
+};
+/* gates that send a row to the Python path */
+enum { G_PASSWORD = 1, G_IPV6 = 2, G_PHONE = 4 };
+/* replacer kinds */
+enum { R_NONE = 0, R_CONST = 1, R_LAST4 = 2, R_CALL = 3 };
+
+#define FAIL (-1)
+#define BAIL (-2)
+#define EMAIL_BUDGET 2000 /* domain steps per address before the row goes to Python */
+#define MAX_NEEDLES 64
+
+/* character classes */
+enum {
+    C_DIGIT = 1, C_UPPER = 2, C_LOWER = 4, C_UNDER = 8, C_LOCALX = 16, C_HYPHEN = 32,
+    C_HEX = 64, C_DOT = 128
+};
+static uint8_t cls[256];
+static unsigned char lower[256]; /* ASCII case folding, as re.IGNORECASE on bytes */
+#define IS(c, m) (cls[(unsigned char)(c)] & (m))
+#define IS_DIGIT(c) IS(c, C_DIGIT)
+#define IS_ALNUM(c) IS(c, C_DIGIT | C_UPPER | C_LOWER)
+#define IS_WORD(c) IS(c, C_DIGIT | C_UPPER | C_LOWER | C_UNDER)
+#define IS_LETTER(c) IS(c, C_UPPER | C_LOWER)
+#define IS_UPDIG(c) IS(c, C_DIGIT | C_UPPER)
+#define IS_LDH(c) IS(c, C_DIGIT | C_UPPER | C_LOWER | C_HYPHEN)
+#define IS_LOCAL(c) IS(c, C_DIGIT | C_UPPER | C_LOWER | C_UNDER | C_LOCALX | C_HYPHEN | C_DOT)
+#define IS_HEXDOT(c) IS(c, C_HEX | C_DOT)
+
+static void init_classes(void) {
+    for (int c = 0; c < 256; c++) lower[c] = (unsigned char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+    for (int c = '0'; c <= '9'; c++) cls[c] |= C_DIGIT | C_HEX;
+    for (int c = 'A'; c <= 'Z'; c++) cls[c] |= C_UPPER;
+    for (int c = 'a'; c <= 'z'; c++) cls[c] |= C_LOWER;
+    for (int c = 'A'; c <= 'F'; c++) cls[c] |= C_HEX;
+    for (int c = 'a'; c <= 'f'; c++) cls[c] |= C_HEX;
+    cls['_'] |= C_UNDER;
+    cls['%'] |= C_LOCALX;
+    cls['+'] |= C_LOCALX;
+    cls['-'] |= C_HYPHEN;
+    cls['.'] |= C_DOT;
+}
+
+/* a byte of the value, NUL outside it */
+typedef struct {
+    const unsigned char *d;
+    Py_ssize_t n;
+} Span;
+static inline int at(const Span *v, Py_ssize_t i) { return (i >= 0 && i < v->n) ? v->d[i] : 0; }
+
+typedef struct {
+    int ent;
+    Py_ssize_t s, e; /* offsets in the value */
+} Finding;
+
+typedef struct {
+    Finding *a;
+    Py_ssize_t len, cap;
+} Findings;
+
+static int push(Findings *f, int ent, Py_ssize_t s, Py_ssize_t e) {
+    if (f->len == f->cap) {
+        Py_ssize_t cap = f->cap ? f->cap * 2 : 32;
+        Finding *a = PyMem_Realloc(f->a, (size_t)cap * sizeof(Finding));
+        if (a == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        f->a = a;
+        f->cap = cap;
+    }
+    f->a[f->len].ent = ent;
+    f->a[f->len].s = s;
+    f->a[f->len].e = e;
+    f->len++;
+    return 0;
+}
+
+/* ---- validators (validators.py, recognizers.py) --------------------------------- */
+
+static int luhn_ok(const unsigned char *dg, Py_ssize_t n) {
+    static const int dbl[10] = {0, 2, 4, 6, 8, 1, 3, 5, 7, 9};
+    if (n == 0) return 0;
+    int sum = 0;
+    for (Py_ssize_t i = n - 1, k = 0; i >= 0; i--, k++) {
+        int d = dg[i] - '0';
+        sum += (k & 1) ? dbl[d] : d;
+    }
+    return sum % 10 == 0;
+}
+
+/* card_brand_ok over ASCII digits */
+static int brand_ok(const unsigned char *dg, Py_ssize_t n) {
+    if (n < 13 || n > 19) return 0;
+    int first = dg[0];
+    if (first == '4') return n == 13 || n == 16 || n == 19;
+    int two = (dg[0] - '0') * 10 + (dg[1] - '0');
+    if (first == '3') {
+        if (two == 34 || two == 37) return n == 15;
+        if (two == 35) return n >= 16;
+        return (two == 30 || two == 36 || two == 38 || two == 39) && n >= 14;
+    }
+    if (first == '1') return n == 15 && memcmp(dg, "1800", 4) == 0;
+    if (first == '5') return (51 <= two && two <= 55) ? n == 16 : n >= 12;
+    if (first == '2') {
+        int four = two * 100 + (dg[2] - '0') * 10 + (dg[3] - '0');
+        if (n == 15) return four == 2131;
+        return n == 16 && ((2221 <= four && four <= 2720) || (2200 <= four && four <= 2204));
+    }
+    if (first == '6') return n >= 16 || (n >= 12 && two != 60 && two != 62 && two != 64 && two != 65);
+    if (first == '8') return (two == 81 || two == 82) && n == 16;
+    return 0;
+}
+
+/* digits of c[0:n] into out (at most 64 kept: a card candidate has at most 19) */
+static Py_ssize_t digits_of(const unsigned char *c, Py_ssize_t n, unsigned char *out) {
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n && k < 64; i++)
+        if (IS_DIGIT(c[i])) out[k++] = c[i];
+    return k;
+}
+
+static int card_valid(const unsigned char *c, Py_ssize_t n) {
+    unsigned char dg[64];
+    Py_ssize_t k = digits_of(c, n, dg);
+    return brand_ok(dg, k) && luhn_ok(dg, k);
+}
+
+/* recognizers._card_validator */
+static Py_ssize_t validate_card(const unsigned char *c, Py_ssize_t n) {
+    if (card_valid(c, n)) return n;
+    for (Py_ssize_t i = n - 1; i > 11; i--)
+        if ((c[i] == ' ' || c[i] == '-') && card_valid(c, i)) return i;
+    return 0;
+}
+
+/* validators.ssn_valid: the candidate is 3-2-4 digits with two separators */
+static Py_ssize_t validate_ssn(const unsigned char *c, Py_ssize_t n) {
+    unsigned char d[64];
+    Py_ssize_t k = digits_of(c, n, d);
+    if (k != 9) return 0;
+    if (memcmp(d, "000", 3) == 0 || memcmp(d, "666", 3) == 0 || d[0] == '9') return 0;
+    if (memcmp(d + 3, "00", 2) == 0 || memcmp(d + 5, "0000", 4) == 0) return 0;
+    int same = 1;
+    for (int i = 1; i < 9; i++) same &= d[i] == d[0];
+    if (same || memcmp(d, "078051120", 9) == 0 || memcmp(d, "123456789", 9) == 0) return 0;
+    return n;
+}
+
+/* recognizers._ipv4_validator: four dot-separated runs of 1-3 digits */
+static Py_ssize_t validate_ipv4(const unsigned char *c, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        Py_ssize_t j = i;
+        int value = 0;
+        while (j < n && c[j] != '.') value = value * 10 + (c[j++] - '0');
+        if ((j - i > 1 && c[i] == '0') || value > 255) return 0;
+        i = j + 1;
+    }
+    return n;
+}
+
+typedef struct {
+    const uint8_t *lengths; /* 26 * 26 registry lengths, 0: not listed */
+} IbanTable;
+
+/* validators.iban_valid over compact [A-Z0-9] bytes */
+static int iban_valid(const IbanTable *t, const unsigned char *c, Py_ssize_t n) {
+    int expected = 0;
+    if (n >= 2 && IS(c[0], C_UPPER) && IS(c[1], C_UPPER))
+        expected = t->lengths[(c[0] - 'A') * 26 + (c[1] - 'A')];
+    if (expected == 0) {
+        if (n < 15 || n > 34) return 0;
+    } else if (n != expected) {
+        return 0;
+    }
+    int rem = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned char ch = c[(k + 4) % n]; /* compact[4:] + compact[:4] */
+        if (IS_DIGIT(ch))
+            rem = (rem * 10 + (ch - '0')) % 97;
+        else if (IS(ch, C_UPPER))
+            rem = (rem * 100 + (ch - 'A' + 10)) % 97;
+        else
+            return 0;
+    }
+    return rem == 1;
+}
+
+/* recognizers._iban_validator */
+static Py_ssize_t validate_iban(const IbanTable *t, const unsigned char *c, Py_ssize_t n) {
+    unsigned char compact[128];
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (c[i] == ' ') continue;
+        if (k == (Py_ssize_t)sizeof(compact)) return BAIL; /* cannot happen: 34 at most */
+        compact[k++] = c[i];
+    }
+    int expected = 0;
+    if (k >= 2 && IS(compact[0], C_UPPER) && IS(compact[1], C_UPPER))
+        expected = t->lengths[(compact[0] - 'A') * 26 + (compact[1] - 'A')];
+    if (expected && k > expected) {
+        Py_ssize_t seen = 0, cut = n;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (c[i] != ' ' && ++seen == expected) {
+                cut = i + 1;
+                break;
+            }
+        }
+        if (cut < n && c[cut] != ' ') return 0; /* the IBAN would end inside a group */
+        n = cut;
+        k = expected;
+    }
+    return iban_valid(t, compact, k) ? n : 0;
+}
+
+/* ---- the digit pass: one matcher per pattern, at a run start p ------------------- */
+
+/* \d _IBAN_REST: the letters before p and the first digit are the look-behind */
+static Py_ssize_t match_iban(const Span *v, Py_ssize_t p) {
+    if (!IS(at(v, p - 1), C_UPPER) || !IS(at(v, p - 2), C_UPPER) || IS_ALNUM(at(v, p - 3)))
+        return FAIL;
+    if (!IS_DIGIT(at(v, p + 1))) return FAIL;
+    Py_ssize_t ends[31];
+    Py_ssize_t pos = p + 2;
+    int k = 0;
+    while (k < 30) { /* (?: ?[A-Z0-9]){11,30}, greedy */
+        if (at(v, pos) == ' ' && IS_UPDIG(at(v, pos + 1)))
+            pos += 2;
+        else if (IS_UPDIG(at(v, pos)))
+            pos += 1;
+        else
+            break;
+        ends[++k] = pos;
+    }
+    for (; k >= 11; k--) /* then (?![A-Za-z0-9]), giving back repeats */
+        if (!IS_ALNUM(at(v, ends[k]))) return ends[k];
+    return FAIL;
+}
+
+/* \d _CARD_REST: first digit 1-6 or 8, then (?:[ -]?\d){12,18}(?!\d) */
+static Py_ssize_t match_card(const Span *v, Py_ssize_t p) {
+    int first = at(v, p);
+    if (first < '1' || first > '8' || first == '7') return FAIL;
+    Py_ssize_t ends[19];
+    Py_ssize_t pos = p + 1;
+    int k = 0;
+    while (k < 18) {
+        int c = at(v, pos);
+        if ((c == ' ' || c == '-') && IS_DIGIT(at(v, pos + 1)))
+            pos += 2;
+        else if (IS_DIGIT(c))
+            pos += 1;
+        else
+            break;
+        ends[++k] = pos;
+    }
+    for (; k >= 12; k--)
+        if (!IS_DIGIT(at(v, ends[k]))) return ends[k];
+    return FAIL;
+}
+
+/* \d _SSN_REST: ddd s dd s dddd, one separator kind, not after "-", not before [\d-] or .\d */
+static Py_ssize_t match_ssn(const Span *v, Py_ssize_t p) {
+    if (at(v, p - 1) == '-') return FAIL;
+    if (!IS_DIGIT(at(v, p + 1)) || !IS_DIGIT(at(v, p + 2))) return FAIL;
+    int sep = at(v, p + 3);
+    if (sep != '-' && sep != ' ' && sep != '.') return FAIL;
+    if (!IS_DIGIT(at(v, p + 4)) || !IS_DIGIT(at(v, p + 5)) || at(v, p + 6) != sep) return FAIL;
+    for (int i = 7; i < 11; i++)
+        if (!IS_DIGIT(at(v, p + i))) return FAIL;
+    int next = at(v, p + 11);
+    if (IS_DIGIT(next) || next == '-' || (next == '.' && IS_DIGIT(at(v, p + 12)))) return FAIL;
+    return p + 11;
+}
+
+/* \d _IPV4_REST: four runs of 1-3 digits joined by dots, not inside a word or dotted run */
+static Py_ssize_t match_ipv4(const Span *v, Py_ssize_t p) {
+    int before = at(v, p - 1);
+    if (IS_WORD(before) || before == '.') return FAIL;
+    Py_ssize_t pos = p;
+    for (int group = 0; group < 4; group++) {
+        Py_ssize_t run = 0;
+        while (IS_DIGIT(at(v, pos + run))) run++;
+        if (run < 1 || run > 3) return FAIL;
+        pos += run;
+        if (group < 3) {
+            if (at(v, pos) != '.') return FAIL;
+            pos++;
+        }
+    }
+    int next = at(v, pos);
+    if (IS_WORD(next) || (next == '.' && IS_WORD(at(v, pos + 1)))) return FAIL;
+    return pos;
+}
+
+static Py_ssize_t match_digit(int ent, const Span *v, Py_ssize_t p) {
+    switch (ent) {
+    case E_IBAN: return match_iban(v, p);
+    case E_CARD: return match_card(v, p);
+    case E_SSN: return match_ssn(v, p);
+    default: return match_ipv4(v, p);
+    }
+}
+
+static Py_ssize_t validate(const IbanTable *t, int ent, const unsigned char *c, Py_ssize_t n) {
+    switch (ent) {
+    case E_IBAN: return validate_iban(t, c, n);
+    case E_CARD: return validate_card(c, n);
+    case E_SSN: return validate_ssn(c, n);
+    default: return validate_ipv4(c, n);
+    }
+}
+
+static inline int lead_back(int ent) { return ent == E_IBAN ? 2 : 0; }
+
+/* Scanner._scan_digits (and _first_other_match after a rejected candidate) */
+static int scan_digits(const Span *v, const int *order, int norder, const IbanTable *t,
+                       Findings *out) {
+    Py_ssize_t pos = 0, n = v->n;
+    for (;;) {
+        Py_ssize_t p, end = FAIL;
+        int which = -1;
+        for (p = pos; p < n; p++) {
+            if (!IS_DIGIT(v->d[p]) || IS_DIGIT(at(v, p - 1))) continue;
+            for (int k = 0; k < norder; k++) {
+                end = match_digit(order[k], v, p);
+                if (end >= 0) {
+                    which = k;
+                    break;
+                }
+            }
+            if (which >= 0) break;
+        }
+        if (which < 0) return 0;
+        int ent = order[which];
+        Py_ssize_t start = p - lead_back(ent);
+        Py_ssize_t ok = validate(t, ent, v->d + start, end - start);
+        if (ok == BAIL) return BAIL;
+        if (ok > 0) {
+            if (push(out, ent, start, start + ok) < 0) return -1;
+            pos = start + ok;
+            continue;
+        }
+        /* rejected: the first other digit recognizer that matches and validates here */
+        for (int k = 0; k < norder; k++) {
+            if (k == which) continue;
+            int other = order[k];
+            Py_ssize_t e2 = match_digit(other, v, p);
+            if (e2 < 0) continue;
+            Py_ssize_t s2 = p - lead_back(other);
+            Py_ssize_t ok2 = validate(t, other, v->d + s2, e2 - s2);
+            if (ok2 == BAIL) return BAIL;
+            if (ok2 > 0) {
+                if (push(out, other, s2, s2 + ok2) < 0) return -1;
+                break;
+            }
+        }
+        pos = p + 1;
+    }
+}
+
+/* ---- email: Scanner._scan_email and the domain part of its pattern ---------------- */
+
+static Py_ssize_t dom_star(const Span *v, Py_ssize_t pos, int *budget);
+
+/* a label [A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])? at `first`, then the rest;
+   its possible ends are tried longest first, as the greedy repeat does */
+static Py_ssize_t dom_label(const Span *v, Py_ssize_t first, int *budget) {
+    int run = 0;
+    while (run < 61 && IS_LDH(at(v, first + 1 + run))) run++;
+    for (int k = run; k >= 0; k--) {
+        if (!IS_ALNUM(at(v, first + 1 + k))) continue;
+        Py_ssize_t r = dom_star(v, first + 2 + k, budget);
+        if (r != FAIL) return r;
+    }
+    return dom_star(v, first + 1, budget);
+}
+
+/* (?:\.label)* then \.[A-Za-z]{2,63}(?![\w-]): one more label first, else the end */
+static Py_ssize_t dom_star(const Span *v, Py_ssize_t pos, int *budget) {
+    if (--*budget < 0) return BAIL;
+    if (at(v, pos) == '.' && IS_ALNUM(at(v, pos + 1))) {
+        Py_ssize_t r = dom_label(v, pos + 1, budget);
+        if (r != FAIL) return r;
+    }
+    if (at(v, pos) != '.') return FAIL;
+    Py_ssize_t run = 0;
+    while (IS_LETTER(at(v, pos + 1 + run))) run++;
+    /* shorter than the run, the next byte is a letter: only the whole run can end it */
+    if (run < 2 || run > 63) return FAIL;
+    int next = at(v, pos + 1 + run);
+    if (IS_WORD(next) || next == '-') return FAIL;
+    return pos + 1 + run;
+}
+
+static int scan_email(const Span *v, Findings *out) {
+    const unsigned char *d = v->d;
+    Py_ssize_t n = v->n, floor = 0;
+    const unsigned char *hit = memchr(d, '@', (size_t)n);
+    while (hit != NULL) {
+        Py_ssize_t a = hit - d;
+        Py_ssize_t lo = a - 64 > floor ? a - 64 : floor;
+        Py_ssize_t start = a;
+        while (start > lo && IS_LOCAL(d[start - 1])) start--;
+        if (start < a && !IS_LOCAL(at(v, start - 1)) && IS_ALNUM(at(v, a + 1))) {
+            int budget = EMAIL_BUDGET;
+            Py_ssize_t end = dom_label(v, a + 1, &budget);
+            if (end == BAIL) return BAIL;
+            if (end >= 0) {
+                if (push(out, E_EMAIL, start, end) < 0) return -1;
+                floor = end;
+                hit = end < n ? memchr(d + end, '@', (size_t)(n - end)) : NULL;
+                continue;
+            }
+        }
+        hit = a + 1 < n ? memchr(d + a + 1, '@', (size_t)(n - a - 1)) : NULL;
+    }
+    return 0;
+}
+
+/* Scanner._finish for one value's findings (digits first, then emails): stable sort
+   by start, then earliest wins and, at one start, the longest */
+static void finish(Finding *f, Py_ssize_t *len) {
+    Py_ssize_t n = *len;
+    if (n < 2) return;
+    for (Py_ssize_t i = 1; i < n; i++) { /* insertion sort: stable, lists are short */
+        Finding x = f[i];
+        Py_ssize_t j = i;
+        while (j > 0 && f[j - 1].s > x.s) {
+            f[j] = f[j - 1];
+            j--;
+        }
+        f[j] = x;
+    }
+    Py_ssize_t kept = 1, last_start = f[0].s, last_end = f[0].e;
+    for (Py_ssize_t i = 1; i < n; i++) {
+        if (f[i].s >= last_end) {
+            f[kept++] = f[i];
+            last_start = f[i].s;
+            last_end = f[i].e;
+        } else if (f[i].s == last_start && f[i].e > last_end) {
+            f[kept - 1] = f[i];
+            last_end = f[i].e;
+        }
+    }
+    *len = kept;
+}
+
+/* ---- gates --------------------------------------------------------------------- */
+
+typedef struct {
+    const char *text;
+    Py_ssize_t len;
+    int caseless;
+} Needle;
+
+static const char *PASSWORD_STEMS[] = {"pass", "pwd", "secret", "token", "apikey", "api_key"};
+
+/* the password stems and "://"; then the IPv6 and phone conditions */
+static int gate_fires(const Span *v, const Needle *needles, int nneedles,
+                      const uint64_t *first_byte, int gates) {
+    const unsigned char *d = v->d;
+    Py_ssize_t n = v->n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = d[i];
+        uint64_t mask = first_byte[c];
+        while (mask) {
+            int k = __builtin_ctzll(mask);
+            mask &= mask - 1;
+            const Needle *nd = &needles[k];
+            if (nd->len > n - i) continue;
+            if (nd->caseless) {
+                Py_ssize_t j = 1;
+                while (j < nd->len && lower[d[i + j]] == (unsigned char)nd->text[j]) j++;
+                if (j == nd->len) return 1;
+            } else if (memcmp(d + i, nd->text, (size_t)nd->len) == 0) {
+                return 1;
+            }
+        }
+        if ((gates & G_IPV6) && c == ':') { /* :[0-9A-Fa-f.]{0,43}: */
+            for (Py_ssize_t j = i + 1; j < n && j <= i + 44; j++) {
+                if (d[j] == ':') return 1;
+                if (!IS_HEXDOT(d[j])) break;
+            }
+        }
+        if (gates & G_PHONE) { /* [0-9]{3}[ .\-][0-9]{4}|\+[1-9] */
+            if (c == '+' && i + 1 < n && d[i + 1] >= '1' && d[i + 1] <= '9') return 1;
+            if (IS_DIGIT(c) && i + 7 < n && IS_DIGIT(d[i + 1]) && IS_DIGIT(d[i + 2]) &&
+                (d[i + 3] == ' ' || d[i + 3] == '.' || d[i + 3] == '-') && IS_DIGIT(d[i + 4]) &&
+                IS_DIGIT(d[i + 5]) && IS_DIGIT(d[i + 6]) && IS_DIGIT(d[i + 7]))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- the RowMasker type ---------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    int ncols;
+    uint8_t *modes;      /* per column */
+    PyObject **rules;    /* per column: the rule's replacer (bytes or callable), or NULL */
+    int order[4];        /* the digit recognizers, in the scanner's order */
+    int norder;
+    int email;
+    int gates;
+    Needle needles[MAX_NEEDLES];
+    int nneedles;
+    PyObject *needle_keep; /* the bytes the needles point into */
+    uint64_t first_byte[256];
+    int rkind[N_ENT];
+    PyObject *repl[N_ENT]; /* bytes (constant) or callable, per entity */
+    uint8_t iban_lengths[26 * 26];
+    /* counts, read by the Python summary */
+    long long rows;
+    long long *counts; /* ncols * N_ENT */
+    long long *nulled;
+    long long *rule_counts;
+    /* scratch */
+    Py_ssize_t *starts;
+    Py_ssize_t *ends;
+    PyObject **newval; /* per column: NULL unchanged, Py_None NULL, else bytes */
+    Findings found;
+    Py_ssize_t *col_first; /* per column: first finding index, then count */
+    Py_ssize_t *col_count;
+} RowMasker;
+
+static void RowMasker_dealloc(RowMasker *self) {
+    if (self->rules) {
+        for (int i = 0; i < self->ncols; i++) Py_XDECREF(self->rules[i]);
+    }
+    for (int k = 0; k < N_ENT; k++) Py_XDECREF(self->repl[k]);
+    Py_XDECREF(self->needle_keep);
+    PyMem_Free(self->modes);
+    PyMem_Free(self->rules);
+    PyMem_Free(self->counts);
+    PyMem_Free(self->nulled);
+    PyMem_Free(self->rule_counts);
+    PyMem_Free(self->starts);
+    PyMem_Free(self->ends);
+    PyMem_Free(self->newval);
+    PyMem_Free(self->found.a);
+    PyMem_Free(self->col_first);
+    PyMem_Free(self->col_count);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int add_needle(RowMasker *self, const char *text, Py_ssize_t len, int caseless) {
+    if (len < 1) {
+        PyErr_SetString(PyExc_ValueError, "empty gate literal");
+        return -1;
+    }
+    if (self->nneedles == MAX_NEEDLES) {
+        PyErr_SetString(PyExc_ValueError, "too many gate literals");
+        return -1;
+    }
+    int k = self->nneedles++;
+    self->needles[k].text = text;
+    self->needles[k].len = len;
+    self->needles[k].caseless = caseless;
+    unsigned char c = (unsigned char)text[0];
+    self->first_byte[c] |= 1ULL << k;
+    if (caseless && IS_LETTER(c)) {
+        self->first_byte[lower[c]] |= 1ULL << k;
+        self->first_byte[lower[c] - 32] |= 1ULL << k;
+    }
+    return 0;
+}
+
+/*
+ * RowMasker(modes: bytes, rules: tuple, digits: tuple[int], email: bool, gates: int,
+ *           needles: tuple[bytes], replacers: tuple (per entity: None, bytes, 2 for the
+ *           last four digits, or a callable), iban_lengths: bytes of 676)
+ */
+static int RowMasker_init(RowMasker *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"modes", "rules", "digits", "email", "gates", "needles",
+                         "replacers", "iban_lengths", NULL};
+    PyObject *modes, *rules, *digits, *needles, *replacers, *iban;
+    int email, gates;
+    if (self->modes != NULL) {
+        PyErr_SetString(PyExc_TypeError, "RowMasker is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SO!O!piO!O!S", kw, &modes, &PyTuple_Type,
+                                     &rules, &PyTuple_Type, &digits, &email, &gates,
+                                     &PyTuple_Type, &needles, &PyTuple_Type, &replacers, &iban))
+        return -1;
+    Py_ssize_t ncols = PyBytes_GET_SIZE(modes);
+    if (ncols > 32767 || PyTuple_GET_SIZE(rules) != ncols) {
+        PyErr_SetString(PyExc_ValueError, "modes and rules: one per column");
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(replacers) != N_ENT || PyBytes_GET_SIZE(iban) != 26 * 26) {
+        PyErr_SetString(PyExc_ValueError, "bad replacers or IBAN table");
+        return -1;
+    }
+    self->ncols = (int)ncols;
+    size_t n = (size_t)(ncols ? ncols : 1);
+    self->modes = PyMem_Malloc(n);
+    self->rules = PyMem_Calloc(n, sizeof(PyObject *));
+    self->counts = PyMem_Calloc(n * N_ENT, sizeof(long long));
+    self->nulled = PyMem_Calloc(n, sizeof(long long));
+    self->rule_counts = PyMem_Calloc(n, sizeof(long long));
+    self->starts = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    self->ends = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    self->newval = PyMem_Calloc(n, sizeof(PyObject *));
+    self->col_first = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    self->col_count = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    if (!self->modes || !self->rules || !self->counts || !self->nulled || !self->rule_counts ||
+        !self->starts || !self->ends || !self->newval || !self->col_first || !self->col_count) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(self->modes, PyBytes_AS_STRING(modes), (size_t)ncols);
+    for (Py_ssize_t i = 0; i < ncols; i++) {
+        int m = self->modes[i];
+        PyObject *r = PyTuple_GET_ITEM(rules, i);
+        int ruled = m >= M_RULE_TEXT;
+        if (m != M_SKIP && m != M_SCAN_TEXT && m != M_SCAN_NULL && !(ruled && m <= M_RULE_NULL)) {
+            PyErr_SetString(PyExc_ValueError, "unknown column mode");
+            return -1;
+        }
+        if (ruled && m != M_RULE_NULL) {
+            if (!PyBytes_Check(r) && !PyCallable_Check(r)) {
+                PyErr_SetString(PyExc_TypeError, "a rule's replacer is bytes or callable");
+                return -1;
+            }
+            Py_INCREF(r);
+            self->rules[i] = r;
+        }
+    }
+    Py_ssize_t nd = PyTuple_GET_SIZE(digits);
+    if (nd > 4) {
+        PyErr_SetString(PyExc_ValueError, "at most four digit recognizers");
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < nd; k++) {
+        long e = PyLong_AsLong(PyTuple_GET_ITEM(digits, k));
+        if (e == -1 && PyErr_Occurred()) return -1;
+        if (e < E_IBAN || e > E_IPV4) {
+            PyErr_SetString(PyExc_ValueError, "unknown digit recognizer");
+            return -1;
+        }
+        self->order[k] = (int)e;
+    }
+    self->norder = (int)nd;
+    self->email = email;
+    self->gates = gates;
+    /* the needles point into the bytes kept in needle_keep */
+    Py_ssize_t nn = PyTuple_GET_SIZE(needles);
+    Py_INCREF(needles);
+    self->needle_keep = needles;
+    for (Py_ssize_t k = 0; k < nn; k++) {
+        PyObject *b = PyTuple_GET_ITEM(needles, k);
+        if (!PyBytes_Check(b)) {
+            PyErr_SetString(PyExc_TypeError, "gate literals are bytes");
+            return -1;
+        }
+        if (add_needle(self, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), 0) < 0) return -1;
+    }
+    if (gates & G_PASSWORD) {
+        for (size_t k = 0; k < sizeof(PASSWORD_STEMS) / sizeof(*PASSWORD_STEMS); k++)
+            if (add_needle(self, PASSWORD_STEMS[k], (Py_ssize_t)strlen(PASSWORD_STEMS[k]), 1) < 0)
+                return -1;
+        if (add_needle(self, "://", 3, 0) < 0) return -1;
+    }
+    for (int k = 0; k < N_ENT; k++) {
+        PyObject *r = PyTuple_GET_ITEM(replacers, k);
+        if (r == Py_None) {
+            self->rkind[k] = R_NONE;
+            continue;
+        }
+        if (PyBytes_Check(r))
+            self->rkind[k] = R_CONST;
+        else if (PyLong_Check(r) && PyLong_AsLong(r) == R_LAST4)
+            self->rkind[k] = R_LAST4;
+        else if (PyCallable_Check(r))
+            self->rkind[k] = R_CALL;
+        else {
+            PyErr_SetString(PyExc_TypeError, "a replacer is None, bytes, 2 or callable");
+            return -1;
+        }
+        Py_INCREF(r);
+        self->repl[k] = r;
+    }
+    /* an entity that is scanned for needs a replacer */
+    if ((email && self->rkind[E_EMAIL] == R_NONE)) {
+        PyErr_SetString(PyExc_ValueError, "no replacer for a scanned entity");
+        return -1;
+    }
+    for (int k = 0; k < self->norder; k++) {
+        if (self->rkind[self->order[k]] == R_NONE) {
+            PyErr_SetString(PyExc_ValueError, "no replacer for a scanned entity");
+            return -1;
+        }
+    }
+    memcpy(self->iban_lengths, PyBytes_AS_STRING(iban), 26 * 26);
+    return 0;
+}
+
+/* the value `span` replaced for entity `ent` (a new reference) */
+static PyObject *replace(RowMasker *self, int ent, const unsigned char *s, Py_ssize_t n) {
+    switch (self->rkind[ent]) {
+    case R_CONST:
+        Py_INCREF(self->repl[ent]);
+        return self->repl[ent];
+    case R_LAST4: { /* every digit a star but the last four digits */
+        PyObject *out = PyBytes_FromStringAndSize((const char *)s, n);
+        if (out == NULL) return NULL;
+        char *o = PyBytes_AS_STRING(out);
+        int kept = 0;
+        for (Py_ssize_t i = n - 1; i >= 0; i--) {
+            if (!IS_DIGIT(o[i])) continue;
+            if (kept < 4)
+                kept++;
+            else
+                o[i] = '*';
+        }
+        return out;
+    }
+    default: {
+        PyObject *arg = PyBytes_FromStringAndSize((const char *)s, n);
+        if (arg == NULL) return NULL;
+        PyObject *out = PyObject_CallOneArg(self->repl[ent], arg);
+        Py_DECREF(arg);
+        if (out != NULL && !PyBytes_Check(out)) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "a replacer returned something else than bytes");
+            return NULL;
+        }
+        return out;
+    }
+    }
+}
+
+/* a column rule's replacement of value v (a new reference) */
+static PyObject *rule_value(RowMasker *self, int col, const unsigned char *v, Py_ssize_t n) {
+    int mode = self->modes[col];
+    if (mode == M_RULE_NULL) {
+        Py_RETURN_NONE;
+    }
+    const unsigned char *arg = v;
+    Py_ssize_t argn = n;
+    if (mode == M_RULE_JSONB_BIN && n > 0) { /* version byte, then JSON text */
+        arg++;
+        argn--;
+    }
+    PyObject *r = self->rules[col], *masked;
+    if (PyBytes_Check(r)) {
+        Py_INCREF(r);
+        masked = r;
+    } else {
+        PyObject *a = PyBytes_FromStringAndSize((const char *)arg, argn);
+        if (a == NULL) return NULL;
+        masked = PyObject_CallOneArg(r, a);
+        Py_DECREF(a);
+        if (masked == NULL) return NULL;
+        if (!PyBytes_Check(masked)) {
+            Py_DECREF(masked);
+            PyErr_SetString(PyExc_TypeError, "a replacer returned something else than bytes");
+            return NULL;
+        }
+    }
+    if (mode == M_RULE_TEXT) return masked;
+    const char *pre = mode == M_RULE_JSON ? "\"" : "\x01\"";
+    Py_ssize_t plen = mode == M_RULE_JSON ? 1 : 2, mlen = PyBytes_GET_SIZE(masked);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, plen + mlen + 1);
+    if (out != NULL) {
+        char *o = PyBytes_AS_STRING(out);
+        memcpy(o, pre, (size_t)plen);
+        memcpy(o + plen, PyBytes_AS_STRING(masked), (size_t)mlen);
+        o[plen + mlen] = '"';
+    }
+    Py_DECREF(masked);
+    return out;
+}
+
+static inline int32_t be32(const unsigned char *p) {
+    return (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+}
+
+static void clear_newvals(RowMasker *self) {
+    for (int i = 0; i < self->ncols; i++) Py_CLEAR(self->newval[i]);
+}
+
+/* the masked body, a new reference; the body itself when nothing changed; None: the
+   Python path must take this row (a gate fired, or the body is malformed) */
+static PyObject *RowMasker_mask(RowMasker *self, PyObject *body) {
+    if (!PyBytes_CheckExact(body)) Py_RETURN_NONE;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(body);
+    Py_ssize_t size = PyBytes_GET_SIZE(body);
+    int ncols = self->ncols;
+    /* the walk: framing is checked as a whole, as bodypath.walker does */
+    if (size < 2 || ((b[0] << 8) | b[1]) != ncols) Py_RETURN_NONE;
+    Py_ssize_t pos = 2;
+    for (int i = 0; i < ncols; i++) {
+        if (size - pos < 4) Py_RETURN_NONE;
+        int32_t len = be32(b + pos);
+        pos += 4;
+        self->starts[i] = pos;
+        if (len < -1) Py_RETURN_NONE;
+        if (len > 0) {
+            if (len > size - pos) Py_RETURN_NONE;
+            pos += len;
+        }
+        self->ends[i] = pos;
+    }
+    if (pos != size) Py_RETURN_NONE;
+    /* the gates first: nothing is counted or changed before the row is ours */
+    if (self->nneedles || (self->gates & (G_IPV6 | G_PHONE))) {
+        for (int i = 0; i < ncols; i++) {
+            int m = self->modes[i];
+            if (m != M_SCAN_TEXT && m != M_SCAN_NULL) continue;
+            Span v = {b + self->starts[i], self->ends[i] - self->starts[i]};
+            if (v.n && gate_fires(&v, self->needles, self->nneedles, self->first_byte,
+                                  self->gates))
+                Py_RETURN_NONE;
+        }
+    }
+    IbanTable table = {self->iban_lengths};
+    Findings *found = &self->found;
+    found->len = 0;
+    for (int i = 0; i < ncols; i++) {
+        int m = self->modes[i];
+        self->col_first[i] = found->len;
+        self->col_count[i] = 0;
+        if (m != M_SCAN_TEXT && m != M_SCAN_NULL) continue;
+        Span v = {b + self->starts[i], self->ends[i] - self->starts[i]};
+        if (v.n == 0) continue;
+        Py_ssize_t first = found->len;
+        int rc = self->norder ? scan_digits(&v, self->order, self->norder, &table, found) : 0;
+        if (rc == 0 && self->email && memchr(v.d, '@', (size_t)v.n) != NULL)
+            rc = scan_email(&v, found);
+        if (rc == BAIL) Py_RETURN_NONE;
+        if (rc < 0) return NULL;
+        Py_ssize_t len = found->len - first;
+        finish(found->a + first, &len);
+        found->len = first + len;
+        self->col_count[i] = len;
+    }
+    self->rows++;
+    int changed = 0;
+    PyObject *result = NULL;
+    for (int i = 0; i < ncols; i++) {
+        Py_ssize_t nf = self->col_count[i];
+        int m = self->modes[i];
+        const unsigned char *v = b + self->starts[i];
+        Py_ssize_t vlen = self->ends[i] - self->starts[i];
+        if (m >= M_RULE_TEXT) {
+            if (b[self->starts[i] - 4] == 0xFF) continue; /* NULL: nothing to mask */
+            self->rule_counts[i]++;
+            if (m == M_RULE_NULL) self->nulled[i]++;
+            PyObject *nv = rule_value(self, i, v, vlen);
+            if (nv == NULL) goto error;
+            self->newval[i] = nv;
+            changed = 1;
+            continue;
+        }
+        if (nf == 0) continue;
+        Finding *f = found->a + self->col_first[i];
+        long long *counts = self->counts + (size_t)i * N_ENT;
+        changed = 1;
+        if (m == M_SCAN_NULL) { /* a masked span would not parse as the type */
+            for (Py_ssize_t k = 0; k < nf; k++) counts[f[k].ent]++;
+            self->nulled[i]++;
+            Py_INCREF(Py_None);
+            self->newval[i] = Py_None;
+            continue;
+        }
+        if (nf == 1 && f[0].s == 0 && f[0].e == vlen) { /* the whole value: the common case */
+            counts[f[0].ent]++;
+            PyObject *nv = replace(self, f[0].ent, v, vlen);
+            if (nv == NULL) goto error;
+            self->newval[i] = nv;
+            continue;
+        }
+        /* the replacements, then one buffer with the stretches between them */
+        PyObject *small[8];
+        PyObject **reps = nf <= 8 ? small : PyMem_Malloc((size_t)nf * sizeof(PyObject *));
+        if (reps == NULL) {
+            PyErr_NoMemory();
+            goto error;
+        }
+        Py_ssize_t total = vlen, k;
+        for (k = 0; k < nf; k++) {
+            counts[f[k].ent]++;
+            reps[k] = replace(self, f[k].ent, v + f[k].s, f[k].e - f[k].s);
+            if (reps[k] == NULL) break;
+            total += PyBytes_GET_SIZE(reps[k]) - (f[k].e - f[k].s);
+        }
+        PyObject *nv = NULL;
+        if (k == nf) {
+            nv = PyBytes_FromStringAndSize(NULL, total);
+            if (nv != NULL) {
+                char *o = PyBytes_AS_STRING(nv);
+                Py_ssize_t last = 0;
+                for (Py_ssize_t j = 0; j < nf; j++) {
+                    memcpy(o, v + last, (size_t)(f[j].s - last));
+                    o += f[j].s - last;
+                    Py_ssize_t rl = PyBytes_GET_SIZE(reps[j]);
+                    memcpy(o, PyBytes_AS_STRING(reps[j]), (size_t)rl);
+                    o += rl;
+                    last = f[j].e;
+                }
+                memcpy(o, v + last, (size_t)(vlen - last));
+            }
+        }
+        for (Py_ssize_t j = 0; j < k; j++) Py_DECREF(reps[j]);
+        if (reps != small) PyMem_Free(reps);
+        if (nv == NULL) goto error;
+        self->newval[i] = nv;
+    }
+    if (!changed) {
+        Py_INCREF(body);
+        return body;
+    }
+    /* the output: untouched stretches copied, changed values with their new lengths */
+    Py_ssize_t total = size;
+    for (int i = 0; i < ncols; i++) {
+        PyObject *nv = self->newval[i];
+        if (nv == NULL) continue;
+        total -= self->ends[i] - self->starts[i];
+        if (nv != Py_None) total += PyBytes_GET_SIZE(nv);
+    }
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL) goto error;
+    {
+        unsigned char *o = (unsigned char *)PyBytes_AS_STRING(result);
+        Py_ssize_t copied = 0;
+        for (int i = 0; i < ncols; i++) {
+            PyObject *nv = self->newval[i];
+            if (nv == NULL) continue;
+            Py_ssize_t word = self->starts[i] - 4;
+            memcpy(o, b + copied, (size_t)(word - copied));
+            o += word - copied;
+            if (nv == Py_None) {
+                memset(o, 0xFF, 4);
+                o += 4;
+            } else {
+                Py_ssize_t l = PyBytes_GET_SIZE(nv);
+                if (l > INT32_MAX) {
+                    PyErr_SetString(PyExc_OverflowError, "masked value too long");
+                    Py_CLEAR(result);
+                    goto error;
+                }
+                o[0] = (unsigned char)(l >> 24);
+                o[1] = (unsigned char)(l >> 16);
+                o[2] = (unsigned char)(l >> 8);
+                o[3] = (unsigned char)l;
+                memcpy(o + 4, PyBytes_AS_STRING(nv), (size_t)l);
+                o += 4 + l;
+            }
+            copied = self->ends[i];
+        }
+        memcpy(o, b + copied, (size_t)(size - copied));
+    }
+    clear_newvals(self);
+    return result;
+error:
+    clear_newvals(self);
+    return NULL;
+}
+
+/* (rows, counts per column per entity, nulled per column, rule values per column) */
+static PyObject *RowMasker_stats(RowMasker *self, PyObject *Py_UNUSED(ignored)) {
+    PyObject *counts = PyList_New(self->ncols);
+    PyObject *nulled = PyList_New(self->ncols);
+    PyObject *ruled = PyList_New(self->ncols);
+    if (counts == NULL || nulled == NULL || ruled == NULL) goto error;
+    for (int i = 0; i < self->ncols; i++) {
+        PyObject *row = PyTuple_New(N_ENT);
+        if (row == NULL) goto error;
+        PyList_SET_ITEM(counts, i, row);
+        for (int k = 0; k < N_ENT; k++) {
+            PyObject *c = PyLong_FromLongLong(self->counts[(size_t)i * N_ENT + k]);
+            if (c == NULL) goto error;
+            PyTuple_SET_ITEM(row, k, c);
+        }
+        PyObject *a = PyLong_FromLongLong(self->nulled[i]);
+        if (a == NULL) goto error;
+        PyList_SET_ITEM(nulled, i, a);
+        PyObject *r = PyLong_FromLongLong(self->rule_counts[i]);
+        if (r == NULL) goto error;
+        PyList_SET_ITEM(ruled, i, r);
+    }
+    return Py_BuildValue("(LNNN)", self->rows, counts, nulled, ruled);
+error:
+    Py_XDECREF(counts);
+    Py_XDECREF(nulled);
+    Py_XDECREF(ruled);
+    return NULL;
+}
+
+static PyMethodDef RowMasker_methods[] = {
+    {"mask", (PyCFunction)RowMasker_mask, METH_O,
+     "mask(body) -> the masked DataRow body, the same object when unchanged, or None "
+     "when the Python path must take the row"},
+    {"stats", (PyCFunction)RowMasker_stats, METH_NOARGS,
+     "stats() -> (rows, counts[column][entity], nulled[column], rule values[column])"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RowMaskerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "wardgate.masking._rowmask.RowMasker",
+    .tp_basicsize = sizeof(RowMasker),
+    .tp_dealloc = (destructor)RowMasker_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The DataRow masker of one result, for the recognizers implemented in C.",
+    .tp_methods = RowMasker_methods,
+    .tp_init = (initproc)RowMasker_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "wardgate.masking._rowmask",
+    .m_doc = "The DataRow masker's hot path in C (see masking/native.py).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__rowmask(void) {
+    init_classes();
+    if (PyType_Ready(&RowMaskerType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&RowMaskerType);
+    if (PyModule_AddObject(m, "RowMasker", (PyObject *)&RowMaskerType) < 0) {
+        Py_DECREF(&RowMaskerType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "ABI", 1) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
