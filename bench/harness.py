@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from wardgate.testing.gateway_process import AGENT_TOKENS, GatewayProcess, write_config
 from wardgate.testing.pgcluster import PgCluster, as_postgres_user, free_port
 
@@ -65,7 +67,18 @@ class Target:
 
 
 def pid_rss_kb(pid: int) -> int:
-    """Resident set size of a process, in KiB (0 if it is gone)."""
+    """Resident set size of a process and its live children, in KiB (0 if it is gone):
+    the gateway's audit writer process counts as part of the gateway."""
+    total = _own_rss_kb(pid)
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            total += _own_rss_kb(child.pid)
+    except psutil.Error:
+        pass
+    return total
+
+
+def _own_rss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

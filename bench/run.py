@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from bench.harness import Rig, Target
 from bench.large_result import TABLES, create_tables, run_large
 from bench.pgbench_runs import pgbench_init, run_pgbench
@@ -67,13 +69,25 @@ def _log(msg: str) -> None:
 
 
 def _cpu_ticks(pid: int | None) -> int | None:
+    """utime + stime in clock ticks of a process and its live children (the gateway's
+    audit writer process counts as the gateway's)."""
     if not pid:
         return None
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime, clock ticks
-    except (OSError, IndexError, ValueError):
+        total = _own_ticks(pid)
+        for child in psutil.Process(pid).children(recursive=True):
+            total += _own_ticks(child.pid)
+        return total
+    except (OSError, IndexError, ValueError, psutil.Error):
         return None
+
+
+def _own_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def _rotated(names: list[str], r: int) -> list[str]:

@@ -191,6 +191,10 @@ class ConnectionConfig(_Model):
 
 class AuditConfig(_Model):
     durability: Literal["full", "normal"] = "full"
+    # where the store's writer (hashing, SQLite, fsync) and the checkpointer run: "process"
+    # is a child process on another core; "thread" is a thread of the gateway's own
+    # process, which shares its interpreter lock with the event loop
+    writer: Literal["thread", "process"] = "process"
 
 
 class CheckpointConfig(_Model):

@@ -16,6 +16,7 @@ import logging
 import signal
 from typing import Any
 
+from wardgate.audit.process_store import ProcessAuditStore
 from wardgate.audit.store import AuditStore
 from wardgate.config import Config
 from wardgate.engines.postgres.engine import PostgresEngine, log_line
@@ -43,7 +44,10 @@ class GatewayServer:
     async def start(self) -> None:
         cfg = self.config
         cfg.check_secrets()
-        self.store = AuditStore.open(cfg.store, durability=cfg.audit.durability)
+        if cfg.audit.writer == "process":
+            self.store = await _start_writer_process(cfg)
+        else:
+            self.store = AuditStore.open(cfg.store, durability=cfg.audit.durability)
         await asyncio.to_thread(_end_orphaned_sessions, self.store)
         identities = IdentityRegistry.from_config(cfg)
         self.gateway = Gateway(cfg, self.store, identities=identities)
@@ -51,8 +55,9 @@ class GatewayServer:
         if self.broker is not None:
             await self.broker.start()
             self.gateway.broker = self.broker
-        self.checkpointer = _make_checkpointer(cfg, self.store)
-        self.checkpointer.start()
+        if cfg.audit.writer == "thread":  # else the writer process signs checkpoints
+            self.checkpointer = _make_checkpointer(cfg, self.store)
+            self.checkpointer.start()
         for conn in cfg.connections:
             engine = ENGINES[conn.protocol](self.gateway, conn)
             await engine.start()
@@ -86,7 +91,9 @@ class GatewayServer:
                 await self.checkpointer.aclose()  # the checkpoint at shutdown
             except Exception:
                 log.exception("final checkpoint failed")
-        if self.store is not None:
+        if isinstance(self.store, ProcessAuditStore):
+            await self.store.aclose()  # the writer process signs the final checkpoint
+        elif self.store is not None:
             await asyncio.to_thread(self.store.close)
         log_line("gateway_stopped")
 
@@ -106,6 +113,23 @@ def _end_orphaned_sessions(store: AuditStore) -> None:
                 "reason": "gateway stopped without ending the session (recorded at the next start)",
             },
         )
+
+
+async def _start_writer_process(cfg: Config) -> ProcessAuditStore:
+    """The audit writer and checkpointer in a child process (audit.writer: process)."""
+    cp = cfg.checkpoints
+    _ensure_key(cfg)
+    return await ProcessAuditStore.start(
+        cfg.store,
+        durability=cfg.audit.durability,
+        checkpoints={
+            "key_file": str(cp.key_file),
+            "origin": cp.origin,
+            "interval": cp.interval_seconds,
+            "publish": None if cp.publish is None else str(cp.publish),
+        },
+        log_level=cfg.logging.level,
+    )
 
 
 def _make_broker(cfg: Config, store: AuditStore, identities: IdentityRegistry) -> Any:
@@ -130,13 +154,9 @@ def _make_broker(cfg: Config, store: AuditStore, identities: IdentityRegistry) -
 def _make_checkpointer(cfg: Config, store: AuditStore) -> Any:
     """Signed checkpoints every `checkpoints.interval`; the key is made on first start."""
     from wardgate.audit.checkpoint import Checkpointer
-    from wardgate.audit.keys import init_keyring, load_keyring
+    from wardgate.audit.keys import load_keyring
 
-    key_file = cfg.checkpoints.key_file
-    if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        init_keyring(key_file, cfg.checkpoints.origin)
-        log_line("checkpoint_key_created", key_file=str(key_file))
+    key_file = _ensure_key(cfg)
     return Checkpointer(
         store,
         load_keyring(key_file),
@@ -144,6 +164,18 @@ def _make_checkpointer(cfg: Config, store: AuditStore) -> Any:
         interval=cfg.checkpoints.interval_seconds,
         publish=cfg.checkpoints.publish,
     )
+
+
+def _ensure_key(cfg: Config) -> Any:
+    """The checkpoint key file, made on first start."""
+    from wardgate.audit.keys import init_keyring
+
+    key_file = cfg.checkpoints.key_file
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        init_keyring(key_file, cfg.checkpoints.origin)
+        log_line("checkpoint_key_created", key_file=str(key_file))
+    return key_file
 
 
 def _configure_logging(config: Config) -> None:

@@ -1,0 +1,349 @@
+"""`ProcessAuditStore`: the gateway's side of an audit writer in its own process.
+
+Theory of operation: with `audit: {writer: process}` the gateway does not run the store's
+writer thread (hashing, SQLite, fsync, checkpoints) on its own interpreter, where it would
+share one interpreter lock with the event loop; writer_process.py runs it in a child
+process on another core. This class keeps the `AuditStore` interface the gateway uses:
+
+- appends (`submit_async`, `append`, `submit`, `append_sync`) travel over a socketpair
+  (writer_link.py) and resolve when the child answers, which it does only once the event
+  is durable. Requests made in one loop turn leave in one frame.
+- reads (events, payloads, proofs, size) are this process's own read connections on the
+  same SQLite file, as in thread mode: WAL lets them run beside the child's writer.
+- `transact` (callables on the writer's connection) is not available: checkpoints run in
+  the child. Retention and the CLI open their own store, as always.
+
+If the child dies, every pending and later append fails with `StoreUnavailable` and the
+gateway fails closed, exactly as when the writer thread dies in thread mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from wardgate.audit.records import EventRecord, StoreUnavailable, make_record
+from wardgate.audit.store import AuditStore, parse_store_url
+from wardgate.audit.writer_link import FrameReader, encode
+
+__all__ = ["ProcessAuditStore"]
+
+T = TypeVar("T")
+log = logging.getLogger("wardgate.audit")
+
+_FIELDS = frozenset({"session", "identity", "connection", "verdict", "rule", "meta", "payload"})
+_ERRORS: dict[str, type[Exception]] = {"TypeError": TypeError, "ValueError": ValueError}
+_START_TIMEOUT = 60.0
+_CLOSE_TIMEOUT = 60.0
+
+
+class _Link(asyncio.Protocol):
+    def __init__(self, owner: ProcessAuditStore) -> None:
+        self.owner = owner
+        self.reader = FrameReader(owner._on_message)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.reader.feed(data)
+        except Exception as exc:  # noqa: BLE001 - a broken link is a dead writer
+            self.owner._fail_all(f"unreadable reply from the audit writer process: {exc}")
+            transport = self.owner._transport
+            if transport is not None:
+                transport.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._lost()
+
+
+class ProcessAuditStore(AuditStore):
+    """See the module docstring. Make one with `await ProcessAuditStore.start(...)`."""
+
+    def __init__(self, path: Path, durability: str) -> None:
+        super().__init__(path, durability, read_only=False)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._transport: asyncio.Transport | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending: dict[int, tuple[Any, str, dict[str, Any]]] = {}
+        self._out: list[tuple[int, str, dict[str, Any]]] = []
+        self._flush_scheduled = False
+        self._next_rid = 0
+        self._dead: str | None = None  # why appends fail, once they do
+        self._ready: asyncio.Future[int] | None = None
+        self._bye: asyncio.Future[None] | None = None
+        self._size_at_start = 0
+        self._closing = False
+
+    # -- starting ------------------------------------------------------------------
+    @classmethod
+    async def start(
+        cls,
+        url: str | Path,
+        *,
+        durability: str = "full",
+        checkpoints: dict[str, Any] | None = None,
+        log_level: str = "INFO",
+    ) -> ProcessAuditStore:
+        """Start the writer process on `url` and wait until its store is open.
+
+        `checkpoints`: {key_file, origin, interval, publish} for the child's checkpointer,
+        or None for none. Raises StoreUnavailable if the store cannot be opened.
+        """
+        path = parse_store_url(url)
+        store = cls(path, durability)
+        loop = asyncio.get_running_loop()
+        store._loop = loop
+        store._loop_thread = threading.get_ident()
+        store._ready = loop.create_future()
+        store._bye = loop.create_future()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        settings = {
+            "fd": theirs.fileno(),
+            "store": str(path),
+            "durability": durability,
+            "checkpoints": checkpoints,
+            "log_level": log_level,
+        }
+        try:
+            store._proc = _spawn(settings, theirs.fileno())
+        except OSError as exc:
+            ours.close()
+            raise StoreUnavailable(f"cannot start the audit writer process: {exc}") from exc
+        finally:
+            theirs.close()
+        transport, _ = await loop.create_connection(lambda: _Link(store), sock=ours)
+        store._transport = transport  # type: ignore[assignment]
+        try:
+            store._size_at_start = await asyncio.wait_for(store._ready, _START_TIMEOUT)
+        except (StoreUnavailable, TimeoutError) as exc:
+            transport.close()
+            await asyncio.to_thread(store._reap, 10)
+            if isinstance(exc, TimeoutError):
+                raise StoreUnavailable("the audit writer process did not start in time") from exc
+            raise
+        return store
+
+    # -- replies -------------------------------------------------------------------
+    def _on_message(self, message: tuple[Any, ...]) -> None:
+        op = message[0]
+        if op == "done":
+            pending = self._pending.pop
+            for rid, seq, time, payload_hash, body in message[1]:
+                entry = pending(rid, None)
+                if entry is None:
+                    continue
+                fut, kind, f = entry
+                get = f.get
+                rec = make_record(
+                    seq, time, get("session"), get("identity"), get("connection"), kind,
+                    get("verdict"), get("rule"), payload_hash, get("meta") or {}, body,
+                )  # fmt: skip
+                _set_result(fut, rec)
+        elif op == "error":
+            for rid, name, text in message[1]:
+                entry = self._pending.pop(rid, None)
+                if entry is not None:
+                    _set_exception(entry[0], _ERRORS.get(name, StoreUnavailable)(text))
+        elif op == "ready":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(message[1])
+        elif op == "failed":
+            self._dead = message[1]
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_exception(StoreUnavailable(message[1]))
+        elif op == "bye":
+            if self._bye is not None and not self._bye.done():
+                self._bye.set_result(None)
+
+    def _lost(self) -> None:
+        self._transport = None
+        self._fail_all("the audit writer process exited")
+        if self._proc is not None and self._loop is not None and not self._closing:
+            # reap it now (no zombie while the gateway goes on refusing statements)
+            self._loop.run_in_executor(None, self._reap, _CLOSE_TIMEOUT)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(StoreUnavailable(self._dead or "writer exited"))
+        if self._bye is not None and not self._bye.done():
+            self._bye.set_result(None)
+
+    def _fail_all(self, why: str) -> None:
+        if self._dead is None:
+            self._dead = why
+            if not self._closed and not self._closing:
+                log.error("audit store unavailable: %s", why)
+        pending, self._pending = self._pending, {}
+        self._out.clear()
+        for fut, _, _ in pending.values():
+            _set_exception(fut, StoreUnavailable(why))
+
+    # -- appending -----------------------------------------------------------------
+    def submit_async(self, kind: str, **fields: Any) -> asyncio.Future[EventRecord]:
+        """Queue one event from the event loop thread; resolves once it is durable."""
+        loop = self._loop
+        assert loop is not None
+        fut: asyncio.Future[EventRecord] = loop.create_future()
+        self._queue(fut, kind, fields)
+        return fut
+
+    def _queue(self, fut: Any, kind: str, fields: dict[str, Any]) -> None:
+        if self._dead is not None or self._closed:
+            _set_exception(fut, StoreUnavailable(self._dead or "audit store is closed"))
+            return
+        if not _FIELDS.issuperset(fields):
+            raise TypeError(f"unknown event fields: {sorted(set(fields) - _FIELDS)}")
+        payload = fields.get("payload")
+        if payload is not None and type(payload) is not bytes:
+            if not isinstance(payload, bytearray | memoryview):
+                raise TypeError("payload must be bytes")
+            fields["payload"] = bytes(payload)
+        rid = self._next_rid
+        self._next_rid = rid + 1
+        self._pending[rid] = (fut, kind, fields)
+        self._out.append((rid, kind, fields))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out:
+            return
+        out, self._out = self._out, []
+        transport = self._transport
+        if transport is None:
+            self._fail_all(self._dead or "the audit writer process exited")
+            return
+        transport.write(encode(("append", out)))
+
+    def submit(self, kind: str, **fields: Any) -> concurrent.futures.Future[EventRecord]:
+        """Queue one event from any thread; a concurrent Future resolved once durable."""
+        cf: concurrent.futures.Future[EventRecord] = concurrent.futures.Future()
+        cf.set_running_or_notify_cancel()
+        if self._on_loop_thread():
+            self._queue(cf, kind, fields)
+            return cf
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._dead is not None or self._closed:
+            cf.set_exception(StoreUnavailable(self._dead or "audit store is closed"))
+            return cf
+
+        def queue() -> None:
+            try:
+                self._queue(cf, kind, fields)
+            except Exception as exc:  # noqa: BLE001 - bad fields: the caller's future
+                _set_exception(cf, exc)
+
+        try:
+            loop.call_soon_threadsafe(queue)
+        except RuntimeError:  # loop closed meanwhile
+            cf.set_exception(StoreUnavailable("audit store is closed"))
+        return cf
+
+    def append_sync(self, kind: str, **fields: Any) -> EventRecord:
+        if self._on_loop_thread():
+            raise RuntimeError(
+                "append_sync on the event loop thread would wait for itself; use await append()"
+            )
+        return self.submit(kind, **fields).result()
+
+    def transact(self, fn: Callable[..., T]) -> concurrent.futures.Future[T]:
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        fut.set_running_or_notify_cancel()
+        fut.set_exception(
+            StoreUnavailable("write transactions run in the audit writer process, not here")
+        )
+        return fut
+
+    def _on_loop_thread(self) -> bool:
+        return self._loop_thread == threading.get_ident()
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None and not self._closed
+
+    # -- reading -------------------------------------------------------------------
+    def size(self) -> int:
+        row = self._reader().execute("SELECT max(seq) FROM events").fetchone()
+        return 0 if row[0] is None else row[0] + 1
+
+    # -- closing -------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Flush, let the child finish its appends and sign its final checkpoint, reap it."""
+        if self._closed:
+            return
+        self._closing = True
+        self._flush()
+        if self._transport is not None:
+            self._transport.write(encode(("close",)))
+            try:
+                await asyncio.wait_for(asyncio.shield(self._bye), _CLOSE_TIMEOUT)  # type: ignore[arg-type]
+            except TimeoutError:
+                log.error("audit writer process did not finish in time; stopping it")
+            if self._transport is not None:
+                self._transport.close()
+        await asyncio.to_thread(self._reap, _CLOSE_TIMEOUT)
+        self._fail_all("audit store is closed")
+        super().close()
+
+    def close(self) -> None:
+        """Blocking close: from a thread other than the loop's (or with the loop gone)."""
+        if self._closed:
+            return
+        loop = self._loop
+        if loop is not None and loop.is_running() and not self._on_loop_thread():
+            asyncio.run_coroutine_threadsafe(self.aclose(), loop).result()
+            return
+        if self._transport is not None:
+            self._transport.close()
+        self._reap(_CLOSE_TIMEOUT)
+        self._fail_all("audit store is closed")
+        super().close()
+
+    def _reap(self, timeout: float) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        if code != 0 and not self._closing:
+            log.error("audit writer process exited with status %s", code)
+
+    @property
+    def writer_pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+
+def _spawn(settings: dict[str, Any], fd: int) -> subprocess.Popen[bytes]:
+    """Start the writer process (fork + exec: quick, no need to leave the loop for it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "wardgate.audit.writer_process", json.dumps(settings)],
+        pass_fds=(fd,),
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONSAFEPATH": "1"},
+    )
+
+
+def _set_result(fut: Any, value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: Any, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

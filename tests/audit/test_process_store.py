@@ -1,0 +1,149 @@
+"""The audit writer in its own process (audit.writer: process): same evidence, same
+durability contract, fails closed when the writer process is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import start_gateway
+from wardgate.audit.keys import load_keyring
+from wardgate.audit.process_store import ProcessAuditStore
+from wardgate.audit.records import StoreUnavailable
+from wardgate.audit.verify import verify_store
+from wardgate.testing.pgcluster import PgCluster
+
+
+def _checkpoints(tmp_path: Path) -> dict[str, object]:
+    return {
+        "key_file": str(tmp_path / "cp.key"),
+        "origin": "test.wardgate/log",
+        "interval": 0.2,
+        "publish": str(tmp_path / "published.txt"),
+    }
+
+
+async def test_appends_from_many_sessions_are_gapless_durable_and_verify(tmp_path: Path) -> None:
+    store = await ProcessAuditStore.start(tmp_path / "a.db", checkpoints=_checkpoints(tmp_path))
+    try:
+
+        async def session(k: int) -> list[int]:
+            seqs = []
+            for i in range(50):
+                rec = await store.append(
+                    "command", session=f"s{k}", identity="ci", connection="db",
+                    verdict="allow", rule="r", meta={"i": i}, payload=f"SELECT {i}".encode(),
+                )  # fmt: skip
+                assert rec.session == f"s{k}" and rec.meta == {"i": i}
+                seqs.append(rec.seq)
+            return seqs
+
+        results = await asyncio.gather(*(session(k) for k in range(20)))
+        seqs = sorted(s for r in results for s in r)
+        assert seqs == list(range(1000))
+        # the record handed back is what the store holds, byte for byte
+        last = await store.append("note", meta={"x": "y"})
+        stored = store.event(last.seq)
+        assert stored is not None and stored.body == last.body
+        assert store.size() == 1001
+        # threads (approval decisions from the API's thread pool) append too
+        rec = await asyncio.to_thread(store.append_sync, "approval_decided", meta={})
+        assert rec.seq == 1001
+        with pytest.raises(RuntimeError, match="event loop thread"):
+            store.append_sync("x")
+    finally:
+        await store.aclose()
+    keys = load_keyring(tmp_path / "cp.key").public_keys()
+    report = verify_store(tmp_path / "a.db", keys, published=tmp_path / "published.txt")
+    assert report.ok, report.failures
+    assert report.events_total == 1002
+    assert report.unsigned_tail == 0  # the writer process signed a final checkpoint
+
+
+async def test_bad_fields_are_refused_at_the_call(tmp_path: Path) -> None:
+    store = await ProcessAuditStore.start(tmp_path / "a.db")
+    try:
+        with pytest.raises(TypeError):
+            store.submit_async("command", sesion="typo")
+        with pytest.raises(TypeError):
+            store.submit_async("command", payload="text, not bytes")
+        with pytest.raises(TypeError):  # raised by the writer process, same type here
+            await store.append("command", meta={"x": object.__new__(object)})
+        assert (await store.append("command", meta={})).seq == 0
+    finally:
+        await store.aclose()
+
+
+async def test_writer_killed_fails_every_append_closed(tmp_path: Path) -> None:
+    store = await ProcessAuditStore.start(tmp_path / "a.db")
+    try:
+        await store.append("command", meta={})
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(StoreUnavailable, match="audit writer process exited"):
+            for _ in range(200):  # until the loss is noticed
+                await store.append("command", meta={})
+                await asyncio.sleep(0.01)
+        with pytest.raises(StoreUnavailable):
+            await store.append("command", meta={})
+        fut = store.submit("command", meta={})  # the concurrent path fails at once too
+        with pytest.raises(StoreUnavailable):
+            fut.result(timeout=5)
+        assert store.size() == 1  # reads still work: the committed event is there
+    finally:
+        await store.aclose()
+
+
+async def test_unusable_store_fails_at_start_with_the_reason(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(StoreUnavailable, match="audit store"):
+        await ProcessAuditStore.start(blocker / "a.db")
+
+
+async def test_close_from_another_thread_flushes(tmp_path: Path) -> None:
+    store = await ProcessAuditStore.start(tmp_path / "a.db")
+    futs = [store.submit_async("command", meta={"i": i}) for i in range(100)]
+    await asyncio.gather(*futs)
+    await asyncio.to_thread(store.close)  # what `wardgate serve` did before aclose
+    conn = sqlite3.connect(tmp_path / "a.db")
+    assert conn.execute("select count(*) from events").fetchone()[0] == 100
+    conn.close()
+
+
+def test_gateway_fails_closed_when_its_writer_process_dies(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    import psutil
+
+    gw = start_gateway(tmp_path, pg_cluster, extra={"audit": {"writer": "process"}})
+    try:
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            assert conn.execute("select 41 + 1").fetchone() == (42,)
+            children = psutil.Process(gw.proc.proc.pid).children()  # type: ignore[union-attr]
+            writers = [c for c in children if "wardgate.audit.writer_process" in c.cmdline()]
+            assert len(writers) == 1
+            writers[0].kill()
+            writers[0].wait(10)
+            with pytest.raises(psycopg.Error) as info:
+                for _ in range(50):
+                    conn.execute("select 1")
+                    threading.Event().wait(0.05)
+            assert info.value.sqlstate == "58000"
+            assert "wardgate: audit store unavailable" in str(info.value)
+        # the gateway itself is still up and says the same to a new session
+        with pytest.raises(psycopg.Error) as info:
+            with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+                conn.execute("select 1")
+        assert "audit store unavailable" in str(info.value)
+        assert gw.proc.proc.poll() is None  # type: ignore[union-attr]
+    finally:
+        gw.proc.stop()
