@@ -147,3 +147,22 @@ def test_gateway_fails_closed_when_its_writer_process_dies(
         assert gw.proc.proc.poll() is None  # type: ignore[union-attr]
     finally:
         gw.proc.stop()
+
+
+async def test_result_events_linger_for_the_next_command_and_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    store = await ProcessAuditStore.start(tmp_path / "a.db")
+    try:
+        # alone, a result event is still committed, a few milliseconds later
+        alone = await asyncio.wait_for(store.append("result", meta={"n": 0}), 5)
+        # a command right behind a result: the result is held for it (normally the two
+        # share one group commit) and keeps its place before it
+        res = store.submit_async("result", meta={"n": 1})
+        await asyncio.sleep(0)  # the result leaves in its own frame
+        cmd = await store.append("command", meta={"n": 2})
+        res_rec = await res
+        assert alone.seq == 0 and res_rec.seq == 1 and cmd.seq == 2
+        assert res_rec.time <= cmd.time
+    finally:
+        await store.aclose()

@@ -36,6 +36,16 @@ __all__ = ["main"]
 log = logging.getLogger("wardgate.audit.writer")
 
 
+# Events nobody waits on before going on: a statement's result is recorded after its
+# response went to the client. They wait here up to LINGER_SECONDS for the next event
+# that someone does wait on (the session's next command) and join its group commit,
+# instead of costing a commit (and, with durability full, an fsync) of their own that the
+# next command would have to queue behind. Order is kept: held events are submitted
+# before any later event.
+LINGER_KINDS = frozenset({"result"})
+LINGER_SECONDS = 0.002
+
+
 class _Writer(asyncio.Protocol):
     def __init__(self, store: AuditStore, closing: asyncio.Event) -> None:
         self.store = store
@@ -49,6 +59,8 @@ class _Writer(asyncio.Protocol):
         self.idle = asyncio.Event()
         self.idle.set()
         self.lost = False
+        self._held: list[tuple[int, str, dict[str, Any]]] = []
+        self._linger: asyncio.TimerHandle | None = None
 
     # -- transport -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -77,21 +89,44 @@ class _Writer(asyncio.Protocol):
     def _on_message(self, message: tuple[Any, ...]) -> None:
         op = message[0]
         if op == "append":
-            submit = self.store.submit_async
-            for rid, kind, fields in message[1]:
-                try:
-                    waiter = submit(kind, **fields)
-                except Exception as exc:  # noqa: BLE001 - bad fields: reported to the caller
-                    self._errors.append((rid, type(exc).__name__, str(exc)))
-                    self._schedule_flush()
-                    continue
-                self.outstanding += 1
-                self.idle.clear()
-                waiter.add_done_callback(lambda fut, rid=rid: self._resolved(rid, fut))
+            held = self._held
+            for item in message[1]:
+                if item[1] in LINGER_KINDS:
+                    held.append(item)
+                    if self._linger is None:
+                        self._linger = asyncio.get_running_loop().call_later(
+                            LINGER_SECONDS, self._release
+                        )
+                else:
+                    if held:
+                        self._release()
+                    self._submit(item)
         elif op == "close":
+            self._release()
             self.closing.set()
         else:
             log.error("audit writer: unknown request %r", op)
+
+    def _release(self) -> None:
+        """Submit the held events, in the order they came."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        held, self._held = self._held, []
+        for item in held:
+            self._submit(item)
+
+    def _submit(self, item: tuple[int, str, dict[str, Any]]) -> None:
+        rid, kind, fields = item
+        try:
+            waiter = self.store.submit_async(kind, **fields)
+        except Exception as exc:  # noqa: BLE001 - bad fields: reported to the caller
+            self._errors.append((rid, type(exc).__name__, str(exc)))
+            self._schedule_flush()
+            return
+        self.outstanding += 1
+        self.idle.clear()
+        waiter.add_done_callback(lambda fut: self._resolved(rid, fut))
 
     def _resolved(self, rid: int, fut: asyncio.Future[EventRecord]) -> None:
         exc = fut.exception()
@@ -165,6 +200,7 @@ async def _serve(settings: dict[str, Any]) -> int:
         checkpointer.start()
     proto.send(("ready", store.size()))
     await closing.wait()
+    proto._release()
     # order: every append already received is answered, then the final checkpoint (it
     # covers them), then the store flushes and closes
     await proto.idle.wait()
