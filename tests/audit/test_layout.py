@@ -15,7 +15,6 @@ from wardgate.audit.layout import (
     TILE_BYTES,
     ConnNodeReader,
     TileBuilder,
-    hkey,
     layout_version,
     tile_slot,
     tiles_from_leaves,
@@ -143,10 +142,20 @@ def test_payload_rows_and_lookup_by_hash(tmp_path: Path) -> None:
     assert s.payload("not hex at all") is None
     s.close()
     conn = sqlite3.connect(tmp_path / "log.db")
-    rows = conn.execute("SELECT seq, hkey, hash FROM payload_rows ORDER BY seq").fetchall()
-    assert rows == [(i, hkey(i, h), h) for i, h in ((0, a.payload_hash), (1, a.payload_hash),
-                                                     (2, c.payload_hash))]  # fmt: skip
-    assert layout_version(conn) == 2
+    rows = conn.execute("SELECT seq, hash FROM payload_rows ORDER BY seq").fetchall()
+    assert rows == [(0, a.payload_hash), (1, a.payload_hash), (2, c.payload_hash)]
+    assert layout_version(conn) == 3
+    # layout 3: no index on payload_rows at all, and none on events but these three
+    assert (
+        conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'payload_rows'"
+            " AND sql IS NOT NULL"
+        ).fetchall()
+        == []
+    )
+    assert {n for (n,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")} == {
+        "events_identity", "events_session_start", "events_session_end"}  # fmt: skip
     conn.close()
 
 
@@ -186,7 +195,7 @@ def test_layout1_store_migrates_on_open(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "old.db")
     tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"payloads", "nodes"}.isdisjoint(tables) and {"payload_rows", "tiles"} <= tables
-    assert layout_version(conn) == 2
+    assert layout_version(conn) == 3
     # every event with a payload has its own row; event 0's stays purged
     assert conn.execute("SELECT count(*) FROM payload_rows").fetchone()[0] == 600
     assert conn.execute("SELECT data FROM payload_rows WHERE seq = 0").fetchone()[0] is None

@@ -181,8 +181,7 @@ def test_insert_an_event(case) -> None:
         " rule, payload_hash, meta, body, leaf FROM events WHERE seq = 11"
     )
     conn.execute(
-        "INSERT INTO payload_rows SELECT 12, hkey, hash, data, purged FROM payload_rows"
-        " WHERE seq = 11"
+        "INSERT INTO payload_rows SELECT 12, hash, data, purged FROM payload_rows WHERE seq = 11"
     )
     fails = _verify(db, keys)
     assert "event 12: fields do not match the hashed body" in fails

@@ -37,13 +37,13 @@ from json.encoder import c_make_encoder as _c_make_encoder  # type: ignore[attr-
 from json.encoder import encode_basestring as _encode_str  # type: ignore[attr-defined]
 from typing import Any
 
-from wardgate.audit.layout import TileBuilder, hkey
+from wardgate.audit.layout import TileBuilder
 from wardgate.audit.merkle import MerkleFrontier
 from wardgate.audit.records import EventRecord, StoreUnavailable, make_record
 
 __all__ = ["AppendFuture", "AppendRequest", "Job", "GroupCommitWriter", "utc_now", "MAX_BATCH"]
 
-MAX_BATCH = 16384  # larger batches: fewer commits touching the random-keyed payload index
+MAX_BATCH = 16384  # events per group commit at most
 _STOP = object()
 
 
@@ -426,15 +426,14 @@ class GroupCommitWriter:
                            req.verdict, req.rule, req.payload_hash, req.meta_json,
                            bytearray(body), bytearray(leaf))  # fmt: skip
                 if req.payload is not None:
-                    payloads += (seq, hkey(seq, req.payload_hash), req.payload_hash,  # type: ignore[arg-type]
-                                 bytearray(req.payload))  # fmt: skip
+                    payloads += (seq, req.payload_hash, bytearray(req.payload))
                 records.append(
                     make_record(seq, time, req.session, req.identity, req.connection, req.kind,
                                 req.verdict, req.rule, req.payload_hash, req.meta, body)
                 )  # fmt: skip
                 seq += 1
             _insert_rows(conn, "events", 12, events)
-            _insert_rows(conn, "payload_rows(seq, hkey, hash, data)", 4, payloads)
+            _insert_rows(conn, "payload_rows(seq, hash, data)", 3, payloads)
             tiles.add_flat(nodes)
             written = tiles.take_dirty()
             if written:

@@ -1,31 +1,41 @@
 """On-disk layout of the SQLite audit store: schema versions, migration, tiles, payload rows.
 
-Theory of operation. Layout 2 (this version) keeps the `events` and `checkpoints` tables
-of layout 1 and changes the two tables that cost a random B-tree insert per event:
+Theory of operation. The cost of a small group commit is the number of B-tree pages it
+dirties (each becomes a WAL frame, fsynced at COMMIT), so layout 3 (this version) gives
+each commit as few B-trees to touch as the reads allow:
 
-- `payload_rows`: one row per event that has a payload, keyed by the event's seq, so an
-  append is a sequential rowid insert. Lookup by hash (`AuditStore.payload`) goes through
-  `hkey` = (seq >> 16) << 32 | first 32 bits of the hash: inserts land in the newest
-  bucket of 65,536 events only (a few hundred hot index pages, not the whole index), and a
-  lookup probes one key per bucket (16 for a million events). Identical payloads of two
-  events are stored twice; retention purges per event.
+- `events`: one row per leaf, seq = rowid (appends land on the rightmost page). Indexes:
+  `identity` (few distinct values: a few hot pages) and two partial indexes holding only
+  the `session_start` / `session_end` events by session (written once per session, not per
+  event). No time index: the writer keeps `time` non-decreasing in seq (meta
+  `time_ordered` = 1), so a time bound is turned into a seq bound by a binary search
+  (`seq_at_time`, O(log n) point reads). A session's events are found from its
+  `session_start` onward (the engines append it, durably, before any other event of the
+  session).
+- `payload_rows`: one row per event that has a payload, keyed by the event's seq (a
+  sequential insert, no other index). A payload is found through its event's seq
+  (`payload_row`); lookup by hash alone (`payload_by_hash`) scans, so the store resolves a
+  hash through the seq of the event it handed out (store.py).
 - `tiles`: the Merkle interior nodes in tiles of 8 levels (the C2SP tlog-tiles idea): tile
   (L, N) holds the 255 complete-subtree hashes of levels 8L+1 .. 8L+8 above the 256 hashes
   of level 8L numbered 256N .. 256N+255 (levels 1..8 above leaves 256N.. for L = 0). A
-  full tile is written once; one row per 256 events instead of one node row per event.
-  The right-edge tile of level 0 is never stored: its few nodes are recomputed from
-  `events.leaf` (at most 255 leaves); right-edge tiles of higher levels are rewritten when
-  they change (at most once per 512 events). Missing nodes of a stored tile are zeros.
+  full tile is written once; one row per 256 events. The right-edge tile of level 0 is
+  never stored: its few nodes are recomputed from `events.leaf` (at most 255 leaves);
+  right-edge tiles of higher levels are rewritten when they change (at most once per 512
+  events). Missing nodes of a stored tile are zeros.
 
-Layout 1 (`payloads` keyed by hash, `nodes` keyed by (level, idx), no `meta` table) is
-still read (a read-only copy of an old store verifies and exports); a writer migrates it
-to layout 2 on open, in one transaction.
+Layout 2 (as 3, plus `events` indexes on session and time and a bucketed hash index
+`payload_rows.hkey`) and layout 1 (`payloads` keyed by hash, `nodes` keyed by (level, idx),
+no `meta` table) are still read; a writer migrates either to layout 3 on open, in one
+transaction. A migrated store whose times are not in seq order (never written so by
+wardgate) keeps its time index and `time_ordered` = 0.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from wardgate.audit.canonical import node_hash
 from wardgate.audit.merkle import MerkleFrontier, NodeKey
@@ -33,6 +43,9 @@ from wardgate.audit.merkle import MerkleFrontier, NodeKey
 __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
+    "StoreLayout",
+    "read_layout",
+    "seq_at_time",
     "TILE_BYTES",
     "TileBuilder",
     "layout_version",
@@ -44,7 +57,7 @@ __all__ = [
     "tile_slot",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _EVENTS = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -61,8 +74,9 @@ CREATE TABLE IF NOT EXISTS events (
     leaf BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_identity ON events(identity);
-CREATE INDEX IF NOT EXISTS events_session ON events(session);
-CREATE INDEX IF NOT EXISTS events_time ON events(time);
+CREATE INDEX IF NOT EXISTS events_session_start ON events(session)
+    WHERE kind = 'session_start';
+CREATE INDEX IF NOT EXISTS events_session_end ON events(session) WHERE kind = 'session_end';
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY,
     root BLOB NOT NULL,
@@ -76,12 +90,10 @@ SCHEMA = (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS payload_rows (
     seq INTEGER PRIMARY KEY,
-    hkey INTEGER NOT NULL,
     hash TEXT NOT NULL,
     data BLOB,
     purged TEXT
 );
-CREATE INDEX IF NOT EXISTS payload_rows_hkey ON payload_rows(hkey);
 CREATE TABLE IF NOT EXISTS tiles (
     level INTEGER NOT NULL,
     idx INTEGER NOT NULL,
@@ -113,11 +125,11 @@ def hkey(seq: int, payload_hash: str) -> int:
 
 
 def layout_version(conn: sqlite3.Connection) -> int:
-    """2 for this layout, 1 for the layout before tiles, 0 for an empty file."""
+    """3 for this layout, 2 and 1 for the earlier ones, 0 for an empty file."""
     tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "meta" in tables:
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else SCHEMA_VERSION
+        return int(row[0]) if row else 2  # meta came with layout 2
     if "events" in tables or "payloads" in tables or "nodes" in tables:
         return 1
     return 0
@@ -232,24 +244,70 @@ def tiles_from_leaves(leaves: Iterable[bytes]) -> Iterable[tuple[int, int, bytes
     yield from tiles.take_dirty()
 
 
+@dataclass(frozen=True, slots=True)
+class StoreLayout:
+    """What a reader needs to know of a store's layout (read once per store)."""
+
+    version: int
+    time_ordered: bool  # events.time never decreases with seq: time bounds -> seq bounds
+
+
+def read_layout(conn: sqlite3.Connection) -> StoreLayout:
+    version = layout_version(conn)
+    ordered = False
+    if version >= 3:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'time_ordered'").fetchone()
+        ordered = row is not None and row[0] == "1"
+    return StoreLayout(version, ordered)
+
+
+def seq_at_time(conn: sqlite3.Connection, time: str) -> int:
+    """A seq s that splits the log at `time`: events before s are earlier than `time`,
+    events from s on are not (one past the last event if every event is earlier).
+
+    Binary search by point reads, valid only where time never decreases with seq
+    (`StoreLayout.time_ordered`); seq gaps (a damaged store) are stepped over."""
+    (top,) = conn.execute("SELECT max(seq) FROM events").fetchone()
+    if top is None:
+        return 0
+    lo, hi = 0, top + 1  # the answer lies in [lo, hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        row = conn.execute(
+            "SELECT seq, time FROM events WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)
+        ).fetchone()
+        if row is None or row[1] >= time:
+            hi = mid
+        else:
+            lo = row[0] + 1
+    return lo
+
+
 def prepare_writer(conn: sqlite3.Connection) -> None:
-    """Create layout 2, or migrate layout 1 to it, in one transaction (writer on open)."""
+    """Create layout 3, or migrate layout 1 or 2 to it, in one transaction (writer on open)."""
     version = layout_version(conn)
     if version > SCHEMA_VERSION:
         raise sqlite3.DatabaseError(
             f"audit store layout {version} is newer than this wardgate understands"
         )
+    if version == SCHEMA_VERSION:
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = layout_version(conn)  # another process may have migrated meanwhile
+        if version == 2:
+            _migrate_v2_payload_rows(conn)
         for stmt in SCHEMA.split(";"):
             if stmt.strip():
                 conn.execute(stmt)
         if version == 1:
             _migrate_v1(conn)
-        conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
+        ordered = True
+        if version in (1, 2):
+            ordered = _migrate_v2_indexes(conn)
+        conn.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [("schema_version", str(SCHEMA_VERSION)), ("time_ordered", "1" if ordered else "0")],
         )
         conn.execute("COMMIT")
     except BaseException:
@@ -261,10 +319,9 @@ def prepare_writer(conn: sqlite3.Connection) -> None:
 def _migrate_v1(conn: sqlite3.Connection) -> None:
     tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if "payloads" in tables:
-        conn.create_function("wg_hkey", 2, hkey, deterministic=True)
         conn.execute(
-            "INSERT INTO payload_rows(seq, hkey, hash, data, purged)"
-            " SELECT e.seq, wg_hkey(e.seq, e.payload_hash), e.payload_hash, p.data, p.purged"
+            "INSERT INTO payload_rows(seq, hash, data, purged)"
+            " SELECT e.seq, e.payload_hash, p.data, p.purged"
             " FROM events e JOIN payloads p ON p.hash = e.payload_hash ORDER BY e.seq"
         )
         conn.execute("DROP TABLE payloads")
@@ -279,14 +336,48 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE nodes")
 
 
+def _migrate_v2_payload_rows(conn: sqlite3.Connection) -> None:
+    """Layout 2 -> 3: payload rows lose the hash index and its key column."""
+    conn.execute("DROP INDEX IF EXISTS payload_rows_hkey")
+    cols = {r[1] for r in conn.execute("PRAGMA table_info(payload_rows)")}
+    if "hkey" in cols:
+        conn.execute("ALTER TABLE payload_rows DROP COLUMN hkey")
+
+
+def _migrate_v2_indexes(conn: sqlite3.Connection) -> bool:
+    """Layout 1/2 -> 3: drop the per-event session index, and the time index if the
+    events' times are in seq order (returned); the partial session indexes are built by
+    SCHEMA."""
+    conn.execute("DROP INDEX IF EXISTS events_session")
+    disorder = conn.execute(
+        "SELECT 1 FROM events a JOIN events b ON b.seq = a.seq + 1 WHERE b.time < a.time LIMIT 1"
+    ).fetchone()
+    if disorder is None:
+        conn.execute("DROP INDEX IF EXISTS events_time")
+    return disorder is None
+
+
 def payload_by_hash(
     conn: sqlite3.Connection, version: int, payload_hash: str
 ) -> tuple[bytes | None, str | None] | None:
-    """(data, purged) of a payload by hash, preferring a copy whose data is present."""
+    """(data, purged) of a payload by hash, preferring a copy whose data is present.
+
+    Layout 3 has no index by hash: this scans `payload_rows` (use `payload_row` with the
+    event's seq where the event is known)."""
     if version < 2:
         row = conn.execute(
             "SELECT data, purged FROM payloads WHERE hash = ?", (payload_hash,)
         ).fetchone()
+        return None if row is None else (None if row[0] is None else bytes(row[0]), row[1])
+    if version >= 3:
+        row = conn.execute(
+            "SELECT data, purged FROM payload_rows WHERE hash = ? AND data IS NOT NULL LIMIT 1",
+            (payload_hash,),
+        ).fetchone()
+        if row is None:
+            row = conn.execute(
+                "SELECT data, purged FROM payload_rows WHERE hash = ? LIMIT 1", (payload_hash,)
+            ).fetchone()
         return None if row is None else (None if row[0] is None else bytes(row[0]), row[1])
     try:
         prefix = int(payload_hash[:8], 16)

@@ -11,8 +11,7 @@ committed data.
 Tables (layout.py has the schema and the layout before this one): `events` (one row per
 leaf, seq = leaf index, never updated or deleted; `body` is the canonical JSON that was
 hashed, `leaf` its leaf hash), `payload_rows` (the payload bytes of each event that has
-one, by seq, findable by SHA-256 hex; retention sets `data` to NULL and `purged` to the
-time), `tiles` (the complete subtree hashes above the leaves, 255 per row): a proof or a
+one, by seq; retention sets `data` to NULL and `purged` to the time), `tiles` (the complete subtree hashes above the leaves, 255 per row): a proof or a
 root at any size is O(log n) point reads. `checkpoints`: signed tree heads, written by
 checkpoint.py.
 
@@ -38,11 +37,14 @@ from wardgate.audit.canonical import EMPTY_ROOT
 from wardgate.audit.group_commit import AppendFuture, AppendRequest, GroupCommitWriter, Job
 from wardgate.audit.layout import (
     SCHEMA,
+    SCHEMA_VERSION,
     ConnNodeReader,
     TileBuilder,
-    layout_version,
     payload_by_hash,
+    payload_row,
     prepare_writer,
+    read_layout,
+    seq_at_time,
 )
 from wardgate.audit.merkle import (
     MerkleFrontier,
@@ -106,6 +108,11 @@ class AuditStore:
         self._writer: GroupCommitWriter | None = None
         self._closed = False
         self._version: int | None = None  # on-disk layout (layout.py), read once
+        self._time_ordered = False  # layout.StoreLayout.time_ordered, read with it
+        # payload hash -> seq of an event handed out by events()/event() that names it:
+        # layout 3 finds a payload by its event's seq (no index by hash), and callers
+        # look payloads up by the hash of an event they just read (replay, CLI)
+        self._payload_seqs: dict[str, int] = {}
         self._edge_tiles: dict[int, bytes] = {}  # see ConnNodeReader
 
     # -- opening -------------------------------------------------------------------
@@ -148,7 +155,7 @@ class AuditStore:
         conn.execute(f"PRAGMA synchronous={_DURABILITY[self.durability]}")
         conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         try:
-            prepare_writer(conn)  # creates layout 2, or migrates a layout 1 store to it
+            prepare_writer(conn)  # creates layout 3, or migrates a layout 1 or 2 store to it
         except BaseException:
             conn.close()
             raise
@@ -181,7 +188,8 @@ class AuditStore:
                 conn.execute("PRAGMA query_only=ON")
                 conn.execute("SELECT 1 FROM events LIMIT 1").fetchall()
                 if self._version is None:
-                    self._version = layout_version(conn)
+                    layout = read_layout(conn)
+                    self._version, self._time_ordered = layout.version, layout.time_ordered
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"audit store unreadable: {exc}") from exc
             self._local.conn = conn
@@ -267,6 +275,7 @@ class AuditStore:
         limit: int | None = None,
     ) -> Iterator[EventRecord]:
         """Events in seq order; `since` inclusive, `until` exclusive (ISO-8601 strings)."""
+        conn = self._reader()
         where, args = [], []
         for col, val in (
             ("identity", identity),
@@ -287,6 +296,7 @@ class AuditStore:
         if after_seq is not None:
             where.append("seq > ?")
             args.append(after_seq)
+        where += self._seq_bounds(conn, args, since=since, until=until, session=session)
         sql = f"SELECT {_EVENT_COLS} FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -294,10 +304,47 @@ class AuditStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        cur = self._reader().execute(sql, args)
+        cur = conn.execute(sql, args)
+        memo = self._payload_seqs
         while rows := cur.fetchmany(1000):
+            if len(memo) > 50_000:
+                memo.clear()
             for row in rows:
+                if row[8] is not None:
+                    memo[row[8]] = row[0]
                 yield _row_to_record(row)
+
+    def _seq_bounds(
+        self,
+        conn: sqlite3.Connection,
+        args: list[Any],
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        session: str | None = None,
+    ) -> list[str]:
+        """Seq range conditions equivalent to the time and session filters (layout 3 has no
+        index on either): time is in seq order, and a session starts with its session_start.
+        They narrow the scan; the filters themselves stay in the query."""
+        where: list[str] = []
+        if self._version is None or self._version < 3:
+            return where
+        if self._time_ordered:
+            if since is not None:
+                where.append("seq >= ?")
+                args.append(seq_at_time(conn, since))
+            if until is not None:
+                where.append("seq < ?")
+                args.append(seq_at_time(conn, until))
+        if session is not None:
+            (first,) = conn.execute(
+                "SELECT min(seq) FROM events WHERE kind = 'session_start' AND session = ?",
+                (session,),
+            ).fetchone()
+            if first is not None:
+                where.append("seq >= ?")
+                args.append(first)
+        return where
 
     def open_sessions(self) -> list[tuple[str, str | None, str | None]]:
         """(session, identity, connection) of every session_start with no session_end."""
@@ -318,12 +365,29 @@ class AuditStore:
             .execute(f"SELECT {_EVENT_COLS} FROM events WHERE seq = ?", (seq,))
             .fetchone()
         )
+        if row is not None and row[8] is not None:
+            self._payload_seqs[row[8]] = row[0]
         return None if row is None else _row_to_record(row)
 
     def payload(self, payload_hash: str) -> bytes | None:
-        """The payload bytes, or None if absent or purged by retention."""
+        """The payload bytes, or None if absent or purged by retention.
+
+        Fast for the hash of an event this store handed out (by its seq); any other hash
+        costs a scan in layout 3 (`event_payload` takes the seq directly)."""
         conn = self._reader()
-        found = payload_by_hash(conn, self._version or 2, payload_hash)
+        version = self._version or SCHEMA_VERSION
+        seq = self._payload_seqs.get(payload_hash)
+        if seq is not None and version >= 3:
+            found = payload_row(conn, version, seq, payload_hash)
+            if found is not None and found[0] is not None:
+                return found[0]
+        found = payload_by_hash(conn, version, payload_hash)
+        return None if found is None else found[0]
+
+    def event_payload(self, seq: int, payload_hash: str) -> bytes | None:
+        """The payload of event `seq` (whose body names `payload_hash`), or None if
+        absent or purged: one point read in any layout."""
+        found = payload_row(self._reader(), self._version or SCHEMA_VERSION, seq, payload_hash)
         return None if found is None else found[0]
 
     def sessions(
@@ -344,23 +408,45 @@ class AuditStore:
         if since is not None:
             where.append("s.time >= ?")
             args.append(since)
+        conn = self._reader()
+        if since is not None:  # a seq bound for the time bound (layout 3)
+            where += self._seq_bounds(conn, args, since=since)
+            where = [w.replace("seq", "s.seq") if w.startswith("seq") else w for w in where]
+        # the statement counts of every listed session in one pass over the events from the
+        # first listed session_start on (a session's events follow its session_start)
         sql = f"""
+            WITH s AS MATERIALIZED (
+              SELECT s.session, s.identity, s.connection, s.time, s.seq, s.meta FROM events s
+              WHERE {" AND ".join(where)}),
+            c AS (
+              SELECT session, count(*) AS n,
+                count(*) FILTER (WHERE verdict = 'allow') AS allowed,
+                count(*) FILTER (WHERE verdict = 'deny') AS denied,
+                count(*) FILTER (WHERE verdict = 'review') AS reviewed
+              FROM events WHERE kind = 'command' AND seq >= (SELECT min(seq) FROM s)
+                AND session IN (SELECT session FROM s)
+              GROUP BY session)
             SELECT s.session, s.identity, s.connection, s.time, s.seq, s.meta,
-              (SELECT count(*) FROM events c WHERE c.session = s.session AND c.kind = 'command'),
-              (SELECT count(*) FROM events c WHERE c.session = s.session AND c.kind = 'command'
-                 AND c.verdict = 'allow'),
-              (SELECT count(*) FROM events c WHERE c.session = s.session AND c.kind = 'command'
-                 AND c.verdict = 'deny'),
-              (SELECT count(*) FROM events c WHERE c.session = s.session AND c.kind = 'command'
-                 AND c.verdict = 'review'),
+              coalesce(c.n, 0), coalesce(c.allowed, 0), coalesce(c.denied, 0),
+              coalesce(c.reviewed, 0),
               (SELECT e.time || char(10) || e.meta FROM events e
                  WHERE e.session = s.session AND e.kind = 'session_end' ORDER BY e.seq LIMIT 1)
-            FROM events s WHERE {" AND ".join(where)} ORDER BY s.seq
+            FROM s LEFT JOIN c ON c.session = s.session ORDER BY s.seq
         """
         out = []
-        for sess, ident, conn, started, seq, meta, n, allowed, denied, reviewed, end in (
-            self._reader().execute(sql, args).fetchall()
-        ):
+        for (
+            sess,
+            ident,
+            conn_name,
+            started,
+            seq,
+            meta,
+            n,
+            allowed,
+            denied,
+            reviewed,
+            end,
+        ) in conn.execute(sql, args).fetchall():
             meta = json.loads(meta)
             ended = end_reason = None
             if end is not None:
@@ -370,7 +456,7 @@ class AuditStore:
                 SessionSummary(
                     session=sess,
                     identity=ident,
-                    connection=conn,
+                    connection=conn_name,
                     started=started,
                     start_seq=seq,
                     ended=ended,

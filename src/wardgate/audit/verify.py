@@ -90,7 +90,7 @@ class VerifyReport:
 
 
 class _TileCheck:
-    """Layout 2: every stored tile must equal the one rebuilt from the verified leaves."""
+    """Layouts 2 and 3: every stored tile must equal the one rebuilt from the verified leaves."""
 
     def __init__(self, conn: sqlite3.Connection, rep: VerifyReport) -> None:
         self._conn, self._rep = conn, rep
@@ -189,7 +189,7 @@ def _verify(
     expected = 0
     # layout 1: payloads (keyed by hash, in random order to the events) are checked in one
     # pass in storage order and only the hashes that fail are kept, so the event pass needs
-    # no payload data. Layout 2: payload rows are in seq order, joined and hashed in the
+    # no payload data. Layouts 2, 3: payload rows are in seq order, joined and hashed in the
     # event pass itself.
     bad_payloads: set[str] = set()
     if version < 2:
@@ -283,7 +283,7 @@ def _verify(
             if leaf is None or bytes(leaf) != lh:
                 problems.append("hash does not match")
             if ph is not None:
-                if by_seq and data is not None:  # layout 2: the payload's bytes
+                if by_seq and data is not None:  # layouts 2, 3: the payload bytes
                     raw = data if isinstance(data, bytes) else str(data).encode()
                     if p_hash != ph or sha256(raw).hexdigest() != ph:
                         problems.append("payload does not match its hash")
