@@ -5,14 +5,23 @@ extension is skipped with a warning and wardgate installs and runs on its
 pure-Python masking path, with the same output (src/wardgate/masking/native.py).
 """
 
+import sys
+
 from setuptools import Extension, setup
+
+# GCC/Clang flags; other compilers get their defaults (the build is optional anyway)
+FLAGS = (
+    []
+    if sys.platform == "win32"
+    else ["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+)
 
 setup(
     ext_modules=[
         Extension(
             "wardgate.masking._rowmask",
             sources=["src/wardgate/masking/_rowmask.c"],
-            extra_compile_args=["-O2", "-std=c99", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            extra_compile_args=FLAGS,
             optional=True,
         )
     ]
