@@ -166,3 +166,27 @@ async def test_result_events_linger_for_the_next_command_and_keep_their_order(
         assert res_rec.time <= cmd.time
     finally:
         await store.aclose()
+
+
+async def test_every_event_of_interleaved_sessions_is_written(tmp_path: Path) -> None:
+    """Frames mixing results (held) and commands (released at once) lose nothing: the
+    relay's pattern, several sessions at a time, commands awaited and results not."""
+    store = await ProcessAuditStore.start(tmp_path / "a.db")
+    results: list[asyncio.Future] = []
+    try:
+
+        async def session(k: int) -> None:
+            for i in range(40):
+                await store.append("command", session=f"s{k}", meta={"i": i})
+                await asyncio.sleep(0.0001)
+                results.append(store.submit_async("result", session=f"s{k}", meta={"i": i}))
+
+        await asyncio.gather(*(session(k) for k in range(4)))
+        recs = await asyncio.wait_for(asyncio.gather(*results), 10)
+        assert len({r.seq for r in recs}) == 160
+    finally:
+        await store.aclose()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    counts = dict(conn.execute("select kind, count(*) from events group by kind").fetchall())
+    conn.close()
+    assert counts == {"command": 160, "result": 160}

@@ -89,16 +89,15 @@ class _Writer(asyncio.Protocol):
     def _on_message(self, message: tuple[Any, ...]) -> None:
         op = message[0]
         if op == "append":
-            held = self._held
             for item in message[1]:
                 if item[1] in LINGER_KINDS:
-                    held.append(item)
+                    self._held.append(item)  # not a local alias: _release swaps the list
                     if self._linger is None:
                         self._linger = asyncio.get_running_loop().call_later(
                             LINGER_SECONDS, self._release
                         )
                 else:
-                    if held:
+                    if self._held:
                         self._release()
                     self._submit(item)
         elif op == "close":
