@@ -21,6 +21,7 @@ setup(
         Extension(
             "wardgate.masking._rowmask",
             sources=["src/wardgate/masking/_rowmask.c"],
+            depends=["src/wardgate/masking/_rowmask_scan.h"],
             extra_compile_args=FLAGS,
             optional=True,
         )
