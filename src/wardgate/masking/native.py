@@ -58,8 +58,11 @@ _IBAN_TABLE = bytes(
     IBAN_LENGTHS.get(bytes([a, b]), 0) for a in range(0x41, 0x5B) for b in range(0x41, 0x5B)
 )
 
-# recognizers -> (digit codes, email, gates, needles), or None when C cannot take them
-_PLANS: dict[tuple[Recognizer, ...], tuple | None] = {}
+# id(recognizers tuple) -> (that tuple, its plan): (digit codes, email, gates, needles),
+# or None when C cannot take them. Keyed by identity, as a scanner's tuple lives as long
+# as the engine's scanner cache does (hashing fifteen recognizers per result costs more
+# than the rest of the set-up); the entry keeps the tuple alive, so its id is not reused.
+_PLANS: dict[int, tuple[tuple[Recognizer, ...], tuple | None]] = {}
 _PLANS_LOCK = threading.Lock()
 
 
@@ -97,14 +100,14 @@ def _recognizer_plan(recognizers: tuple[Recognizer, ...]) -> tuple | None:
 
 
 def _plan_for(recognizers: tuple[Recognizer, ...]) -> tuple | None:
-    with _PLANS_LOCK:
-        if recognizers in _PLANS:
-            return _PLANS[recognizers]
+    hit = _PLANS.get(id(recognizers))
+    if hit is not None and hit[0] is recognizers:
+        return hit[1]
     plan = _recognizer_plan(recognizers)
     with _PLANS_LOCK:
         if len(_PLANS) > 64:
             _PLANS.clear()
-        _PLANS[recognizers] = plan
+        _PLANS[id(recognizers)] = (recognizers, plan)
     return plan
 
 
@@ -126,26 +129,26 @@ def row_masker(
     `modes` per column as masker.py numbers them, with ruled columns given their
     rule mode; `rules` as ResultMasker takes them.
     """
-    if not AVAILABLE or any(m not in _MODES for m in modes):
+    if not AVAILABLE or not _MODES.issuperset(modes):
         return None
-    plan = _plan_for(tuple(recognizers))
+    plan = _plan_for(recognizers if isinstance(recognizers, tuple) else tuple(recognizers))
     if plan is None:
         return None
     digits, email, gates, needles = plan
     rule_fns: list[object] = [None] * len(modes)
     for i, _mode, repl, _rule, _strategy in rules:
         rule_fns[i] = _replacer_form(repl)
-    forms = tuple(_replacer_form(replacers.get(name)) for name in ENTITIES)
+    forms = [replacers.get(name) for name in ENTITIES]
     try:
         return _rowmask.RowMasker(  # type: ignore[union-attr]
-            modes=bytes(modes),
-            rules=tuple(rule_fns),
-            digits=digits,
-            email=email,
-            gates=gates,
-            needles=needles,
-            replacers=forms,
-            iban_lengths=_IBAN_TABLE,
+            bytes(modes),
+            tuple(rule_fns),
+            digits,
+            email,
+            gates,
+            needles,
+            tuple([getattr(fn, "native_form", fn) for fn in forms]),
+            _IBAN_TABLE,
         )
     except (ValueError, TypeError):
         return None  # something this build does not take: the Python path masks it
