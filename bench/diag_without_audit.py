@@ -3,15 +3,17 @@
 Theory of operation
 -------------------
 Runs the gateway in this process (`GatewayServer`, uvloop) against a throw-away cluster
-twice: once as shipped, once with `AuditStore.submit` and `submit_async` replaced, for
-`command` and `result` events only, by a future that is already done (nothing is written, nothing is
-hashed, no writer thread wakes up). pgbench `-S` drives both at 1 and 8 clients; the
-figures are TPS and the CPU time of this process per transaction. The difference is
-what recording two events per statement costs in the live process (including the
-interpreter-lock hand-offs between the event loop and the writer thread), which the
-in-process stage costs (bench/pipeline_costs.py) cannot show.
+twice: once as shipped, once with the store's `submit` and `submit_async` replaced, for
+`command` and `result` events only, by a future that is already done (nothing is written,
+nothing is hashed, the writer never hears of them). pgbench `-S` drives both at 1 and 8
+clients; the figures are TPS and CPU time per transaction: this process (the event loop,
+and the writer thread with `--writer thread`) and, with the default `--writer process`,
+the audit writer process too. The difference is what recording two events per statement
+costs in the live gateway (interpreter-lock hand-offs with a writer thread, or the link to
+the writer process), which the in-process stage costs (bench/pipeline_costs.py) cannot
+show. The patched figure is the event loop's own work per statement.
 
-    python -m bench.diag_without_audit [--seconds 5]
+    python -m bench.diag_without_audit [--seconds 5] [--writer process|thread]
 
 Never use the patched mode for anything but this measurement: it breaks write-ahead
 audit by construction.
@@ -32,9 +34,19 @@ __all__ = ["main", "measure"]
 
 def _patch_store() -> None:
     from wardgate.audit import store as st
+
+    _patch_class(st.AuditStore)
+    try:
+        from wardgate.audit.process_store import ProcessAuditStore
+    except ImportError:  # a tree without the writer process
+        return
+    _patch_class(ProcessAuditStore)
+
+
+def _patch_class(cls: type) -> None:
     from wardgate.audit.records import EventRecord
 
-    real = st.AuditStore.submit
+    real = cls.submit  # type: ignore[attr-defined]
     seq = [0]
 
     def submit(self, kind: str, **kw):  # type: ignore[no-untyped-def]
@@ -45,7 +57,7 @@ def _patch_store() -> None:
         fut.set_result(EventRecord(seq[0], "", None, None, None, kind, None, None, None, {}, b""))
         return fut
 
-    real_async = getattr(st.AuditStore, "submit_async", None)
+    real_async = getattr(cls, "submit_async", None)
 
     def submit_async(self, kind: str, **kw):  # type: ignore[no-untyped-def]
         if kind not in ("command", "result"):
@@ -55,14 +67,25 @@ def _patch_store() -> None:
         fut.set_result(EventRecord(seq[0], "", None, None, None, kind, None, None, None, {}, b""))
         return fut
 
-    st.AuditStore.submit = submit  # type: ignore[method-assign]
+    cls.submit = submit  # type: ignore[attr-defined]
     if real_async is not None:  # the gateway's event-loop path
-        st.AuditStore.submit_async = submit_async  # type: ignore[method-assign]
+        cls.submit_async = submit_async  # type: ignore[attr-defined]
+
+
+def _child_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of a live child process, 0 if there is none."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _drive(
     cfg_path: Path, env: dict[str, str], seconds: int
-) -> list[tuple[int, float, float]]:
+) -> list[tuple[int, float, float, float]]:
     from wardgate.config import load_config
     from wardgate.server import GatewayServer
 
@@ -71,6 +94,7 @@ async def _drive(
     srv = GatewayServer(cfg)
     await srv.start()
     port = srv.engines[0].port
+    writer_pid = getattr(srv.store, "writer_pid", None)
     out = []
     try:
         for clients in (1, 8):
@@ -84,22 +108,26 @@ async def _drive(
                 "PGSSLMODE": "disable",
             }
             args = ["-n", "-S", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds)]
-            t0 = time.process_time()
+            t0, w0 = time.process_time(), _child_cpu(writer_pid)
             p = await asyncio.create_subprocess_exec(
                 "pgbench", *args, env=penv, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             stdout, _ = await p.communicate()
-            cpu = time.process_time() - t0
+            cpu, writer = time.process_time() - t0, _child_cpu(writer_pid) - w0
             tps = float(stdout.decode().split("tps = ")[1].split()[0])
-            out.append((clients, tps, cpu / (tps * seconds) * 1e6))
+            per_tx = 1e6 / (tps * seconds)
+            out.append((clients, tps, cpu * per_tx, writer * per_tx))
     finally:
         await srv.stop()
     return out
 
 
-def measure(patched: bool, seconds: int = 5) -> list[tuple[int, float, float]]:
-    """[(clients, tps, CPU us per transaction)] for one mode, on a fresh cluster."""
+def measure(
+    patched: bool, seconds: int = 5, writer: str = "process"
+) -> list[tuple[int, float, float, float]]:
+    """[(clients, tps, CPU us per transaction of this process, of the writer process)]
+    for one mode, on a fresh cluster."""
     import uvloop
 
     from bench.harness import Target
@@ -117,7 +145,10 @@ def measure(patched: bool, seconds: int = 5) -> list[tuple[int, float, float]]:
         )
         with tempfile.TemporaryDirectory(prefix="wg-diag-") as tmp:
             cfg, env = write_config(
-                Path(tmp), cluster, target_tls="disable", extra={"audit": {"durability": "normal"}}
+                Path(tmp),
+                cluster,
+                target_tls="disable",
+                extra={"audit": {"durability": "normal", "writer": writer}},
             )
             return uvloop.run(_drive(cfg, env, seconds))
     finally:
@@ -131,17 +162,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--mode", choices=("both", "real", "patched"), default="both")
+    ap.add_argument("--writer", choices=("process", "thread"), default="process")
     a = ap.parse_args()
     if a.mode == "both":  # each mode in its own process: the patch must not leak
         for mode in ("real", "patched"):
             subprocess.run(
                 [sys.executable, "-m", "bench.diag_without_audit", "--mode", mode,
-                 "--seconds", str(a.seconds)], check=True,
+                 "--seconds", str(a.seconds), "--writer", a.writer], check=True,
             )  # fmt: skip
         return
-    for clients, tps, cpu in measure(a.mode == "patched", a.seconds):
+    for clients, tps, cpu, writer in measure(a.mode == "patched", a.seconds, a.writer):
         label = "without command/result events" if a.mode == "patched" else "as shipped"
-        print(f"{label:32s} {clients} clients: {tps:8,.0f} TPS  {cpu:6,.0f} us CPU/tx", flush=True)
+        print(
+            f"{label:32s} {clients} clients: {tps:8,.0f} TPS  {cpu:6,.0f} us CPU/tx"
+            f" (+ writer process {writer:5,.0f})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,11 @@ def statement_key(text: str) -> str:
 
 
 _PER_DECISION_MAX = 1024
+# masked statement texts kept for the next statement with the same text and mask set (a
+# prepared statement, an ORM's fixed text with $n parameters): masking is a pure function
+# of both, so the record is the same; bounded in entries and in text length
+_MASKED_MAX = 4096
+_MASKED_TEXT_MAX = 2048
 _json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _json_list = json.JSONEncoder(ensure_ascii=False).encode
 
@@ -56,11 +61,12 @@ class _DecisionConstants:
     """The parts of a command event that depend on the Decision only (the policy hands
     out the same Decision object for every statement of one normalized form)."""
 
-    __slots__ = ("decision", "masks", "meta", "verdict")
+    __slots__ = ("decision", "masks", "mask_set", "meta", "verdict")
 
-    def __init__(self, decision: Decision, masks: tuple) -> None:
+    def __init__(self, decision: Decision, masks: tuple, mask_set: int) -> None:
         self.decision = decision  # held, so that its id is not reused while cached
         self.masks = masks
+        self.mask_set = mask_set  # a number per distinct `masks` (see Gateway._mask_sets)
         self.verdict = decision.verdict.value
         facts = decision.facts or {}
         self.meta: dict[str, Any] = {
@@ -122,6 +128,10 @@ class Gateway:
         self.catalogs = CatalogCache()
         # id(decision) -> what its events share (decisions are memoised by the policy)
         self._per_decision: dict[int, _DecisionConstants] = {}
+        # distinct mask directive tuples -> a small number (the config bounds them), and
+        # (statement text, that number) -> the text masked for the record
+        self._mask_sets: dict[tuple, int] = {}
+        self._masked_texts: dict[tuple[str, int], str] = {}
         # command and result events from the event loop: a future of the loop, resolved
         # by the writer with one loop callback per group commit (no concurrent Future, no
         # cross-thread wake-up per event); elsewhere (no running loop) `submit`
@@ -219,10 +229,22 @@ class Gateway:
             return entry
         if len(self._per_decision) >= _PER_DECISION_MAX:
             self._per_decision.clear()
-        entry = self._per_decision[id(decision)] = _DecisionConstants(
-            decision, self._masks_for(decision)
-        )
+        masks = self._masks_for(decision)
+        mask_set = self._mask_sets.setdefault(masks, len(self._mask_sets))
+        entry = self._per_decision[id(decision)] = _DecisionConstants(decision, masks, mask_set)
         return entry
+
+    def _masked_statement(self, text: str, c: _DecisionConstants) -> str:
+        """The statement text masked for the record, remembered per text and mask set."""
+        key = (text, c.mask_set)
+        masked = self._masked_texts.get(key)
+        if masked is None:
+            masked = self.masking.mask_text(text, c.masks)[0]
+            if len(text) <= _MASKED_TEXT_MAX:
+                if len(self._masked_texts) >= _MASKED_MAX:
+                    self._masked_texts.clear()
+                self._masked_texts[key] = masked
+        return masked
 
     def record_command(self, command: Command, decision: Decision, **extra: Any) -> Any:
         c = self._constants(decision)
@@ -230,11 +252,11 @@ class Gateway:
         METRICS.statements[(session.connection, c.verdict)] += 1
         if c.verdict != "allow":
             METRICS.refusals[(session.connection, c.verdict, decision.rule or "")] += 1
-        masks = c.masks
-        mask_text = self.masking.mask_text
         # the statement text and its parameters are masked for the record, always
-        text = mask_text(command.text, masks)[0] if command.text else command.text
+        text = self._masked_statement(command.text, c) if command.text else command.text
         if command.parameters:
+            masks = c.masks
+            mask_text = self.masking.mask_text
             params = [None if p is None else mask_text(p, masks)[0] for p in command.parameters]
             payload = f'{{"text": {_json_str(text)}, "parameters": {_json_list(params)}}}'
         else:

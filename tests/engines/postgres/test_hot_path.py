@@ -21,7 +21,7 @@ import pytest
 from wardgate.audit.store import AuditStore
 from wardgate.config import parse_config
 from wardgate.engines.postgres.relay import PgRelay
-from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
+from wardgate.pipeline.command import Command, Decision, MaskDirective, SessionInfo, Verdict
 from wardgate.pipeline.gateway import Gateway
 from wardgate.wire.pg import writers as w
 from wardgate.wire.pg.messages import Field
@@ -272,3 +272,107 @@ def test_a_batch_is_released_once_whatever_order_its_events_land_in(gateway: Gat
             relay.close("done")
 
     asyncio.run(main())
+
+
+def _capture_payloads(gateway: Gateway) -> list[bytes]:
+    payloads: list[bytes] = []
+
+    def submit(kind: str, **kw: Any) -> concurrent.futures.Future:
+        payloads.append(kw["payload"])
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        fut.set_result(None)
+        return fut
+
+    gateway.store.submit = submit  # type: ignore[method-assign]
+    return payloads
+
+
+def test_a_statement_masked_for_the_record_is_remembered_per_text_and_mask_set(
+    gateway: Gateway,
+) -> None:
+    """The same text under the same masks is masked once; another mask set (a mask rule
+    adding IP addresses) masks it afresh and differently; the record is what masking the
+    text each time gives."""
+    payloads = _capture_payloads(gateway)
+    real = gateway.masking.mask_text
+    calls: list[str] = []
+
+    def counting(text: str, directives: Any) -> tuple[str, dict]:
+        calls.append(text)
+        return real(text, directives)
+
+    gateway.masking.mask_text = counting  # type: ignore[method-assign]
+    info = _info()
+    text = "SELECT * FROM t WHERE mail = 'ann@example.com' AND ip = '10.1.2.3'"
+    plain = Decision(Verdict.ALLOW, "p/r", "x")
+    more = Decision(
+        Verdict.ALLOW, "p/ip", "x", masks=(MaskDirective("p/ip", entities=("IP_ADDRESS",)),)
+    )
+    plain_again = Decision(Verdict.ALLOW, "p/other", "y")  # another decision, same masks
+    for decision in (plain, plain, more, more, plain_again):
+        gateway.record_command(Command(info, text, (), 0, "parse"), decision)
+    assert calls == [text, text]  # once per mask set
+    texts = [json.loads(p)["text"] for p in payloads]
+    assert texts[0] == texts[1] == texts[4] == real(text, gateway._masks_for(plain))[0]
+    assert texts[2] == texts[3] == real(text, gateway._masks_for(more))[0]
+    assert "ann@example.com" not in texts[0] and "10.1.2.3" in texts[0]
+    assert "ann@example.com" not in texts[2] and "10.1.2.3" not in texts[2]
+
+
+def test_the_masked_statement_memory_is_bounded(gateway: Gateway) -> None:
+    from wardgate.pipeline import gateway as gateway_module
+
+    payloads = _capture_payloads(gateway)
+    info = _info()
+    decision = Decision(Verdict.ALLOW, "p/r", "x")
+    long_text = "SELECT '" + "x" * gateway_module._MASKED_TEXT_MAX + "'"
+    gateway.record_command(Command(info, long_text, (), 0, "simple"), decision)
+    assert not gateway._masked_texts  # too long to keep
+    for i in range(gateway_module._MASKED_MAX + 10):
+        gateway.record_command(Command(info, f"SELECT {i}", (), 0, "simple"), decision)
+    assert 0 < len(gateway._masked_texts) <= gateway_module._MASKED_MAX
+    assert json.loads(payloads[-1])["text"] == f"SELECT {gateway_module._MASKED_MAX + 9}"
+
+
+def test_a_result_event_waits_its_own_delay_whatever_timer_is_running(gateway: Gateway) -> None:
+    """One timer per relay, kept across submissions: a result that finishes while the
+    timer of an earlier (already submitted) result runs is still given its full
+    RESULT_DELAY to share a commit with the next command, and no more."""
+    from wardgate.engines.postgres.relay import RESULT_DELAY
+    from wardgate.engines.postgres.responses import Execution
+    from wardgate.engines.postgres.results import ResultRecorder
+
+    async def main() -> list[tuple[str, float, float]]:
+        loop = asyncio.get_running_loop()
+        relay, _agent, _target = _start(gateway)
+        submitted: list[tuple[str, float, float]] = []  # (text, finished, submitted)
+        finished: dict[str, float] = {}
+
+        def record_result(info: Any, ex: Any, **kw: Any) -> None:
+            submitted.append((ex.text, finished[ex.text], loop.time()))
+
+        gateway.record_result = record_result  # type: ignore[method-assign]
+
+        def finish(text: str) -> None:
+            done = loop.create_future()
+            done.set_result(None)
+            finished[text] = loop.time()
+            relay._finish(Execution(text, None, done, ResultRecorder(1024)), tag="SELECT 1")
+
+        finish("first")  # arms the timer
+        await asyncio.sleep(RESULT_DELAY * 0.2)
+        relay._submit_results()  # the next command takes it along; the timer stays
+        await asyncio.sleep(RESULT_DELAY * 0.2)
+        finish("second")  # while the first one's timer still runs
+        await asyncio.sleep(RESULT_DELAY * 4)
+        finish("third")
+        relay.close("done")  # submits what is left at once
+        return submitted
+
+    submitted = asyncio.run(main())
+    assert [s[0] for s in submitted] == ["first", "second", "third"]
+    (_, f1, s1), (_, f2, s2), (_, f3, s3) = submitted
+    assert s1 - f1 < RESULT_DELAY  # with the next command
+    assert s2 - f2 >= RESULT_DELAY * 0.95  # its own delay, not what was left of the first's
+    assert s2 - f2 < RESULT_DELAY * 10  # (a loaded machine may fire timers late)
+    assert s3 - f3 < RESULT_DELAY  # at session end

@@ -124,6 +124,7 @@ class PgRelay(ResponseSide):
         # both share one group commit (one fsync) instead of one each
         self._results: list[tuple[Execution, str | None, dict | None]] = []
         self._results_timer: asyncio.TimerHandle | None = None
+        self._results_since = 0.0
         self._hold_task: asyncio.Task | None = None
         self.keepalive: Any = None
         # RowDescription body -> fields; (decision, fields, formats) -> plan, see
@@ -156,6 +157,9 @@ class PgRelay(ResponseSide):
             if not t.is_closing():
                 t.close()
         self._submit_results()
+        if self._results_timer is not None:
+            self._results_timer.cancel()
+            self._results_timer = None
         self.gw.record(
             "session_end",
             self.info,

@@ -157,6 +157,7 @@ class ResponseSide:
     _passthrough: ResultRecorder | None
     _results: list[tuple[Execution, str | None, dict | None]]
     _results_timer: asyncio.TimerHandle | None
+    _results_since: float  # loop time of the oldest result in _results
     _rowdescs: dict[bytes, list[Any]]
     _plans: dict[tuple, Plan]
 
@@ -250,11 +251,7 @@ class ResponseSide:
         op = ops[0] if ops else None
         if t == _CMD or t == _EMPTY or t == _SUSPENDED:
             ex = self._current()
-            tag = (
-                be.decode_command_complete(body).tag
-                if t == _CMD
-                else ("" if t == _EMPTY else "(suspended)")
-            )
+            tag = be.command_tag(body) if t == _CMD else ("" if t == _EMPTY else "(suspended)")
             if ex is not None and ex.withheld:
                 raw = w.error_response("ERROR", "42501", ex.withheld)
                 self._finish(ex, error={"sqlstate": "42501", "message": ex.withheld})
@@ -433,15 +430,28 @@ class ResponseSide:
         ex.done = True
         if ex.seq_future is None or ex.recorder is None:
             return
-        self._results.append((ex, tag, error))
-        if self._results_timer is None:
-            self._results_timer = self.loop.call_later(RESULT_DELAY, self._submit_results)
+        results = self._results
+        if not results:
+            # one timer per relay, not one per statement: it is not cancelled when the
+            # next command takes the results along, and when it fires early for results
+            # that came later it waits out the rest of their delay (see _results_due)
+            self._results_since = self.loop.time()
+            if self._results_timer is None:
+                self._results_timer = self.loop.call_later(RESULT_DELAY, self._results_due)
+        results.append((ex, tag, error))
+
+    def _results_due(self) -> None:
+        self._results_timer = None
+        if not self._results or self.closed:
+            return
+        wait = self._results_since + RESULT_DELAY - self.loop.time()
+        if wait > 0:
+            self._results_timer = self.loop.call_later(wait, self._results_due)
+            return
+        self._submit_results()
 
     def _submit_results(self) -> None:
         """Hand the finished statements' result events to the store, in order."""
-        timer, self._results_timer = self._results_timer, None
-        if timer is not None:
-            timer.cancel()
         pending, self._results = self._results, []
         for ex, tag, error in pending:
             self.gw.record_result(

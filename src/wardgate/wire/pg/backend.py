@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from wardgate.wire.pg import constants as c
 from wardgate.wire.pg._codec import (
+    ENCODING,
+    ERRORS,
     as_bytes,
     decoder,
     expect_end,
@@ -63,6 +65,7 @@ __all__ = [
     "decode_row_description",
     "decode_data_row",
     "decode_command_complete",
+    "command_tag",
     "rows_from_tag",
     "decode_fields",
     "decode_error_response",
@@ -190,6 +193,15 @@ def decode_command_complete(body: Buf) -> CommandComplete:
     tag, pos = read_cstr(body, 0)
     expect_end(body, pos, "CommandComplete")
     return CommandComplete(tag)
+
+
+def command_tag(body: Buf) -> str:
+    """`decode_command_complete(body).tag` without building the message: a relay reads
+    one tag per statement. Anything but one terminated string takes the full decoder
+    (and its ProtocolError)."""
+    if type(body) is bytes and body and body.find(b"\0") == len(body) - 1:
+        return body[:-1].decode(ENCODING, ERRORS)
+    return decode_command_complete(body).tag
 
 
 _ROW_TAGS = frozenset({"SELECT", "UPDATE", "DELETE", "MERGE", "FETCH", "MOVE", "COPY"})
