@@ -4,154 +4,115 @@ in a process of their own, so their CPU is not taken from the gateway's event lo
 Theory of operation: the gateway (`ProcessAuditStore`, process_store.py) makes a
 socketpair and starts `python -m wardgate.audit.writer_process '<json settings>'` with one
 end. This process opens the store exactly as the gateway would in thread mode (an
-`AuditStore` with its group-commit writer thread), starts the checkpointer, then answers
-"ready". Each append request is handed to `AuditStore.submit_async`; its reply leaves
-only once the store resolved it, that is once its group commit is durable: write-ahead
+`AuditStore` with its group-commit writer thread), starts the checkpointer thread, then
+answers "ready". It has no event loop: the main thread blocks on the socket, decodes each
+frame of requests and queues them to the writer thread; the writer thread, once a group
+commit is durable, encodes the replies of that whole batch as one frame and sends it
+itself (the request's `loop` is a `_ReplySender`, whose `call_soon_threadsafe` the writer
+calls once per batch). So a reply leaves only once its event is durable: write-ahead
 audit holds across the process boundary, since the gateway forwards a statement only
-after the reply for its command event arrived.
+after the reply for its command event arrived. Two threads, no futures per event.
 
-Shutdown: on "close" from the gateway, or end of file (the gateway died), pending appends
-finish, the checkpointer signs its final checkpoint, the store closes, "bye" is sent and
-the process exits. SIGINT is ignored (a Ctrl-C in the gateway's terminal reaches this
-process too, and the gateway shuts it down in order); SIGTERM is a close.
+Result events (nobody waits on them: the statement's response already went to the
+client) are held up to LINGER_SECONDS for the session's next command and join its group
+commit, instead of a commit (and fsync) of their own that the command would queue behind.
+Order is kept: held events are queued before any later event.
+
+Shutdown: on "close" from the gateway, end of file (the gateway died) or SIGTERM, held
+events are queued, the writer flushes, the checkpointer signs its final checkpoint, the
+store closes, "bye" is sent and the process exits. SIGINT is ignored (a Ctrl-C in the
+gateway's terminal reaches this process too; the gateway shuts it down in order).
 """
 
 from __future__ import annotations
 
-import asyncio
+import gc
 import json
 import logging
+import select
 import signal
 import socket
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
-from wardgate.audit.records import EventRecord
+from wardgate.audit.group_commit import AppendRequest
 from wardgate.audit.store import AuditStore
 from wardgate.audit.writer_link import FrameReader, encode
 
-__all__ = ["main"]
+__all__ = ["main", "LINGER_KINDS", "LINGER_SECONDS"]
 
 log = logging.getLogger("wardgate.audit.writer")
 
-
-# Events nobody waits on before going on: a statement's result is recorded after its
-# response went to the client. They wait here up to LINGER_SECONDS for the next event
-# that someone does wait on (the session's next command) and join its group commit,
-# instead of costing a commit (and, with durability full, an fsync) of their own that the
-# next command would have to queue behind. Order is kept: held events are submitted
-# before any later event.
 LINGER_KINDS = frozenset({"result"})
 LINGER_SECONDS = 0.002
+_POLL = 0.5  # seconds between checks of the stop flag while idle
 
 
-class _Writer(asyncio.Protocol):
-    def __init__(self, store: AuditStore, closing: asyncio.Event) -> None:
-        self.store = store
-        self.closing = closing
-        self.transport: asyncio.Transport | None = None
-        self.reader = FrameReader(self._on_message)
-        self._done: list[tuple[Any, ...]] = []
-        self._errors: list[tuple[Any, ...]] = []
-        self._flush_scheduled = False
-        self.outstanding = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.lost = False
-        self._held: list[tuple[int, str, dict[str, Any]]] = []
-        self._linger: asyncio.TimerHandle | None = None
+class _ReplySender:
+    """Stands in for an event loop in the writer's completion path: the writer resolves
+    all requests of one group commit with one `call_soon_threadsafe(fn, pairs)` per loop,
+    where each pair is (waiter, record, exception) and our waiter is the request id."""
 
-    # -- transport -----------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self.broken = False
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.reader.feed(data)
-        except Exception:  # noqa: BLE001 - a broken link: shut down in order
-            log.exception("audit writer: unreadable request from the gateway")
-            self.closing.set()
-
-    def eof_received(self) -> bool:
-        self.closing.set()
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self.closing.set()
+    def call_soon_threadsafe(self, _fn: Any, pairs: list[tuple[Any, Any, Any]]) -> None:
+        done = []
+        errors = []
+        for rid, rec, exc in pairs:
+            if exc is None:
+                done.append((rid, rec.seq, rec.time, rec.payload_hash, rec.body))
+            else:
+                errors.append((rid, type(exc).__name__, str(exc)))
+        if done:
+            self.send(("done", done))
+        if errors:
+            self.send(("error", errors))
 
     def send(self, message: tuple[Any, ...]) -> None:
-        if self.transport is not None and not self.lost:
-            self.transport.write(encode(message))
+        data = encode(message)
+        with self._lock:
+            if self.broken:
+                return
+            try:
+                self._sock.sendall(data)
+            except OSError:  # the gateway is gone; nothing to tell
+                self.broken = True
 
-    # -- requests ------------------------------------------------------------------
-    def _on_message(self, message: tuple[Any, ...]) -> None:
-        op = message[0]
-        if op == "append":
-            for item in message[1]:
-                if item[1] in LINGER_KINDS:
-                    self._held.append(item)  # not a local alias: _release swaps the list
-                    if self._linger is None:
-                        self._linger = asyncio.get_running_loop().call_later(
-                            LINGER_SECONDS, self._release
-                        )
-                else:
-                    if self._held:
-                        self._release()
-                    self._submit(item)
-        elif op == "close":
-            self._release()
-            self.closing.set()
-        else:
-            log.error("audit writer: unknown request %r", op)
 
-    def _release(self) -> None:
-        """Submit the held events, in the order they came."""
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        held, self._held = self._held, []
-        for item in held:
-            self._submit(item)
+class _Checkpoints(threading.Thread):
+    """The checkpointer's periodic loop, as a thread (this process has no event loop)."""
 
-    def _submit(self, item: tuple[int, str, dict[str, Any]]) -> None:
-        rid, kind, fields = item
+    def __init__(self, checkpointer: Any) -> None:
+        super().__init__(name="wardgate-checkpointer", daemon=True)
+        self.checkpointer = checkpointer
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from wardgate.audit.checkpoint import CheckpointError
+
+        while not self.stop.wait(self.checkpointer.interval):
+            try:
+                self.checkpointer.checkpoint_now()
+            except CheckpointError:
+                # never sign past an inconsistency: stop signing, say so loudly
+                log.exception("checkpointing stopped: the tree is not consistent")
+                return
+            except Exception:  # noqa: BLE001 - keep signing once the store is back
+                log.exception("periodic checkpoint failed; retrying at the next interval")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join()
         try:
-            waiter = self.store.submit_async(kind, **fields)
-        except Exception as exc:  # noqa: BLE001 - bad fields: reported to the caller
-            self._errors.append((rid, type(exc).__name__, str(exc)))
-            self._schedule_flush()
-            return
-        self.outstanding += 1
-        self.idle.clear()
-        waiter.add_done_callback(lambda fut: self._resolved(rid, fut))
-
-    def _resolved(self, rid: int, fut: asyncio.Future[EventRecord]) -> None:
-        exc = fut.exception()
-        if exc is None:
-            r = fut.result()
-            self._done.append((rid, r.seq, r.time, r.payload_hash, r.body))
-        else:
-            self._errors.append((rid, type(exc).__name__, str(exc)))
-        self.outstanding -= 1
-        if not self.outstanding:
-            self.idle.set()
-        self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._done:
-            done, self._done = self._done, []
-            self.send(("done", done))
-        if self._errors:
-            errors, self._errors = self._errors, []
-            self.send(("error", errors))
+            self.checkpointer.close()  # the final checkpoint
+        except Exception:  # noqa: BLE001
+            log.exception("final checkpoint failed")
 
 
 def _make_checkpointer(store: AuditStore, settings: dict[str, Any]) -> Any:
@@ -173,47 +134,108 @@ def _make_checkpointer(store: AuditStore, settings: dict[str, Any]) -> Any:
     )
 
 
-async def _serve(settings: dict[str, Any]) -> int:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(fileno=int(settings["fd"]))
-    closing = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, closing.set)
-    store: AuditStore | None = None
-    proto = _Writer(None, closing)  # type: ignore[arg-type]
-    await loop.create_connection(lambda: proto, sock=sock)
-    try:
-        store = await asyncio.to_thread(
-            AuditStore.open, settings["store"], durability=settings["durability"]
-        )
-        proto.store = store
-        checkpointer = None
-        if settings.get("checkpoints") is not None:
-            checkpointer = _make_checkpointer(store, settings["checkpoints"])
-    except Exception as exc:  # noqa: BLE001 - reported to the gateway, which fails to start
-        proto.send(("failed", f"{type(exc).__name__}: {exc}"))
-        if store is not None:
-            await asyncio.to_thread(store.close)
-        await asyncio.sleep(0)
-        return 1
-    if checkpointer is not None:
-        checkpointer.start()
-    proto.send(("ready", store.size()))
-    await closing.wait()
-    proto._release()
-    # order: every append already received is answered, then the final checkpoint (it
-    # covers them), then the store flushes and closes
-    await proto.idle.wait()
-    proto._flush()
-    if checkpointer is not None:
+class _Server:
+    def __init__(self, sock: socket.socket, store: AuditStore, sender: _ReplySender) -> None:
+        self.sock = sock
+        self.store = store
+        self.sender = sender
+        self.reader = FrameReader(self._on_message)
+        self.held: list[tuple[int, str, dict[str, Any]]] = []
+        self.held_since = 0.0
+        self.closing = False
+
+    def _on_message(self, message: tuple[Any, ...]) -> None:
+        op = message[0]
+        if op == "append":
+            for item in message[1]:
+                if item[1] in LINGER_KINDS:
+                    if not self.held:
+                        self.held_since = time.monotonic()
+                    self.held.append(item)
+                else:
+                    if self.held:
+                        self.release()
+                    self._queue(item)
+        elif op == "close":
+            self.release()
+            self.closing = True
+        else:
+            log.error("audit writer: unknown request %r", op)
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for item in held:
+            self._queue(item)
+
+    def _queue(self, item: tuple[int, str, dict[str, Any]]) -> None:
+        rid, kind, fields = item
         try:
-            await checkpointer.aclose()
-        except Exception:  # noqa: BLE001
-            log.exception("final checkpoint failed")
-    await asyncio.to_thread(store.close)
-    proto.send(("bye",))
-    if proto.transport is not None:
-        proto.transport.close()
-    await asyncio.sleep(0)
+            req = AppendRequest.from_fields(kind, fields)
+        except Exception as exc:  # noqa: BLE001 - bad fields: reported to the caller
+            self.sender.send(("error", [(rid, type(exc).__name__, str(exc))]))
+            return
+        req.waiter = rid  # type: ignore[assignment]
+        req.loop = self.sender  # type: ignore[assignment]
+        self.store._enqueue(req)
+
+    def serve(self, stop: threading.Event) -> None:
+        sock = self.sock
+        while not self.closing and not stop.is_set():
+            timeout = _POLL
+            if self.held:
+                timeout = max(0.0, self.held_since + LINGER_SECONDS - time.monotonic())
+            try:
+                readable, _, _ = select.select([sock], [], [], timeout)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries select
+                continue
+            if readable:
+                try:
+                    data = sock.recv(1 << 20)
+                except OSError:
+                    data = b""
+                if not data:  # the gateway closed its end, or died
+                    break
+                try:
+                    self.reader.feed(data)
+                except Exception:  # noqa: BLE001 - a broken link: shut down in order
+                    log.exception("audit writer: unreadable request from the gateway")
+                    break
+            if self.held and time.monotonic() - self.held_since >= LINGER_SECONDS:
+                self.release()
+        self.release()
+
+
+def _run(settings: dict[str, Any]) -> int:
+    sock = socket.socket(fileno=int(settings["fd"]))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    sender = _ReplySender(sock)
+    store: AuditStore | None = None
+    try:
+        store = AuditStore.open(settings["store"], durability=settings["durability"])
+        checkpoints = None
+        if settings.get("checkpoints") is not None:
+            checkpoints = _Checkpoints(_make_checkpointer(store, settings["checkpoints"]))
+    except Exception as exc:  # noqa: BLE001 - reported to the gateway, which fails to start
+        sender.send(("failed", f"{type(exc).__name__}: {exc}"))
+        if store is not None:
+            store.close()
+        return 1
+    if checkpoints is not None:
+        checkpoints.start()
+    server = _Server(sock, store, sender)
+    gc.freeze()  # what start-up made lives as long as the process: not the collector's work
+    sender.send(("ready", store.size()))
+    try:
+        server.serve(stop)
+    finally:
+        # order: every append received is committed and answered (the writer flushes its
+        # queue on close), the final checkpoint covers them, then "bye"
+        if checkpoints is not None:
+            checkpoints.close()
+        store.close()
+        sender.send(("bye",))
+        sock.close()
     return 0
 
 
@@ -224,12 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     from wardgate.logsafe import install
 
     install(getattr(logging, str(settings.get("log_level", "INFO")).upper(), logging.INFO))
-    try:
-        import uvloop
-
-        return uvloop.run(_serve(settings))
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        return asyncio.run(_serve(settings))
+    return _run(settings)
 
 
 if __name__ == "__main__":
