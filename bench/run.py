@@ -119,8 +119,8 @@ def case_select(rig: Rig, plan: Plan, samples: list[Sample]) -> None:
     for mode in ("simple", "prepared"):
         for clients in plan.clients:
             names = ["direct", "pgbouncer", "wardgate"]
-            if clients == 8 and "wardgate-normal" in rig.targets:
-                names.append("wardgate-normal")
+            if clients == 8:
+                names += [n for n in ("wardgate-normal", "wardgate-thread") if n in rig.targets]
             for r in range(plan.rounds):
                 for name in _rotated(names, r):
                     samples.append(
@@ -298,7 +298,33 @@ def machine_info(rig: Rig) -> dict[str, str]:
         "load_start": "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
     }
     info |= rig.versions()
+    info["fdatasync"] = fsync_probe(rig.work)
     return info
+
+
+def fsync_probe(directory: Path, n: int = 200) -> str:
+    """What one fdatasync of a 4 KiB append costs on the store's disk: the floor of an
+    audit.durability full group commit, so of the added latency of one statement."""
+    import statistics
+
+    path = directory / "fsync-probe"
+    walls, cpus = [], []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 4096)
+            c, t = time.thread_time(), time.perf_counter()
+            os.fdatasync(fd)
+            walls.append(time.perf_counter() - t)
+            cpus.append(time.thread_time() - c)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    walls.sort()
+    return (
+        f"p50 {walls[n // 2] * 1e6:,.0f} us, p99 {walls[int(n * 0.99)] * 1e6:,.0f} us, "
+        f"CPU {statistics.mean(cpus) * 1e6:,.0f} us (4 KiB append, {n} calls)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,8 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(args.quick)
     skip = set(filter(None, args.skip.split(",")))
     started = time.monotonic()
-    _log("starting PostgreSQL, PgBouncer and two gateways (audit durability full, normal)")
+    _log("starting PostgreSQL, PgBouncer and three gateways (full, normal, full + writer thread)")
     rig = Rig().start(("full", "normal"))
+    # the default (audit.writer: process) against the writer in the gateway's own process
+    rig.start_gateway(
+        "full", name="wardgate-thread", audit={"durability": "full", "writer": "thread"}
+    )
     samples: list[Sample] = []
     extra: dict[str, object] = {}
     try:

@@ -18,12 +18,14 @@ from bench.report import Sample, Stat, fmt_ratio, fmt_stat, plot_throughput, rat
 
 __all__ = ["write_doc"]
 
-PATHS = ("direct", "pgbouncer", "wardgate", "wardgate-normal")
+PATHS = ("direct", "pgbouncer", "wardgate", "wardgate-normal", "wardgate-thread")
+GATEWAYS = ("wardgate", "wardgate-normal", "wardgate-thread")
 LABEL = {
     "direct": "direct",
     "pgbouncer": "PgBouncer",
     "wardgate": "wardgate (full)",
     "wardgate-normal": "wardgate (normal)",
+    "wardgate-thread": "wardgate (full, writer thread)",
 }
 
 
@@ -41,7 +43,7 @@ def _select_tables(s: dict, plan: Any) -> tuple[str, dict[str, dict[int, float]]
             p = (mode, clients)
             d = _get(s, "select", p, "direct", "tps")
             b = _get(s, "select", p, "pgbouncer", "tps")
-            for path in ("wardgate", "wardgate-normal"):
+            for path in GATEWAYS:
                 g = _get(s, "select", p, path, "tps")
                 if g is None:
                     continue
@@ -84,7 +86,7 @@ def _select_tables(s: dict, plan: Any) -> tuple[str, dict[str, dict[int, float]]
                             r_b is not None and r_b >= 0.85,
                         )  # fmt: skip
                     )
-            for path in ("direct", "pgbouncer", "wardgate", "wardgate-normal"):
+            for path in PATHS:
                 if (("select", p, path)) not in s:
                     continue
                 lat_rows.append(
