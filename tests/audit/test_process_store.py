@@ -7,9 +7,12 @@ import asyncio
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
@@ -122,8 +125,6 @@ async def test_close_from_another_thread_flushes(tmp_path: Path) -> None:
 def test_gateway_fails_closed_when_its_writer_process_dies(
     pg_cluster: PgCluster, tmp_path: Path
 ) -> None:
-    import psutil
-
     gw = start_gateway(tmp_path, pg_cluster, extra={"audit": {"writer": "process"}})
     try:
         with psycopg.connect(gw.dsn(), autocommit=True) as conn:
@@ -190,3 +191,51 @@ async def test_every_event_of_interleaved_sessions_is_written(tmp_path: Path) ->
     counts = dict(conn.execute("select kind, count(*) from events group by kind").fetchall())
     conn.close()
     assert counts == {"command": 160, "result": 160}
+
+
+def _writer_child(gw) -> psutil.Process:  # type: ignore[no-untyped-def]
+    children = psutil.Process(gw.proc.proc.pid).children()
+    writers = [c for c in children if "wardgate.audit.writer_process" in c.cmdline()]
+    assert len(writers) == 1
+    return writers[0]
+
+
+def test_sigterm_to_every_process_of_the_service_still_records_the_session_end(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    """systemd (KillMode=control-group) signals the gateway and its writer at once: the
+    writer waits for the gateway, which ends and records its open sessions first."""
+    gw = start_gateway(tmp_path, pg_cluster, extra={"audit": {"writer": "process"}})
+    conn = psycopg.connect(gw.dsn(), autocommit=True)
+    try:
+        conn.execute("select 1")
+        writer = _writer_child(gw)
+        writer.send_signal(signal.SIGTERM)
+        assert gw.proc.stop() == 0
+        writer.wait(10)
+    finally:
+        conn.close()
+    db = sqlite3.connect(tmp_path / "audit.db")
+    kinds = [k for (k,) in db.execute("select kind from events order by seq")]
+    db.close()
+    assert kinds.count("session_start") == 1 and kinds.count("session_end") == 1
+
+
+def test_writer_ends_in_order_when_the_gateway_is_killed(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    gw = start_gateway(tmp_path, pg_cluster, extra={"audit": {"writer": "process"}})
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        conn.execute("select 1")
+    writer = _writer_child(gw)
+    gw.proc.proc.kill()  # type: ignore[union-attr]
+    gw.proc.proc.wait()  # type: ignore[union-attr]
+    writer.wait(20)  # end of file on its link: flush, final checkpoint, exit (else timeout)
+    published = tmp_path / "published-checkpoints.txt"
+    r = subprocess.run(
+        [sys.executable, "-m", "wardgate", "verify", "--config", str(gw.config),
+         "--published", str(published)],
+        capture_output=True, text=True, env={**os.environ, **gw.env}, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "not yet signed" not in r.stdout  # the writer signed what it had before exiting

@@ -18,10 +18,12 @@ client) are held up to LINGER_SECONDS for the session's next command and join it
 commit, instead of a commit (and fsync) of their own that the command would queue behind.
 Order is kept: held events are queued before any later event.
 
-Shutdown: on "close" from the gateway, end of file (the gateway died) or SIGTERM, held
-events are queued, the writer flushes, the checkpointer signs its final checkpoint, the
-store closes, "bye" is sent and the process exits. SIGINT is ignored (a Ctrl-C in the
-gateway's terminal reaches this process too; the gateway shuts it down in order).
+Shutdown: on "close" from the gateway, or end of file (the gateway died), held events
+are queued, the writer flushes, the checkpointer signs its final checkpoint, the store
+closes, "bye" is sent and the process exits. SIGINT and SIGTERM are ignored: a Ctrl-C in
+the gateway's terminal, or a service manager that signals every process of the service
+(systemd's KillMode=control-group), reaches this process too, and the gateway still has
+sessions to end and record; it closes this process last, in order.
 """
 
 from __future__ import annotations
@@ -208,7 +210,6 @@ class _Server:
 def _run(settings: dict[str, Any]) -> int:
     sock = socket.socket(fileno=int(settings["fd"]))
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     sender = _ReplySender(sock)
     store: AuditStore | None = None
     try:
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     settings = json.loads(argv[0])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from wardgate.logsafe import install
 
     install(getattr(logging, str(settings.get("log_level", "INFO")).upper(), logging.INFO))
