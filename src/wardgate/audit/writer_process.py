@@ -18,12 +18,16 @@ client) are held up to LINGER_SECONDS for the session's next command and join it
 commit, instead of a commit (and fsync) of their own that the command would queue behind.
 Order is kept: held events are queued before any later event.
 
-Shutdown: on "close" from the gateway, or end of file (the gateway died), held events
-are queued, the writer flushes, the checkpointer signs its final checkpoint, the store
-closes, "bye" is sent and the process exits. SIGINT and SIGTERM are ignored: a Ctrl-C in
-the gateway's terminal, or a service manager that signals every process of the service
-(systemd's KillMode=control-group), reaches this process too, and the gateway still has
-sessions to end and record; it closes this process last, in order.
+Shutdown: on "close" from a gateway, held events are queued and "bye" follows once
+everything that gateway sent is committed; when every link has reached end of file (each
+gateway closed its end, or died), the writer flushes, the checkpointer signs its final
+checkpoint, the store closes and the process exits. With `wardgate serve --workers N`
+there is one link per worker process and one writer for all of them.
+
+SIGINT and SIGTERM are ignored: a Ctrl-C in the gateway's terminal, or a service manager
+that signals every process of the service (systemd's KillMode=control-group), reaches
+this process too, and the gateway still has sessions to end and record; it closes this
+process last, in order.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ log = logging.getLogger("wardgate.audit.writer")
 
 LINGER_KINDS = frozenset({"result"})
 LINGER_SECONDS = 0.002
-_POLL = 0.5  # seconds between checks of the stop flag while idle
+_POLL = 0.5  # seconds between wake-ups while idle
 
 
 class _ReplySender:
@@ -136,81 +140,94 @@ def _make_checkpointer(store: AuditStore, settings: dict[str, Any]) -> Any:
     )
 
 
-class _Server:
-    def __init__(self, sock: socket.socket, store: AuditStore, sender: _ReplySender) -> None:
+class _Link:
+    """One gateway process's end: its frames in, its replies out."""
+
+    def __init__(self, sock: socket.socket, server: _Server) -> None:
         self.sock = sock
-        self.store = store
-        self.sender = sender
-        self.reader = FrameReader(self._on_message)
-        self.held: list[tuple[int, str, dict[str, Any]]] = []
-        self.held_since = 0.0
+        self.sender = _ReplySender(sock)
+        self.reader = FrameReader(lambda message: server.on_message(self, message))
         self.closing = False
 
-    def _on_message(self, message: tuple[Any, ...]) -> None:
+
+class _Server:
+    """Serves one or more links (`wardgate serve --workers N`: one per worker) until every
+    link is closed or gone; the store sees one stream of appends, in arrival order."""
+
+    def __init__(self, store: AuditStore, links: list[_Link] | None = None) -> None:
+        self.store = store
+        self.links = links or []
+        self.held: list[tuple[_Link, tuple[int, str, dict[str, Any]]]] = []
+        self.held_since = 0.0
+
+    def on_message(self, link: _Link, message: tuple[Any, ...]) -> None:
         op = message[0]
         if op == "append":
             for item in message[1]:
                 if item[1] in LINGER_KINDS:
                     if not self.held:
                         self.held_since = time.monotonic()
-                    self.held.append(item)
+                    self.held.append((link, item))
                 else:
                     if self.held:
                         self.release()
-                    self._queue(item)
+                    self._queue(link, item)
         elif op == "close":
             self.release()
-            self.closing = True
+            link.closing = True
+            # "bye" once everything this link sent before is committed: a job queued now
+            # runs after every append queued before it
+            done = self.store.transact(lambda conn, frontier: None)
+            done.add_done_callback(lambda _fut: link.sender.send(("bye",)))
         else:
             log.error("audit writer: unknown request %r", op)
 
     def release(self) -> None:
         held, self.held = self.held, []
-        for item in held:
-            self._queue(item)
+        for link, item in held:
+            self._queue(link, item)
 
-    def _queue(self, item: tuple[int, str, dict[str, Any]]) -> None:
+    def _queue(self, link: _Link, item: tuple[int, str, dict[str, Any]]) -> None:
         rid, kind, fields = item
         try:
             req = AppendRequest.from_fields(kind, fields)
         except Exception as exc:  # noqa: BLE001 - bad fields: reported to the caller
-            self.sender.send(("error", [(rid, type(exc).__name__, str(exc))]))
+            link.sender.send(("error", [(rid, type(exc).__name__, str(exc))]))
             return
         req.waiter = rid  # type: ignore[assignment]
-        req.loop = self.sender  # type: ignore[assignment]
+        req.loop = link.sender  # type: ignore[assignment]
         self.store._enqueue(req)
 
-    def serve(self, stop: threading.Event) -> None:
-        sock = self.sock
-        while not self.closing and not stop.is_set():
+    def serve(self) -> None:
+        by_fd = {link.sock.fileno(): link for link in self.links}
+        while by_fd:
             timeout = _POLL
             if self.held:
                 timeout = max(0.0, self.held_since + LINGER_SECONDS - time.monotonic())
-            try:
-                readable, _, _ = select.select([sock], [], [], timeout)
-            except InterruptedError:  # pragma: no cover - PEP 475 retries select
-                continue
-            if readable:
+            readable, _, _ = select.select(list(by_fd), [], [], timeout)
+            for fd in readable:
+                link = by_fd[fd]
                 try:
-                    data = sock.recv(1 << 20)
+                    data = link.sock.recv(1 << 20)
                 except OSError:
                     data = b""
-                if not data:  # the gateway closed its end, or died
-                    break
-                try:
-                    self.reader.feed(data)
-                except Exception:  # noqa: BLE001 - a broken link: shut down in order
-                    log.exception("audit writer: unreadable request from the gateway")
-                    break
+                if data:
+                    try:
+                        link.reader.feed(data)
+                        continue
+                    except Exception:  # noqa: BLE001 - a broken link: drop it, keep the rest
+                        log.exception("audit writer: unreadable request from a gateway")
+                # end of file: that gateway closed its end, or died
+                del by_fd[fd]
             if self.held and time.monotonic() - self.held_since >= LINGER_SECONDS:
                 self.release()
         self.release()
 
 
 def _run(settings: dict[str, Any]) -> int:
-    sock = socket.socket(fileno=int(settings["fd"]))
-    stop = threading.Event()
-    sender = _ReplySender(sock)
+    fds = settings.get("fds") or [settings["fd"]]
+    socks = [socket.socket(fileno=int(fd)) for fd in fds]
+    senders = [_ReplySender(sock) for sock in socks]
     store: AuditStore | None = None
     try:
         store = AuditStore.open(settings["store"], durability=settings["durability"])
@@ -218,25 +235,29 @@ def _run(settings: dict[str, Any]) -> int:
         if settings.get("checkpoints") is not None:
             checkpoints = _Checkpoints(_make_checkpointer(store, settings["checkpoints"]))
     except Exception as exc:  # noqa: BLE001 - reported to the gateway, which fails to start
-        sender.send(("failed", f"{type(exc).__name__}: {exc}"))
+        for sender in senders:
+            sender.send(("failed", f"{type(exc).__name__}: {exc}"))
         if store is not None:
             store.close()
         return 1
     if checkpoints is not None:
         checkpoints.start()
-    server = _Server(sock, store, sender)
+    server = _Server(store)
+    server.links = [_Link(sock, server) for sock in socks]
     gc.freeze()  # what start-up made lives as long as the process: not the collector's work
-    sender.send(("ready", store.size()))
+    size = store.size()
+    for link in server.links:
+        link.sender.send(("ready", size))
     try:
-        server.serve(stop)
+        server.serve()
     finally:
         # order: every append received is committed and answered (the writer flushes its
-        # queue on close), the final checkpoint covers them, then "bye"
+        # queue on close), then the final checkpoint covers them
         if checkpoints is not None:
             checkpoints.close()
         store.close()
-        sender.send(("bye",))
-        sock.close()
+        for sock in socks:
+            sock.close()
     return 0
 
 
