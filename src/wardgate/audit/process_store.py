@@ -36,7 +36,7 @@ from wardgate.audit.records import EventRecord, StoreUnavailable, make_record
 from wardgate.audit.store import AuditStore, parse_store_url
 from wardgate.audit.writer_link import FrameReader, encode
 
-__all__ = ["ProcessAuditStore"]
+__all__ = ["ProcessAuditStore", "spawn_writer"]
 
 T = TypeVar("T")
 log = logging.getLogger("wardgate.audit")
@@ -103,28 +103,30 @@ class ProcessAuditStore(AuditStore):
         or None for none. Raises StoreUnavailable if the store cannot be opened.
         """
         path = parse_store_url(url)
-        store = cls(path, durability)
+        proc, (ours,) = spawn_writer(
+            path, durability=durability, checkpoints=checkpoints, log_level=log_level
+        )
+        return await cls.attach(ours, path, durability=durability, proc=proc)
+
+    @classmethod
+    async def attach(
+        cls,
+        sock: socket.socket,
+        url: str | Path,
+        *,
+        durability: str = "full",
+        proc: subprocess.Popen[bytes] | None = None,
+    ) -> ProcessAuditStore:
+        """Use a writer process already started (`spawn_writer`) through `sock`, one of
+        its links; `proc` only if this store owns (and reaps) that process."""
+        store = cls(parse_store_url(url), durability)
         loop = asyncio.get_running_loop()
         store._loop = loop
         store._loop_thread = threading.get_ident()
         store._ready = loop.create_future()
         store._bye = loop.create_future()
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        settings = {
-            "fd": theirs.fileno(),
-            "store": str(path),
-            "durability": durability,
-            "checkpoints": checkpoints,
-            "log_level": log_level,
-        }
-        try:
-            store._proc = _spawn(settings, theirs.fileno())
-        except OSError as exc:
-            ours.close()
-            raise StoreUnavailable(f"cannot start the audit writer process: {exc}") from exc
-        finally:
-            theirs.close()
-        transport, _ = await loop.create_connection(lambda: _Link(store), sock=ours)
+        store._proc = proc
+        transport, _ = await loop.create_connection(lambda: _Link(store), sock=sock)
         store._transport = transport  # type: ignore[assignment]
         try:
             store._size_at_start = await asyncio.wait_for(store._ready, _START_TIMEOUT)
@@ -329,14 +331,43 @@ class ProcessAuditStore(AuditStore):
         return None if self._proc is None else self._proc.pid
 
 
-def _spawn(settings: dict[str, Any], fd: int) -> subprocess.Popen[bytes]:
-    """Start the writer process (fork + exec: quick, no need to leave the loop for it)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "wardgate.audit.writer_process", json.dumps(settings)],
-        pass_fds=(fd,),
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONSAFEPATH": "1"},
-    )
+def spawn_writer(
+    path: Path,
+    *,
+    durability: str = "full",
+    checkpoints: dict[str, Any] | None = None,
+    log_level: str = "INFO",
+    links: int = 1,
+) -> tuple[subprocess.Popen[bytes], list[socket.socket]]:
+    """Start the writer process with `links` socketpairs; returns it and our ends.
+
+    fork + exec is quick: callers on an event loop need not leave it for this.
+    `checkpoints`: {key_file, origin, interval, publish} for its checkpointer, or None.
+    """
+    pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(links)]
+    theirs = [t.fileno() for _, t in pairs]
+    settings = {
+        "fds": theirs,
+        "store": str(path),
+        "durability": durability,
+        "checkpoints": checkpoints,
+        "log_level": log_level,
+    }
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wardgate.audit.writer_process", json.dumps(settings)],
+            pass_fds=theirs,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONSAFEPATH": "1"},
+        )
+    except OSError as exc:
+        for ours, _ in pairs:
+            ours.close()
+        raise StoreUnavailable(f"cannot start the audit writer process: {exc}") from exc
+    finally:
+        for _, t in pairs:
+            t.close()
+    return proc, [ours for ours, _ in pairs]
 
 
 def _set_result(fut: Any, value: Any) -> None:
