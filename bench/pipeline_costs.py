@@ -3,20 +3,26 @@
 Theory of operation
 -------------------
 The same objects the relay uses (a real `Gateway` over a fresh SQLite store, the
-baseline policy and masking) are driven in-process with the statement pgbench sends
-(`SELECT abalance FROM pgbench_accounts WHERE aid = N;`, N varying) and the response
-PostgreSQL gives it (RowDescription with one int4 column, one DataRow, CommandComplete).
-Each stage runs N times and its CPU time (time.thread_time, so other load on the machine
-does not count) is divided by N. The writer stage is the audit store's own thread:
-appends are submitted in the relay's pattern (one command event waited for, one result
-event not) and the time is the process CPU time of that loop minus the submitting side.
+baseline policy and masking) are driven in-process, on a running uvloop as in the
+gateway, with the statement pgbench sends (`SELECT abalance FROM pgbench_accounts WHERE
+aid = N;`, N varying) and the response PostgreSQL gives it (RowDescription with one int4
+column, one DataRow, CommandComplete). Each stage runs N times and its CPU time
+(time.thread_time, so other load on the machine does not count) is divided by N.
+
+The store is the one `wardgate serve` runs by default (`audit.writer: process`: the writer
+in a child process) or, with `writer="thread"`, the writer thread of this process. The
+last stages submit events in the relay's pattern (one command event waited for, one
+result event not): "store link on the event loop" is the loop thread's time per
+statement for that, minus the record stages (flushing requests, reading replies,
+resolving futures, idle wake-ups), and the writer's line is the writer process's CPU
+(from /proc) or, for a thread, the process CPU minus the loop thread.
 
 These are the stages of one statement on the loop thread, in order:
-policy -> record command (masking of the text, JSON, the store's request) -> forward ->
-response framing -> result plan (masker) -> row recording -> record result. The result
-plan is made once per shape: the relay reuses a plan with no masker for the same
-decision and RowDescription, which is the second "result plan" line (the first is the
-cost of making one, paid once). The total counts the reused plan, not the first.
+policy -> record command (masking of the text, meta, payload, the store's request) ->
+forward -> response framing -> result plan (masker) -> row recording -> record result.
+The result plan is made once per shape: the relay reuses a plan with no masker for the
+same decision and RowDescription, which is the second "result plan" line (the first is
+the cost of making one, paid once). The total counts the reused plan, not the first.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ __all__ = ["measure_costs", "STATEMENT"]
 STATEMENT = "SELECT abalance FROM pgbench_accounts WHERE aid = {};"
 
 
-def _gateway(directory: Path, durability: str) -> Any:
+async def _gateway(directory: Path, durability: str, writer: str) -> Any:
     from wardgate.audit.store import AuditStore
     from wardgate.config import parse_config
     from wardgate.pipeline.gateway import Gateway
@@ -56,8 +62,29 @@ connections:
 audit: {{durability: {durability}}}
 """
     )
-    store = AuditStore.open(cfg.store, durability=durability)
+    if writer == "process":
+        from wardgate.audit.process_store import ProcessAuditStore
+
+        store = await ProcessAuditStore.start(cfg.store, durability=durability, checkpoints=None)
+    else:
+        store = AuditStore.open(cfg.store, durability=durability)
     return Gateway(cfg, store), store
+
+
+async def _close(store: Any) -> None:
+    aclose = getattr(store, "aclose", None)
+    if aclose is not None:
+        await aclose()
+    else:
+        store.close()
+
+
+def _child_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of a live child process, 0 if there is none."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _response() -> tuple[bytes, bytes, bytes]:
@@ -80,9 +107,7 @@ def _per_call(fn: Any, n: int) -> float:
 
 def _reused_plan(gw: Any, info: Any, decision: Any, rowdesc_body: bytes, n: int) -> float:
     """The relay's `_prepare_result` when a plan for the same decision, RowDescription and
-    formats is cached (the usual case for a repeated statement): needs a running loop."""
-    import asyncio
-
+    formats is cached (the usual case for a repeated statement): on the running loop."""
     from wardgate.engines.postgres.relay import PgRelay, _Execution
 
     class _Transport:
@@ -95,21 +120,28 @@ def _reused_plan(gw: Any, info: Any, decision: Any, rowdesc_body: bytes, n: int)
         def close(self) -> None:
             pass
 
-    async def run() -> float:
-        relay = PgRelay(gw, info, _Transport(), _Transport(), budget=1 << 20)  # type: ignore[arg-type]
-        fields = relay._fields(rowdesc_body)
+    relay = PgRelay(gw, info, _Transport(), _Transport(), budget=1 << 20)  # type: ignore[arg-type]
+    fields = relay._fields(rowdesc_body)
 
-        def prepare(_i: int) -> None:
-            relay._prepare_result(_Execution("", decision), fields, ())
+    def prepare(_i: int) -> None:
+        relay._prepare_result(_Execution("", decision), fields, ())
 
-        prepare(0)
-        return _per_call(prepare, n)
-
-    return asyncio.run(run())
+    prepare(0)
+    return _per_call(prepare, n)
 
 
-def measure_costs(quick: bool = False, n: int | None = None) -> dict[str, float]:
-    """Stage -> microseconds of CPU per statement."""
+def measure_costs(
+    quick: bool = False, n: int | None = None, writer: str = "process"
+) -> dict[str, float]:
+    """Stage -> microseconds of CPU per statement (`writer`: "process" or "thread")."""
+    import uvloop
+
+    return uvloop.run(_measure(quick, n, writer))
+
+
+async def _measure(quick: bool, n: int | None, writer: str) -> dict[str, float]:
+    import asyncio
+
     from wardgate.engines.postgres.results import ResultRecorder
     from wardgate.pipeline.command import SessionInfo
     from wardgate.wire.pg import backend as be
@@ -118,7 +150,7 @@ def measure_costs(quick: bool = False, n: int | None = None) -> dict[str, float]
     n = n or (2000 if quick else 10000)
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="wg-costs-") as tmp:
-        gw, store = _gateway(Path(tmp), "normal")
+        gw, store = await _gateway(Path(tmp), "normal", writer)
         try:
             info = SessionInfo(str(uuid.uuid4()), "ci-bot", ("ci",), "orders", "postgres", "x")
             policy = gw.policy_session(info)
@@ -133,12 +165,11 @@ def measure_costs(quick: bool = False, n: int | None = None) -> dict[str, float]
             futures: list[Any] = []
             # warm the masker too (a compiled scanner is built on first use)
             for i in range(50):
-                gw.record_command(*decided[i]).result()
-            out["record command (mask text, JSON, enqueue)"] = _per_call(
+                await gw.record_command(*decided[i])
+            out["record command (mask text, meta, payload, store request)"] = _per_call(
                 lambda i: futures.append(gw.record_command(*decided[i])), n
             )
-            for f in futures:
-                f.result()
+            await asyncio.gather(*futures)
             rowdesc, row_body, response = _response()
             row_raw = b"D" + (len(row_body) + 4).to_bytes(4, "big") + row_body
             fields = list(be.decode_row_description(rowdesc[5:]))
@@ -175,25 +206,39 @@ def measure_costs(quick: bool = False, n: int | None = None) -> dict[str, float]
                 ex = _Ex()
                 ex.seq_future, ex.recorder, ex.masker = futures[i], recs[i], None
                 exs.append(ex)
-            out["record result (meta, payload, enqueue)"] = _per_call(
+            record_result = "record result (meta, payload, store request)"
+            out[record_result] = _per_call(
                 lambda i: gw.record_result(info, exs[i], tag="SELECT 1", error=None, rows=1), n
             )
-            # the writer thread: process CPU over a submit-and-wait loop, minus this thread
+            await asyncio.sleep(0.2)  # the result events above are written
+            # the relay's pattern: the command event waited for, the result event not
             m = n // 2
-            p0, t0 = time.process_time(), time.thread_time()
+            pid = getattr(store, "writer_pid", None)
+            p0, t0, w0 = time.process_time(), time.thread_time(), _child_cpu(pid)
             for i in range(m):
-                gw.record_command(*decided[i]).result()
+                await gw.record_command(*decided[i])
                 gw.record_result(info, exs[i], tag="SELECT 1", error=None, rows=1)
-            p1, t1 = time.process_time(), time.thread_time()
-            out["audit writer thread (2 events, durability normal)"] = (
-                ((p1 - p0) - (t1 - t0)) / m * 1e6
-            )
+            await asyncio.sleep(0)
+            p1, t1, w1 = time.process_time(), time.thread_time(), _child_cpu(pid)
+            loop_us = (t1 - t0) / m * 1e6
+            out["store link on the event loop (flush, replies, futures, wake-ups)"] = max(
+                0.0, loop_us - out["record command (mask text, meta, payload, store request)"]
+                - out[record_result]
+            )  # fmt: skip
+            if pid is not None:
+                out["audit writer process (2 events, durability normal)"] = (w1 - w0) / m * 1e6
+            else:
+                out["audit writer thread (2 events, durability normal)"] = (
+                    ((p1 - p0) - (t1 - t0)) / m * 1e6
+                )
         finally:
-            store.close()
+            await _close(store)
     out["total"] = sum(v for k, v in out.items() if not k.startswith("result plan (masker"))
     return out
 
 
 if __name__ == "__main__":
-    for k, v in measure_costs().items():
-        print(f"{k:62s} {v:8.1f} us")
+    import sys
+
+    for k, v in measure_costs(writer=sys.argv[1] if len(sys.argv) > 1 else "process").items():
+        print(f"{k:66s} {v:8.1f} us")

@@ -49,7 +49,6 @@ _PER_DECISION_MAX = 1024
 _MASKED_MAX = 4096
 _MASKED_TEXT_MAX = 2048
 _json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
-_json_list = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _retrieve(fut: asyncio.Future) -> None:
@@ -257,8 +256,15 @@ class Gateway:
         if command.parameters:
             masks = c.masks
             mask_text = self.masking.mask_text
-            params = [None if p is None else mask_text(p, masks)[0] for p in command.parameters]
-            payload = f'{{"text": {_json_str(text)}, "parameters": {_json_list(params)}}}'
+            # json.dumps(params, ensure_ascii=False) spelled out: the same text, without
+            # an encoder pass per statement
+            params = ", ".join(
+                [
+                    "null" if p is None else _json_str(mask_text(p, masks)[0])
+                    for p in command.parameters
+                ]
+            )
+            payload = f'{{"text": {_json_str(text)}, "parameters": [{params}]}}'
         else:
             payload = f'{{"text": {_json_str(text)}, "parameters": []}}'
         meta = c.meta.copy()

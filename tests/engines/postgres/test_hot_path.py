@@ -334,6 +334,45 @@ def test_the_masked_statement_memory_is_bounded(gateway: Gateway) -> None:
     assert json.loads(payloads[-1])["text"] == f"SELECT {gateway_module._MASKED_MAX + 9}"
 
 
+class _Timer:
+    def __init__(self) -> None:
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+
+class _Clock:
+    """The two loop methods the result delay uses, on a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[tuple[float, Any, _Timer]] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: Any) -> _Timer:
+        handle = _Timer()
+        self.timers.append((self.now + delay, callback, handle))
+        return handle
+
+    def advance(self, to: float) -> None:
+        """Move to `to`, firing (in order) the timers due by then."""
+        while True:
+            due = [t for t in self.timers if t[0] <= to and not t[2].cancelled()]
+            if not due:
+                break
+            first = min(due, key=lambda t: t[0])
+            self.timers.remove(first)
+            self.now = first[0]
+            first[1]()
+        self.now = to
+
+
 def test_a_result_event_waits_its_own_delay_whatever_timer_is_running(gateway: Gateway) -> None:
     """One timer per relay, kept across submissions: a result that finishes while the
     timer of an earlier (already submitted) result runs is still given its full
@@ -342,37 +381,40 @@ def test_a_result_event_waits_its_own_delay_whatever_timer_is_running(gateway: G
     from wardgate.engines.postgres.responses import Execution
     from wardgate.engines.postgres.results import ResultRecorder
 
-    async def main() -> list[tuple[str, float, float]]:
-        loop = asyncio.get_running_loop()
+    async def main() -> tuple[list[tuple[str, float]], _Clock]:
         relay, _agent, _target = _start(gateway)
-        submitted: list[tuple[str, float, float]] = []  # (text, finished, submitted)
-        finished: dict[str, float] = {}
+        clock = _Clock()
+        relay.loop = clock  # type: ignore[assignment]
+        submitted: list[tuple[str, float]] = []
 
         def record_result(info: Any, ex: Any, **kw: Any) -> None:
-            submitted.append((ex.text, finished[ex.text], loop.time()))
+            submitted.append((ex.text, clock.now))
 
         gateway.record_result = record_result  # type: ignore[method-assign]
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
 
         def finish(text: str) -> None:
-            done = loop.create_future()
-            done.set_result(None)
-            finished[text] = loop.time()
             relay._finish(Execution(text, None, done, ResultRecorder(1024)), tag="SELECT 1")
 
-        finish("first")  # arms the timer
-        await asyncio.sleep(RESULT_DELAY * 0.2)
+        d = RESULT_DELAY
+        finish("first")  # at 0: arms the timer, due at d
+        clock.advance(0.2 * d)
         relay._submit_results()  # the next command takes it along; the timer stays
-        await asyncio.sleep(RESULT_DELAY * 0.2)
-        finish("second")  # while the first one's timer still runs
-        await asyncio.sleep(RESULT_DELAY * 4)
+        clock.advance(0.4 * d)
+        finish("second")  # while the first one's timer still runs: no second timer
+        assert len(clock.timers) == 1
+        clock.advance(d)  # the timer fires; "second" is 0.6 d old: it waits on
+        assert submitted == [("first", 0.2 * d)]
+        clock.advance(1.4 * d)
         finish("third")
-        relay.close("done")  # submits what is left at once
-        return submitted
+        relay.close("done")  # submits what is left at once, and stops the timer
+        clock.advance(10 * d)
+        return submitted, clock
 
-    submitted = asyncio.run(main())
-    assert [s[0] for s in submitted] == ["first", "second", "third"]
-    (_, f1, s1), (_, f2, s2), (_, f3, s3) = submitted
-    assert s1 - f1 < RESULT_DELAY  # with the next command
-    assert s2 - f2 >= RESULT_DELAY * 0.95  # its own delay, not what was left of the first's
-    assert s2 - f2 < RESULT_DELAY * 10  # (a loaded machine may fire timers late)
-    assert s3 - f3 < RESULT_DELAY  # at session end
+    submitted, clock = asyncio.run(main())
+    d = RESULT_DELAY
+    assert [text for text, _ in submitted] == ["first", "second", "third"]
+    assert submitted[1][1] == pytest.approx(0.4 * d + d)  # its own full delay
+    assert submitted[2][1] == pytest.approx(1.4 * d)  # at session end
+    assert all(handle.cancelled() for _, _, handle in clock.timers)
