@@ -233,6 +233,9 @@ class Config(_Model):
     checkpoints: CheckpointConfig = CheckpointConfig()
     api: ApiConfig = ApiConfig()
     logging: LoggingConfig = LoggingConfig()
+    # gateway processes sharing the listen ports (SO_REUSEPORT) and one audit writer;
+    # 1: one process (`wardgate serve --workers N` overrides)
+    workers: int = Field(default=1, ge=1, le=256)
     # where the file came from, for messages
     source: str | None = None
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+from dataclasses import dataclass
 from typing import Any
 
 from wardgate.audit.process_store import ProcessAuditStore
@@ -23,7 +26,7 @@ from wardgate.engines.postgres.engine import PostgresEngine, log_line
 from wardgate.identity.registry import IdentityRegistry
 from wardgate.pipeline.gateway import Gateway
 
-__all__ = ["GatewayServer", "ENGINES", "serve"]
+__all__ = ["GatewayServer", "WorkerSpec", "ENGINES", "serve"]
 
 log = logging.getLogger("wardgate.server")
 
@@ -31,9 +34,21 @@ log = logging.getLogger("wardgate.server")
 ENGINES: dict[str, type] = {"postgres": PostgresEngine}
 
 
+@dataclass(frozen=True)
+class WorkerSpec:
+    """This process is worker `index` of `wardgate serve --workers N` (workers.py): its
+    audit store is a link to the supervisor's writer process, its listeners share their
+    ports with the other workers (SO_REUSEPORT), and only worker 0 serves the HTTP API."""
+
+    link: socket.socket
+    index: int
+    run_id: str
+
+
 class GatewayServer:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, worker: WorkerSpec | None = None) -> None:
         self.config = config
+        self.worker = worker
         self.store: AuditStore | None = None
         self.gateway: Gateway | None = None
         self.engines: list[Any] = []
@@ -44,32 +59,43 @@ class GatewayServer:
     async def start(self) -> None:
         cfg = self.config
         cfg.check_secrets()
-        if cfg.audit.writer == "process":
+        worker = self.worker
+        if worker is not None:  # the supervisor ended orphaned sessions before any worker
+            self.store = await ProcessAuditStore.attach(
+                worker.link, cfg.store, durability=cfg.audit.durability
+            )
+        elif cfg.audit.writer == "process":
             self.store = await _start_writer_process(cfg)
         else:
             self.store = AuditStore.open(cfg.store, durability=cfg.audit.durability)
-        await asyncio.to_thread(_end_orphaned_sessions, self.store)
+        if worker is None:
+            await asyncio.to_thread(_end_orphaned_sessions, self.store)
         identities = IdentityRegistry.from_config(cfg)
         self.gateway = Gateway(cfg, self.store, identities=identities)
         self.broker = _make_broker(cfg, self.store, identities)
         if self.broker is not None:
+            if worker is not None:  # one run: workers never abandon each other's requests
+                self.broker.run_id = worker.run_id
             await self.broker.start()
             self.gateway.broker = self.broker
-        if cfg.audit.writer == "thread":  # else the writer process signs checkpoints
+        if cfg.audit.writer == "thread" and worker is None:  # else the writer process signs
             self.checkpointer = _make_checkpointer(cfg, self.store)
             self.checkpointer.start()
         for conn in cfg.connections:
             engine = ENGINES[conn.protocol](self.gateway, conn)
+            engine.reuse_port = worker is not None
             await engine.start()
             self.engines.append(engine)
-        if cfg.api.listen is not None and self.broker is not None:
+        serve_api_here = worker is None or worker.index == 0
+        if cfg.api.listen is not None and self.broker is not None and serve_api_here:
             from wardgate.api.app import create_app, serve_api
             from wardgate.metrics import METRICS
 
             app = create_app(self.broker, identities, metrics=METRICS if cfg.api.metrics else None)
             self._api = await serve_api(app, *cfg.api.listen)
         log_line(
-            "gateway_ready",
+            "gateway_ready" if worker is None else "worker_ready",
+            **({} if worker is None else {"worker": worker.index, "pid": os.getpid()}),
             listeners={e.conn.name: f"{e.conn.listen[0]}:{e.port}" for e in self.engines},
             api=f"{cfg.api.listen[0]}:{cfg.api.listen[1]}" if cfg.api.listen else None,
             store=str(self.store.path),
@@ -95,7 +121,7 @@ class GatewayServer:
             await self.store.aclose()  # the writer process signs the final checkpoint
         elif self.store is not None:
             await asyncio.to_thread(self.store.close)
-        log_line("gateway_stopped")
+        log_line("gateway_stopped" if self.worker is None else "worker_stopped")
 
 
 def _end_orphaned_sessions(store: AuditStore) -> None:
@@ -117,19 +143,24 @@ def _end_orphaned_sessions(store: AuditStore) -> None:
 
 async def _start_writer_process(cfg: Config) -> ProcessAuditStore:
     """The audit writer and checkpointer in a child process (audit.writer: process)."""
-    cp = cfg.checkpoints
-    _ensure_key(cfg)
     return await ProcessAuditStore.start(
         cfg.store,
         durability=cfg.audit.durability,
-        checkpoints={
-            "key_file": str(cp.key_file),
-            "origin": cp.origin,
-            "interval": cp.interval_seconds,
-            "publish": None if cp.publish is None else str(cp.publish),
-        },
+        checkpoints=_checkpoint_settings(cfg),
         log_level=cfg.logging.level,
     )
+
+
+def _checkpoint_settings(cfg: Config) -> dict[str, Any]:
+    """What the writer process needs to sign checkpoints; makes the key on first start."""
+    cp = cfg.checkpoints
+    _ensure_key(cfg)
+    return {
+        "key_file": str(cp.key_file),
+        "origin": cp.origin,
+        "interval": cp.interval_seconds,
+        "publish": None if cp.publish is None else str(cp.publish),
+    }
 
 
 def _make_broker(cfg: Config, store: AuditStore, identities: IdentityRegistry) -> Any:

@@ -53,9 +53,30 @@ def _open_store(cfg: Config):
 
 
 @app.command()
-def serve(config: ConfigOpt) -> None:
+def serve(
+    config: ConfigOpt,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Gateway processes sharing the listen ports and one audit writer "
+            "(default: `workers` in the config, 1).",
+        ),
+    ] = None,
+) -> None:
     """Run the gateway: one listener per connection, until SIGTERM or SIGINT."""
     cfg = open_config(config, check_secrets=True)
+    n = workers if workers is not None else cfg.workers
+    if n > 1:
+        from wardgate.workers import run_supervisor
+
+        try:
+            code = run_supervisor(cfg, config, n)
+        except OSError as exc:
+            err.print(f"wardgate: cannot start: {exc}", highlight=False, markup=False)
+            raise typer.Exit(1) from None
+        raise typer.Exit(code)
     try:
         import uvloop
 

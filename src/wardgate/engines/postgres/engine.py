@@ -16,6 +16,7 @@ import ssl
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from wardgate.config import ConnectionConfig
@@ -52,6 +53,10 @@ class PostgresEngine:
         self.server: asyncio.AbstractServer | None = None
         self.relays: set[PgRelay] = set()
         self._setups: set[asyncio.Task] = set()
+        self.reuse_port = False
+        # (connection, pid, secret, client) -> None: hands a CancelRequest whose key this
+        # process did not issue to the other workers (workers.py); None outside workers
+        self.forward_cancel: Callable[[str, int, int, str], None] | None = None
         # our BackendKeyData -> (target host, port, target pid, target secret)
         self.keys: dict[tuple[int, int], tuple[str, int, int, int]] = {}
         self.ssl_context: ssl.SSLContext | None = None
@@ -60,10 +65,23 @@ class PostgresEngine:
             ctx.load_cert_chain(str(conn.tls.cert), str(conn.tls.key))
             self.ssl_context = ctx
 
+    def cancel_from_sibling(self, pid: int, secret: int, client_addr: str) -> None:
+        """A CancelRequest another worker received for a key this process issued."""
+        if (pid, secret) in self.keys:
+            task = asyncio.get_running_loop().create_task(self._cancel(pid, secret, client_addr))
+            self._setups.add(task)
+            task.add_done_callback(self._setups.discard)
+
     async def start(self) -> None:
         host, port = self.conn.listen
+        # reuse_port: several worker processes listen on one port (`serve --workers N`)
         self.server = await asyncio.start_server(
-            self._accept, host, port, reuse_address=True, limit=1 << 20
+            self._accept,
+            host,
+            port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+            limit=1 << 20,
         )
 
     @property
@@ -292,6 +310,8 @@ class PostgresEngine:
     async def _cancel(self, pid: int, secret: int, client_addr: str) -> None:
         target = self.keys.get((pid, secret))
         if target is None:
+            if self.forward_cancel is not None:  # a session of another worker process?
+                self.forward_cancel(self.conn.name, pid, secret, client_addr)
             return  # as PostgreSQL: an unknown key is ignored silently
         host, port, tpid, tsecret = target
         self.gw.store.submit("cancel", connection=self.conn.name, meta={"client_addr": client_addr})

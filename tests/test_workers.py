@@ -1,0 +1,85 @@
+"""`wardgate serve --workers N`: several gateway processes on one port, one audit log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from tests.conftest import start_gateway
+from wardgate.testing.pgcluster import PgCluster
+
+pytestmark = pytest.mark.slow
+
+
+def _verify(gw) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [sys.executable, "-m", "wardgate", "verify", "--config", str(gw.config),
+         "--published", str(gw.directory / "published-checkpoints.txt")],
+        capture_output=True, text=True, env={**os.environ, **gw.env}, timeout=120,
+    )  # fmt: skip
+
+
+def _workers(gw) -> list[psutil.Process]:  # type: ignore[no-untyped-def]
+    kids = psutil.Process(gw.proc.proc.pid).children()
+    return [k for k in kids if "wardgate.workers" in " ".join(k.cmdline())]
+
+
+def test_sessions_spread_over_workers_into_one_verifiable_log(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    gw = start_gateway(tmp_path, pg_cluster, extra={"workers": 2})
+    try:
+        assert len(gw.proc.ready["workers"]) == 2  # type: ignore[index]
+        conns = [psycopg.connect(gw.dsn(), autocommit=True) for _ in range(16)]
+        try:
+            for i, c in enumerate(conns):
+                assert c.execute("select %s::int + 1", (i,)).fetchone() == (i + 1,)
+            per_worker = [
+                len([n for n in w.net_connections() if n.raddr and n.raddr.port == pg_cluster.port])
+                for w in _workers(gw)
+            ]
+            # SO_REUSEPORT: both workers took sessions (all 16 on one: p = 2 / 65536)
+            assert sorted(per_worker)[0] > 0 and sum(per_worker) == 16, per_worker
+            # a cancel lands on any worker; the one that issued the key acts on it
+            for c in conns[:6]:
+                timer = threading.Timer(0.3, c.cancel)
+                timer.start()
+                started = time.monotonic()
+                with pytest.raises(psycopg.errors.QueryCanceled):
+                    c.execute("select pg_sleep(20)")
+                assert time.monotonic() - started < 10
+        finally:
+            for c in conns:
+                c.close()
+    finally:
+        assert gw.proc.stop() == 0
+    r = _verify(gw)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "not yet signed" not in r.stdout
+    db = sqlite3.connect(tmp_path / "audit.db")
+    kinds = dict(db.execute("select kind, count(*) from events group by kind").fetchall())
+    db.close()
+    assert kinds["session_start"] == 16 and kinds["session_end"] == 16
+
+
+def test_a_dead_worker_stops_the_gateway_with_an_error(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    gw = start_gateway(tmp_path, pg_cluster, extra={"workers": 2})
+    with psycopg.connect(gw.dsn(), autocommit=True) as c:
+        c.execute("select 1")
+    _workers(gw)[0].send_signal(signal.SIGKILL)
+    assert gw.proc.proc.wait(60) == 1  # type: ignore[union-attr]
+    assert '"worker_exited"' in gw.proc.stderr
+    r = _verify(gw)
+    assert r.returncode == 0, r.stdout + r.stderr
