@@ -120,7 +120,8 @@ def case_select(rig: Rig, plan: Plan, samples: list[Sample]) -> None:
         for clients in plan.clients:
             names = ["direct", "pgbouncer", "wardgate"]
             if clients == 8:
-                names += [n for n in ("wardgate-normal", "wardgate-thread") if n in rig.targets]
+                extra = ("wardgate-normal", "wardgate-thread", "wardgate-2w")
+                names += [n for n in extra if n in rig.targets]
             for r in range(plan.rounds):
                 for name in _rotated(names, r):
                     samples.append(
@@ -346,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     rig.start_gateway(
         "full", name="wardgate-thread", audit={"durability": "full", "writer": "thread"}
     )
+    rig.start_gateway("full", name="wardgate-2w", workers=2)  # `serve --workers 2`
     samples: list[Sample] = []
     extra: dict[str, object] = {}
     try:

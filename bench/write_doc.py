@@ -18,14 +18,15 @@ from bench.report import Sample, Stat, fmt_ratio, fmt_stat, plot_throughput, rat
 
 __all__ = ["write_doc"]
 
-PATHS = ("direct", "pgbouncer", "wardgate", "wardgate-normal", "wardgate-thread")
-GATEWAYS = ("wardgate", "wardgate-normal", "wardgate-thread")
+PATHS = ("direct", "pgbouncer", "wardgate", "wardgate-normal", "wardgate-thread", "wardgate-2w")
+GATEWAYS = ("wardgate", "wardgate-normal", "wardgate-thread", "wardgate-2w")
 LABEL = {
     "direct": "direct",
     "pgbouncer": "PgBouncer",
     "wardgate": "wardgate (full)",
     "wardgate-normal": "wardgate (normal)",
     "wardgate-thread": "wardgate (full, writer thread)",
+    "wardgate-2w": "wardgate (full, 2 workers)",
 }
 
 
