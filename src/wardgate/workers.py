@@ -20,9 +20,10 @@ above 1, `wardgate serve` becomes a supervisor that serves nothing itself:
    the worker that issued the key acts on it (the key is the secret, as with PostgreSQL);
 5. it logs `gateway_ready` once every worker is ready, then waits for SIGTERM or SIGINT.
    Then it stops the workers (each ends and records its sessions), and the writer,
-   seeing every link closed, signs the final checkpoint and exits. If a worker dies, the
-   supervisor stops the others and exits 1, so the service manager restarts the whole
-   gateway: a smaller, silently degraded gateway is not what anyone configured.
+   seeing every link closed, signs the final checkpoint and exits. If a worker or the
+   writer dies, the supervisor stops the rest and exits 1, so the service manager
+   restarts the whole gateway: a smaller, silently degraded gateway is not what anyone
+   configured (and without its writer every worker refuses every statement).
 """
 
 from __future__ import annotations
@@ -218,12 +219,16 @@ def run_supervisor(cfg: Config, config_path: Path, workers: int) -> int:
             workers=[r["pid"] for r in readies],
             writer=writer.pid,
         )
-        while True:  # until a signal (raises _Stop) or a worker exits on its own
+        while True:  # until a signal (raises _Stop), or a worker or the writer exits
             for p in procs:
                 if p.poll() is not None:
                     log_line("worker_exited", pid=p.pid, status=p.returncode)
                     code = 1
                     raise _Stop
+            if writer.poll() is not None:  # every worker now refuses every statement
+                log_line("audit_writer_exited", pid=writer.pid, status=writer.returncode)
+                code = 1
+                raise _Stop
             time.sleep(0.2)
     except _Stop:
         pass

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -84,7 +85,7 @@ async def test_bad_fields_are_refused_at_the_call(tmp_path: Path) -> None:
         await store.aclose()
 
 
-async def test_writer_killed_fails_every_append_closed(tmp_path: Path) -> None:
+async def test_writer_killed_fails_appends_closed_until_it_is_restarted(tmp_path: Path) -> None:
     store = await ProcessAuditStore.start(tmp_path / "a.db")
     try:
         await store.append("command", meta={})
@@ -101,8 +102,20 @@ async def test_writer_killed_fails_every_append_closed(tmp_path: Path) -> None:
         with pytest.raises(StoreUnavailable):
             fut.result(timeout=5)
         assert store.size() == 1  # reads still work: the committed event is there
+        # a new writer process is started; appends work again once it is ready
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            try:
+                rec = await store.append("command", meta={"after": "restart"})
+                break
+            except StoreUnavailable:
+                assert asyncio.get_running_loop().time() < deadline, "writer not restarted"
+                await asyncio.sleep(0.05)
+        assert rec.seq == 1  # nothing that failed was written
+        assert store.writer_pid not in (None, pid)
     finally:
         await store.aclose()
+    assert verify_store(tmp_path / "a.db", []).events_valid == 2
 
 
 async def test_unusable_store_fails_at_start_with_the_reason(tmp_path: Path) -> None:
@@ -122,7 +135,7 @@ async def test_close_from_another_thread_flushes(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_gateway_fails_closed_when_its_writer_process_dies(
+def test_gateway_fails_closed_while_its_writer_process_is_down(
     pg_cluster: PgCluster, tmp_path: Path
 ) -> None:
     gw = start_gateway(tmp_path, pg_cluster, extra={"audit": {"writer": "process"}})
@@ -140,14 +153,26 @@ def test_gateway_fails_closed_when_its_writer_process_dies(
                     threading.Event().wait(0.05)
             assert info.value.sqlstate == "58000"
             assert "wardgate: audit store unavailable" in str(info.value)
-        # the gateway itself is still up and says the same to a new session
-        with pytest.raises(psycopg.Error) as info:
-            with psycopg.connect(gw.dsn(), autocommit=True) as conn:
-                conn.execute("select 1")
-        assert "audit store unavailable" in str(info.value)
+        # the gateway stays up, restarts its writer, and serves new sessions again
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+                    assert conn.execute("select 2").fetchone() == (2,)
+                break
+            except psycopg.Error as exc:
+                assert "audit store unavailable" in str(exc)
+                assert time.monotonic() < deadline, "the writer was not restarted"
+                time.sleep(0.1)
         assert gw.proc.proc.poll() is None  # type: ignore[union-attr]
+        assert "audit writer process restarted" in gw.proc.stderr
     finally:
-        gw.proc.stop()
+        assert gw.proc.stop() == 0
+    r = subprocess.run(
+        [sys.executable, "-m", "wardgate", "verify", "--config", str(gw.config)],
+        capture_output=True, text=True, env={**os.environ, **gw.env}, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 async def test_result_events_linger_for_the_next_command_and_keep_their_order(

@@ -14,13 +14,17 @@ process on another core. This class keeps the `AuditStore` interface the gateway
   the child. Retention and the CLI open their own store, as always.
 
 If the child dies, every pending and later append fails with `StoreUnavailable` and the
-gateway fails closed, exactly as when the writer thread dies in thread mode.
+gateway fails closed, as when the writer thread dies in thread mode; then a new writer
+process is started (back-off from 0.2 s to 30 s) and appends work again once it is
+ready. A store attached to a writer it did not start (a worker of `serve --workers N`)
+leaves that to its supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -86,6 +90,8 @@ class ProcessAuditStore(AuditStore):
         self._bye: asyncio.Future[None] | None = None
         self._size_at_start = 0
         self._closing = False
+        self._spawn: dict[str, Any] | None = None  # spawn_writer arguments, if we own it
+        self._restarting: asyncio.Task[None] | None = None
 
     # -- starting ------------------------------------------------------------------
     @classmethod
@@ -103,10 +109,11 @@ class ProcessAuditStore(AuditStore):
         or None for none. Raises StoreUnavailable if the store cannot be opened.
         """
         path = parse_store_url(url)
-        proc, (ours,) = spawn_writer(
-            path, durability=durability, checkpoints=checkpoints, log_level=log_level
-        )
-        return await cls.attach(ours, path, durability=durability, proc=proc)
+        spawn = {"durability": durability, "checkpoints": checkpoints, "log_level": log_level}
+        proc, (ours,) = spawn_writer(path, **spawn)
+        store = await cls.attach(ours, path, durability=durability, proc=proc)
+        store._spawn = spawn  # this store owns its writer: it restarts it if it dies
+        return store
 
     @classmethod
     async def attach(
@@ -120,23 +127,49 @@ class ProcessAuditStore(AuditStore):
         """Use a writer process already started (`spawn_writer`) through `sock`, one of
         its links; `proc` only if this store owns (and reaps) that process."""
         store = cls(parse_store_url(url), durability)
-        loop = asyncio.get_running_loop()
-        store._loop = loop
+        store._loop = asyncio.get_running_loop()
         store._loop_thread = threading.get_ident()
-        store._ready = loop.create_future()
-        store._bye = loop.create_future()
-        store._proc = proc
-        transport, _ = await loop.create_connection(lambda: _Link(store), sock=sock)
-        store._transport = transport  # type: ignore[assignment]
+        await store._connect(sock, proc)
+        return store
+
+    async def _connect(self, sock: socket.socket, proc: subprocess.Popen[bytes] | None) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._ready = loop.create_future()
+        self._bye = loop.create_future()
+        self._proc = proc
+        transport, _ = await loop.create_connection(lambda: _Link(self), sock=sock)
+        self._transport = transport  # type: ignore[assignment]
         try:
-            store._size_at_start = await asyncio.wait_for(store._ready, _START_TIMEOUT)
+            self._size_at_start = await asyncio.wait_for(self._ready, _START_TIMEOUT)
         except (StoreUnavailable, TimeoutError) as exc:
             transport.close()
-            await asyncio.to_thread(store._reap, 10)
+            await asyncio.to_thread(self._reap, 10)
             if isinstance(exc, TimeoutError):
                 raise StoreUnavailable("the audit writer process did not start in time") from exc
             raise
-        return store
+
+    async def _restart(self) -> None:
+        """The writer died: start a new one, with back-off, until it runs or we close.
+
+        Appends fail (statements are refused) from the moment the old one was lost until
+        the new one answered "ready"; nothing is forwarded without its event meanwhile."""
+        delay = 0.2
+        while not self._closing and not self._closed:
+            await asyncio.sleep(delay)
+            if self._closing or self._closed:
+                return
+            try:
+                await asyncio.to_thread(self._reap, _CLOSE_TIMEOUT)
+                proc, (sock,) = spawn_writer(self.path, **self._spawn)  # type: ignore[arg-type]
+                await self._connect(sock, proc)
+            except (StoreUnavailable, OSError) as exc:
+                log.error("audit writer process could not be restarted: %s", exc)
+                delay = min(delay * 2, 30.0)
+                continue
+            self._dead = None
+            log.warning("audit writer process restarted (pid %s)", proc.pid)
+            return
 
     # -- replies -------------------------------------------------------------------
     def _on_message(self, message: tuple[Any, ...]) -> None:
@@ -173,9 +206,14 @@ class ProcessAuditStore(AuditStore):
     def _lost(self) -> None:
         self._transport = None
         self._fail_all("the audit writer process exited")
-        if self._proc is not None and self._loop is not None and not self._closing:
-            # reap it now (no zombie while the gateway goes on refusing statements)
-            self._loop.run_in_executor(None, self._reap, _CLOSE_TIMEOUT)
+        loop = self._loop
+        if loop is not None and not self._closing and not loop.is_closed():
+            if self._spawn is not None:
+                if self._restarting is None or self._restarting.done():
+                    self._restarting = loop.create_task(self._restart())
+            elif self._proc is not None:
+                # reap it now (no zombie while the gateway goes on refusing statements)
+                loop.run_in_executor(None, self._reap, _CLOSE_TIMEOUT)
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(StoreUnavailable(self._dead or "writer exited"))
         if self._bye is not None and not self._bye.done():
@@ -287,6 +325,10 @@ class ProcessAuditStore(AuditStore):
         if self._closed:
             return
         self._closing = True
+        if self._restarting is not None and not self._restarting.done():
+            self._restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._restarting
         self._flush()
         if self._transport is not None:
             self._transport.write(encode(("close",)))
