@@ -83,3 +83,35 @@ def test_a_dead_worker_stops_the_gateway_with_an_error(
     assert '"worker_exited"' in gw.proc.stderr
     r = _verify(gw)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_statements_held_by_any_worker_are_released_by_the_api_of_worker_0(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    import httpx
+
+    from tests.approvals.test_end_to_end import HeldStatement, bearer, pending_for
+    from wardgate.testing.pgcluster import free_port
+
+    api_port = free_port()
+    gw = start_gateway(tmp_path, pg_cluster, api_port=api_port, extra={"workers": 2})
+    gw.api = f"http://127.0.0.1:{api_port}"  # type: ignore[attr-defined]
+    try:
+        # six sessions: all on worker 0 has p = 1/64; each is held on its own worker
+        held = [HeldStatement(gw, f"wk_appr_{i}", f"DELETE FROM wk_appr_{i}") for i in range(6)]
+        for i in range(len(held)):
+            item = pending_for(gw, f"wk_appr_{i}")
+            r = httpx.post(
+                f"{gw.api}/api/approvals/{item['id']}/approve",  # type: ignore[attr-defined]
+                headers=bearer("alice"),
+                json={"reason": "workers e2e"},
+            )
+            assert r.status_code == 200, r.text
+        for i, h in enumerate(held):
+            h.finish()
+            assert h.error is None and h.rowcount == 3, (i, h.error)
+            h.conn.close()
+    finally:
+        assert gw.proc.stop() == 0
+    r = _verify(gw)
+    assert r.returncode == 0, r.stdout + r.stderr
