@@ -142,7 +142,7 @@ def measure_costs(
 async def _measure(quick: bool, n: int | None, writer: str) -> dict[str, float]:
     import asyncio
 
-    from wardgate.engines.postgres.results import ResultRecorder
+    from wardgate.engines.postgres.results import ResultRecorder, columns_head
     from wardgate.pipeline.command import SessionInfo
     from wardgate.wire.pg import backend as be
     from wardgate.wire.pg.framing import MessageReader
@@ -189,10 +189,13 @@ async def _measure(quick: bool, n: int | None, writer: str) -> dict[str, float]:
                 gw, info, decision, rowdesc[5:], n
             )
             recs: list[Any] = []
+            # the columns and their payload line, made once per RowDescription by the relay
+            names = ["abalance"]
+            head = columns_head(names)
 
             def record_rows(_i: int) -> None:
                 rec = ResultRecorder(1 << 20)
-                rec.set_columns(["abalance"])
+                rec.set_columns(names, head)
                 rec.add_row(row_raw, row_body)
                 recs.append(rec)
 

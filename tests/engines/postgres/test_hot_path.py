@@ -418,3 +418,46 @@ def test_a_result_event_waits_its_own_delay_whatever_timer_is_running(gateway: G
     assert submitted[1][1] == pytest.approx(0.4 * d + d)  # its own full delay
     assert submitted[2][1] == pytest.approx(1.4 * d)  # at session end
     assert all(handle.cancelled() for _, _, handle in clock.timers)
+
+
+def test_a_masked_result_records_its_own_columns_line(gateway: Gateway) -> None:
+    """Masked results make a plan each time, but their columns line is made once per
+    RowDescription: each payload still starts with the columns of its own result."""
+
+    def result(name: str, value: bytes) -> bytes:
+        field = Field(name, TABLE_OID, 2, 23, 4, -1, 0)
+        return (
+            w.row_description([field])
+            + w.data_row([value])
+            + w.command_complete("SELECT 1")
+            + w.ready_for_query("I")
+        )
+
+    async def main() -> None:
+        relay, agent, target = _start(gateway)
+        gateway.catalogs.put("orders", {(TABLE_OID, 2): ("public", "t", "ssn")})
+        for name in ("v", "v", "other", "v"):
+            sent = len(target.writes)
+            relay.agent_data(w.query("SELECT v FROM t"))
+            for _ in range(2000):
+                if len(target.writes) > sent:
+                    break
+                await asyncio.sleep(0.001)
+            relay.target_data(result(name, b"123-45-6789"))
+        relay.close("done")
+
+    asyncio.run(main())
+    gateway.store.close()
+    store = AuditStore.open(gateway.config.store, read_only=True)
+    try:
+        heads = [
+            json.loads((store.payload(e.payload_hash) or b"").split(b"\n")[0])
+            for e in store.events(kind="result")
+        ]
+        masked = [
+            e.meta["masking"]["column_rules"]["ssn"]["values"] for e in store.events(kind="result")
+        ]
+    finally:
+        store.close()
+    assert heads == [{"columns": [n]} for n in ("v", "v", "other", "v")]
+    assert masked == [1, 1, 1, 1]

@@ -131,6 +131,7 @@ class PgRelay(ResponseSide):
         # _prepare_result
         self._rowdescs: dict[bytes, list[Any]] = {}
         self._plans: dict[tuple, Plan] = {}
+        self._column_heads: dict[int, tuple[list[Any], list[str], bytes]] = {}
 
     # ------------------------------------------------------------------ wiring
 

@@ -160,6 +160,7 @@ class ResponseSide:
     _results_since: float  # loop time of the oldest result in _results
     _rowdescs: dict[bytes, list[Any]]
     _plans: dict[tuple, Plan]
+    _column_heads: dict[int, tuple[list[Any], list[str], bytes]]
 
     def close(self, reason: str, *, fatal: bytes | None = None) -> None:
         raise NotImplementedError
@@ -410,7 +411,7 @@ class ResponseSide:
             if ex.recorder is not None:
                 ex.recorder.set_columns(plan.names, plan.head)
             return
-        names = [f.name for f in fields]
+        names, head = self._columns(fields)
         formats = (
             _formats(len(fields), result_formats) if result_formats else [f.format for f in fields]
         )
@@ -418,11 +419,23 @@ class ResponseSide:
             decision, fields, formats, connection=self.info.connection
         )
         if ex.recorder is not None:
-            ex.recorder.set_columns(names)
+            ex.recorder.set_columns(names, head)
         if reusable:
             if len(self._plans) >= _PLANS_MAX:
                 self._plans.clear()
-            self._plans[key] = Plan(decision, fields, catalog, names, columns_head(names))
+            self._plans[key] = Plan(decision, fields, catalog, names, head)
+
+    def _columns(self, fields: list) -> tuple[list[str], bytes]:
+        """A result's column names and its recorded payload's first line, made once per
+        fields list (a masked result cannot reuse a plan, but its columns are the same)."""
+        entry = self._column_heads.get(id(fields))
+        if entry is None or entry[0] is not fields:
+            names = [f.name for f in fields]
+            entry = (fields, names, columns_head(names))  # holds fields: its id stays its
+            if len(self._column_heads) >= _PLANS_MAX:
+                self._column_heads.clear()
+            self._column_heads[id(fields)] = entry
+        return entry[1], entry[2]
 
     def _finish(self, ex: Execution, *, tag: str | None = None, error: dict | None = None) -> None:
         if ex.done:
