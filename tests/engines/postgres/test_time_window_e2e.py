@@ -23,7 +23,8 @@ def test_prepared_statement_is_refused_when_its_window_closes(
     pg_cluster: PgCluster, tmp_path: Path
 ) -> None:
     now = datetime.now(UTC)
-    start = now + timedelta(seconds=4)
+    # far enough ahead for a gateway start on a loaded machine (writer process included)
+    start = now + timedelta(seconds=10)
     if start.date() != now.date() or start.hour == 23 and start.minute >= 58:
         pytest.skip("too close to midnight UTC for a same-day window")
     end = min(start + timedelta(hours=1), start.replace(hour=23, minute=59, second=59))
@@ -53,6 +54,7 @@ def test_prepared_statement_is_refused_when_its_window_closes(
     try:
         with psycopg.connect(gw.dsn(), autocommit=True) as conn:
             sql = "DELETE FROM freeze_t WHERE id = %s"
+            assert datetime.now(UTC) < start - timedelta(seconds=1), "the window began too soon"
             assert conn.execute(sql, (1,), prepare=True).rowcount == 1  # before the window
             time.sleep(max(0.0, (start - datetime.now(UTC)).total_seconds()) + 0.5)
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="change freeze"):
