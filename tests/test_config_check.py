@@ -66,3 +66,14 @@ def test_a_config_that_does_not_load_exits_2(tmp_path: Path) -> None:
     cfg.write_text("connections: []\n")
     r = _check(cfg, {})
     assert r.returncode == 2 and "configuration error" in r.stderr
+
+
+def test_workers_need_fixed_ports(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    cfg, env = write_config(tmp_path, pg_cluster, extra={"workers": 2})
+    r = _check(cfg, env)
+    assert r.returncode == 0 and "2 gateway workers" in r.stdout, r.stdout
+    data = yaml.safe_load(cfg.read_text())
+    data["connections"][0]["listen"] = "127.0.0.1:0"
+    cfg.write_text(yaml.safe_dump(data))
+    r = _check(cfg, env)
+    assert r.returncode == 1 and "needs fixed listen ports" in r.stdout, r.stdout

@@ -161,8 +161,23 @@ def _connect(conn) -> tuple[str, str]:
     return asyncio.run(login())
 
 
+def _processes(cfg: Config) -> tuple[str, str]:
+    """The process layout `serve` will start (audit.writer, workers)."""
+    if cfg.workers > 1:
+        zero = [c.name for c in cfg.connections if c.listen[1] == 0]
+        if zero:
+            return FAIL, f"workers: {cfg.workers} needs fixed listen ports; port 0 on {zero}"
+        if cfg.workers > (os.cpu_count() or 1):
+            return WARN, f"{cfg.workers} workers on {os.cpu_count()} cores"
+        return OK, f"{cfg.workers} gateway workers on shared ports, one audit writer process"
+    if cfg.audit.writer == "thread":
+        return OK, "one process; the audit writer is a thread of it (audit.writer: thread)"
+    return OK, "one gateway process and its audit writer process"
+
+
 def run_checks(cfg: Config, *, connect: bool) -> list[Result]:
     results = [
+        _guard("processes", lambda: _processes(cfg)),
         _guard("policies", lambda: _policies(cfg)),
         _guard("masking", lambda: _masking(cfg)),
         _guard("identities", lambda: _identities(cfg)),
