@@ -144,7 +144,9 @@ PIECES = [
     "password=hunter2", "PWD: x", "'secret': 'abc'", "postgres://u:pw@h/db", "Api_Key=z",
     "AKIAIOSFODNN7EXAMPLE", "::1", "fe80::1%eth0", "(555) 123-4567", "+44 20 7946 0958",
     "-----BEGIN PRIVATE KEY-----\nabc", "ghp_" + "a" * 36, "xoxb-1234567890-abc",
-    "sk_live_" + "b" * 24, "eyJhbGciOi.eyJzdWIiOi.sig", "TOKEN", "passport",
+    "sk_live_" + "b" * 24, "eyJhbGciOi.eyJzdWIiOi.sig", "TOKEN", "passport", "Smith Pass",
+    "my_pass: x", "compass: x", "Password = 'x'", "ALTER ROLE a PASSWORD 'b'", "api_key\t=z",
+    "xpassword 'a'", "secret\"  : v", "http://h/p",
     # separators and noise
     " ", "-", ".", "@", ":", "=", "'", '"', "0", "1", "12", "123", "1234", "DE", "AB12", "x",
     "é", "\t", "\n", "_", "%", "+",
@@ -182,6 +184,27 @@ def test_property_rows_equal(rows, engine) -> None:
         _compare(fast, slow, rows)
 
 
+password_st = st.lists(
+    st.sampled_from(
+        [
+            "pass", "PWD", "Secret", "token", "api_key", "ApiKey", "Auth_Token", "password",
+            "passwd", "aws_secret_access_key", "com", "my", "x", "_", "1", " ", "  ", "\t",
+            "'", '"', ":", "=", "/", "://", "@", "&", ";", ",", "u:p@h", "PASSWORD '", "''",
+        ]
+    ),
+    max_size=12,
+).map(lambda p: "".join(p).encode())  # fmt: skip
+
+
+@needs_native
+@settings(max_examples=400, deadline=None)
+@given(st.lists(password_st, min_size=1, max_size=6))
+def test_property_password_gate_covers_every_pair(values) -> None:
+    """A value where Python finds a `key=value` pair never stays in C (it would miss it)."""
+    fast, slow = _pair(ENGINES["default"], [TOKENS], [ColumnInfo("v", None, 25)])
+    _compare(fast, slow, [[v] for v in values])
+
+
 @needs_native
 @settings(max_examples=300, deadline=None)
 @given(st.lists(text_st, min_size=1, max_size=20))
@@ -189,6 +212,42 @@ def test_property_values_equal_with_tokens(values) -> None:
     """One text column, every entity tokenised: any span C finds differently shows."""
     fast, slow = _pair(ENGINES["default"], [TOKENS], [ColumnInfo("v", None, 25)])
     _compare(fast, slow, [[v] for v in values])
+
+
+def _boundaries() -> list[bytes]:
+    """Values at the length limits of the patterns, just inside and just outside."""
+    out = []
+    for n in (62, 63, 64, 65):
+        out += [
+            b"x@" + b"a" * n + b".com",  # a domain label: at most 63
+            b"x@a." + b"b" * n,  # the last label: at most 63 letters
+            b"a" * n + b"@x.com",  # the local part: at most 64
+            b"q@" + b"a-" * (n // 2) + b"a.com",
+        ]
+    for digits in range(12, 22):  # card runs: 13 to 19 digits, 12 to 18 after the first
+        run = "4" + "1" * (digits - 1)
+        out += [run.encode(), " ".join(run[i : i + 4] for i in range(0, digits, 4)).encode()]
+        out.append((run + " " + run[:4]).encode())
+    for groups in range(10, 33):  # IBAN: 11 to 30 groups after the check digits
+        body = "".join("ABCDEFGHJK0123456789"[i % 20] for i in range(groups))
+        out += [f"DE89{body}".encode(), f"GB82 {body}".encode(), f"DE89{body}x".encode()]
+    for ssn in ("219-09-99999", "219-09-9999-1", "219-09-9999.1", "219-09-9999.x", "1219-09-9999"):
+        out.append(ssn.encode())
+    for blanks in (7, 8, 9):  # up to 8 blanks between a key and its separator
+        out += [b"password" + b" " * blanks + b"=x", b"pwd'" + b"\t" * blanks + b": y"]
+        out.append(b"PASSWORD" + b" " * blanks + b"'z'")
+    for ip in ("1.2.3.4", "1.2.3.45", "1.2.3.456", "1.2.3.4567", "1234.1.1.1", "1.1234.1.1"):
+        out += [ip.encode(), ip.encode() + b".", ip.encode() + b"._", b"_" + ip.encode()]
+    return out
+
+
+@needs_native
+def test_pattern_limits_equal() -> None:
+    values = _boundaries()
+    for directive in (TOKENS, PARTIAL):
+        fast, slow = _pair(ENGINES["default"], [directive], [ColumnInfo("v", None, 25)])
+        rows = [[v] for v in values] + [[b"see " + v + b" and " + v] for v in values]
+        assert _compare(fast, slow, rows) > len(rows) * 0.8  # key=value pairs: Python
 
 
 def _random_value(rng: random.Random) -> bytes:
@@ -368,3 +427,76 @@ def test_without_the_extension_the_output_is_the_same() -> None:
         assert (masker._native is not None) == native.AVAILABLE
         expected += [masker.mask_data_row(b) for b in bodies] + [repr(masker.summary()).encode()]
     assert pickle.loads(done.stdout) == expected
+
+
+# -- runs of DataRow messages ----------------------------------------------------------
+
+
+def _message(body: bytes) -> bytes:
+    return b"D" + (len(body) + 4).to_bytes(4, "big") + body
+
+
+def _one_by_one(masker: ResultMasker, run_bodies: list[bytes]) -> bytes:
+    return b"".join(_message(masker.mask_data_row(b)) for b in run_bodies)
+
+
+@pytest.mark.parametrize("in_c", [True, False])
+def test_runs_equal_rows_one_by_one(in_c: bool) -> None:
+    """`mask_data_rows` over a run gives the messages `mask_data_row` gives one by one,
+    rows sent to Python by a gate included, with the C masker and without it."""
+    if in_c and not native.AVAILABLE:
+        pytest.skip("the C row masker is not built")  # the in_c=False case still runs
+    columns = [ColumnInfo(name, "customers", oid, 0) for name, oid in MIXED_COLUMNS]
+    engine = ENGINES["phone"]
+    batch = engine.plan([ALL], columns)
+    single = engine.plan([ALL], columns)
+    assert batch is not None and single is not None
+    if not in_c:
+        batch._native = batch._native_run = single._native = single._native_run = None
+    bodies = [encode_data_row(r) for r in mixed_rows(300, seed=17)]
+    bodies += [encode_data_row([None] * 9 + [p.encode()]) for p in PIECES]
+    random.Random(4).shuffle(bodies)
+    for lo, hi in ((0, 1), (1, 5), (5, 80), (80, len(bodies))):
+        run = b"".join(_message(b) for b in bodies[lo:hi])
+        assert batch.mask_data_rows(run) == _one_by_one(single, bodies[lo:hi])
+    assert batch.summary() == single.summary()
+
+
+def test_runs_with_nothing_to_mask_return_the_same_object() -> None:
+    masker = ENGINES["default"].plan([BASELINE_MASK], [ColumnInfo("a", None, 25)])
+    assert masker is not None
+    run = b"".join(_message(encode_data_row([v])) for v in (b"x", None, b"", b"12"))
+    assert masker.mask_data_rows(run) is run
+    assert masker.mask_data_rows(b"") == b""
+    masker._native = masker._native_run = None
+    assert masker.mask_data_rows(run) is run
+
+
+@pytest.mark.parametrize(
+    "run",
+    [
+        b"D",
+        b"D\x00\x00\x00",
+        b"D\x00\x00\x00\x03",
+        b"D\x00\x00\x00\x0a\x00\x01\x00\x00",
+        b"T\x00\x00\x00\x06\x00\x00",
+        _message(encode_data_row([b"jane@example.com"])) + b"C\x00\x00\x00\x04",
+    ],
+)
+def test_malformed_runs_raise(run: bytes) -> None:
+    for in_c in (True, False):
+        masker = ENGINES["default"].plan([BASELINE_MASK], [ColumnInfo("a", None, 25)])
+        assert masker is not None
+        if not in_c:
+            masker._native = masker._native_run = None
+        with pytest.raises(MaskingError):
+            masker.mask_data_rows(run)
+
+
+def test_a_row_that_cannot_be_masked_refuses_the_run() -> None:
+    masker = ENGINES["default"].plan([BASELINE_MASK], [ColumnInfo("a", None, 25)] * 2)
+    assert masker is not None
+    good = _message(encode_data_row([b"jane@example.com", b"x"]))
+    bad = _message(b"\x00\x02\x00\x00\x00\x01a\xff\xff\xff\xfe")  # a length below -1
+    with pytest.raises(MaskingError):
+        masker.mask_data_rows(good + bad + good)

@@ -8,11 +8,12 @@
  * of every scanned value, validators on candidates, replacements, one output
  * buffer. Every other recognizer of the plan (secrets, `key=value` pairs, IPv6,
  * phone numbers) is covered by a *gate*: a necessary condition for it to find
- * anything (its `needs` literals; a caseless key-name stem or "://"; two colons
- * with only hex digits and dots between; three digits, a separator and four
- * digits, or "+" and a digit). When a gate fires anywhere in the row, `mask`
- * returns None before it has counted or changed anything, and the caller masks
- * the row with the Python path. A malformed body, or an email address whose
+ * anything (its `needs` literals; a key name before ":" or "=", "://" or SQL
+ * `PASSWORD '`, as _scan_password looks for them; two colons with only hex
+ * digits and dots between; three digits, a separator and four digits, or "+"
+ * and a digit). When a gate fires anywhere in the row, `mask` returns None
+ * before it has counted or changed anything, and the caller masks the row with
+ * the Python path. A malformed body, or an email address whose
  * domain needs more backtracking than a small budget, also returns None.
  *
  * The matchers (_rowmask_scan.h) follow the Python patterns of recognizers.py
@@ -50,9 +51,13 @@ typedef struct {
     int norder;
     int email;
     int gates;
+    int busy; /* inside mask/mask_run (a replacer may run Python code) */
     Needle needles[MAX_NEEDLES];
     int nneedles;
     PyObject *needle_keep; /* the bytes the needles point into */
+    Needle keys[MAX_KEYS]; /* the key names of `key = value` pairs, lower case */
+    int nkeys;
+    PyObject *keys_keep;
     uint64_t first_byte[256];
     int rkind[N_ENT];
     PyObject *repl[N_ENT]; /* bytes (constant) or callable, per entity */
@@ -77,6 +82,7 @@ static void RowMasker_dealloc(RowMasker *self) {
     }
     for (int k = 0; k < N_ENT; k++) Py_XDECREF(self->repl[k]);
     Py_XDECREF(self->needle_keep);
+    Py_XDECREF(self->keys_keep);
     PyMem_Free(self->modes);
     PyMem_Free(self->rules);
     PyMem_Free(self->counts);
@@ -91,7 +97,7 @@ static void RowMasker_dealloc(RowMasker *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int add_needle(RowMasker *self, const char *text, Py_ssize_t len, int caseless) {
+static int add_needle(RowMasker *self, const char *text, Py_ssize_t len) {
     if (len < 1) {
         PyErr_SetString(PyExc_ValueError, "empty gate literal");
         return -1;
@@ -103,13 +109,7 @@ static int add_needle(RowMasker *self, const char *text, Py_ssize_t len, int cas
     int k = self->nneedles++;
     self->needles[k].text = text;
     self->needles[k].len = len;
-    self->needles[k].caseless = caseless;
-    unsigned char c = (unsigned char)text[0];
-    self->first_byte[c] |= 1ULL << k;
-    if (caseless && IS_LETTER(c)) {
-        self->first_byte[lower[c]] |= 1ULL << k;
-        self->first_byte[lower[c] - 32] |= 1ULL << k;
-    }
+    self->first_byte[(unsigned char)text[0]] |= 1ULL << k;
     return 0;
 }
 
@@ -120,16 +120,17 @@ static int add_needle(RowMasker *self, const char *text, Py_ssize_t len, int cas
  */
 static int RowMasker_init(RowMasker *self, PyObject *args, PyObject *kwds) {
     static char *kw[] = {"modes", "rules", "digits", "email", "gates", "needles",
-                         "replacers", "iban_lengths", NULL};
-    PyObject *modes, *rules, *digits, *needles, *replacers, *iban;
+                         "keys", "replacers", "iban_lengths", NULL};
+    PyObject *modes, *rules, *digits, *needles, *keys, *replacers, *iban;
     int email, gates;
     if (self->modes != NULL) {
         PyErr_SetString(PyExc_TypeError, "RowMasker is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SO!O!piO!O!S", kw, &modes, &PyTuple_Type,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SO!O!piO!O!O!S", kw, &modes, &PyTuple_Type,
                                      &rules, &PyTuple_Type, &digits, &email, &gates,
-                                     &PyTuple_Type, &needles, &PyTuple_Type, &replacers, &iban))
+                                     &PyTuple_Type, &needles, &PyTuple_Type, &keys,
+                                     &PyTuple_Type, &replacers, &iban))
         return -1;
     Py_ssize_t ncols = PyBytes_GET_SIZE(modes);
     if (ncols > 32767 || PyTuple_GET_SIZE(rules) != ncols) {
@@ -202,14 +203,32 @@ static int RowMasker_init(RowMasker *self, PyObject *args, PyObject *kwds) {
             PyErr_SetString(PyExc_TypeError, "gate literals are bytes");
             return -1;
         }
-        if (add_needle(self, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), 0) < 0) return -1;
+        if (add_needle(self, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b)) < 0) return -1;
     }
-    if (gates & G_PASSWORD) {
-        for (size_t k = 0; k < sizeof(PASSWORD_STEMS) / sizeof(*PASSWORD_STEMS); k++)
-            if (add_needle(self, PASSWORD_STEMS[k], (Py_ssize_t)strlen(PASSWORD_STEMS[k]), 1) < 0)
+    Py_ssize_t nk = PyTuple_GET_SIZE(keys);
+    if (nk > MAX_KEYS || ((gates & G_PASSWORD) && nk == 0)) {
+        PyErr_SetString(PyExc_ValueError, "the password gate needs 1 to 32 key names");
+        return -1;
+    }
+    Py_INCREF(keys);
+    self->keys_keep = keys;
+    for (Py_ssize_t k = 0; k < nk; k++) {
+        PyObject *b = PyTuple_GET_ITEM(keys, k);
+        if (!PyBytes_Check(b) || PyBytes_GET_SIZE(b) < 1) {
+            PyErr_SetString(PyExc_TypeError, "key names are non-empty bytes");
+            return -1;
+        }
+        const char *t = PyBytes_AS_STRING(b);
+        for (Py_ssize_t j = 0; j < PyBytes_GET_SIZE(b); j++) {
+            if (lower[(unsigned char)t[j]] != (unsigned char)t[j]) {
+                PyErr_SetString(PyExc_ValueError, "key names are lower case");
                 return -1;
-        if (add_needle(self, "://", 3, 0) < 0) return -1;
+            }
+        }
+        self->keys[k].text = t;
+        self->keys[k].len = PyBytes_GET_SIZE(b);
     }
+    self->nkeys = (int)nk;
     for (int k = 0; k < N_ENT; k++) {
         PyObject *r = PyTuple_GET_ITEM(replacers, k);
         if (r == Py_None) {
@@ -329,38 +348,39 @@ static void clear_newvals(RowMasker *self) {
     for (int i = 0; i < self->ncols; i++) Py_CLEAR(self->newval[i]);
 }
 
-/* the masked body, a new reference; the body itself when nothing changed; None: the
-   Python path must take this row (a gate fired, or the body is malformed) */
-static PyObject *RowMasker_mask(RowMasker *self, PyObject *body) {
-    if (!PyBytes_CheckExact(body)) Py_RETURN_NONE;
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(body);
-    Py_ssize_t size = PyBytes_GET_SIZE(body);
+enum { ROW_SAME = 0, ROW_CHANGED = 1, ROW_PYTHON = 2, ROW_ERROR = -1 };
+
+/* One DataRow body: ROW_SAME, ROW_CHANGED (newval[] holds the changed values and
+   *out_size the masked body's size; write_body() writes it), ROW_PYTHON (a gate
+   fired, or the body is malformed: nothing was counted) or ROW_ERROR (exception set) */
+static int mask_core(RowMasker *self, const unsigned char *b, Py_ssize_t size,
+                     Py_ssize_t *out_size) {
     int ncols = self->ncols;
     /* the walk: framing is checked as a whole, as bodypath.walker does */
-    if (size < 2 || ((b[0] << 8) | b[1]) != ncols) Py_RETURN_NONE;
+    if (size < 2 || ((b[0] << 8) | b[1]) != ncols) return ROW_PYTHON;
     Py_ssize_t pos = 2;
     for (int i = 0; i < ncols; i++) {
-        if (size - pos < 4) Py_RETURN_NONE;
+        if (size - pos < 4) return ROW_PYTHON;
         int32_t len = be32(b + pos);
         pos += 4;
         self->starts[i] = pos;
-        if (len < -1) Py_RETURN_NONE;
+        if (len < -1) return ROW_PYTHON;
         if (len > 0) {
-            if (len > size - pos) Py_RETURN_NONE;
+            if (len > size - pos) return ROW_PYTHON;
             pos += len;
         }
         self->ends[i] = pos;
     }
-    if (pos != size) Py_RETURN_NONE;
+    if (pos != size) return ROW_PYTHON;
     /* the gates first: nothing is counted or changed before the row is ours */
-    if (self->nneedles || (self->gates & (G_IPV6 | G_PHONE))) {
+    if (self->nneedles || self->gates) {
         for (int i = 0; i < ncols; i++) {
             int m = self->modes[i];
             if (m != M_SCAN_TEXT && m != M_SCAN_NULL) continue;
             Span v = {b + self->starts[i], self->ends[i] - self->starts[i]};
             if (v.n && gate_fires(&v, self->needles, self->nneedles, self->first_byte,
-                                  self->gates))
-                Py_RETURN_NONE;
+                                  self->keys, self->nkeys, self->gates))
+                return ROW_PYTHON;
         }
     }
     IbanTable table = {self->iban_lengths};
@@ -377,8 +397,8 @@ static PyObject *RowMasker_mask(RowMasker *self, PyObject *body) {
         int rc = self->norder ? scan_digits(&v, self->order, self->norder, &table, found) : 0;
         if (rc == 0 && self->email && memchr(v.d, '@', (size_t)v.n) != NULL)
             rc = scan_email(&v, found);
-        if (rc == BAIL) Py_RETURN_NONE;
-        if (rc < 0) return NULL;
+        if (rc == BAIL) return ROW_PYTHON;
+        if (rc < 0) return ROW_ERROR;
         Py_ssize_t len = found->len - first;
         finish(found->a + first, &len);
         found->len = first + len;
@@ -386,7 +406,6 @@ static PyObject *RowMasker_mask(RowMasker *self, PyObject *body) {
     }
     self->rows++;
     int changed = 0;
-    PyObject *result = NULL;
     for (int i = 0; i < ncols; i++) {
         Py_ssize_t nf = self->col_count[i];
         int m = self->modes[i];
@@ -456,55 +475,186 @@ static PyObject *RowMasker_mask(RowMasker *self, PyObject *body) {
         if (nv == NULL) goto error;
         self->newval[i] = nv;
     }
-    if (!changed) {
-        Py_INCREF(body);
-        return body;
-    }
-    /* the output: untouched stretches copied, changed values with their new lengths */
+    if (!changed) return ROW_SAME;
     Py_ssize_t total = size;
     for (int i = 0; i < ncols; i++) {
         PyObject *nv = self->newval[i];
         if (nv == NULL) continue;
         total -= self->ends[i] - self->starts[i];
-        if (nv != Py_None) total += PyBytes_GET_SIZE(nv);
-    }
-    result = PyBytes_FromStringAndSize(NULL, total);
-    if (result == NULL) goto error;
-    {
-        unsigned char *o = (unsigned char *)PyBytes_AS_STRING(result);
-        Py_ssize_t copied = 0;
-        for (int i = 0; i < ncols; i++) {
-            PyObject *nv = self->newval[i];
-            if (nv == NULL) continue;
-            Py_ssize_t word = self->starts[i] - 4;
-            memcpy(o, b + copied, (size_t)(word - copied));
-            o += word - copied;
-            if (nv == Py_None) {
-                memset(o, 0xFF, 4);
-                o += 4;
-            } else {
-                Py_ssize_t l = PyBytes_GET_SIZE(nv);
-                if (l > INT32_MAX) {
-                    PyErr_SetString(PyExc_OverflowError, "masked value too long");
-                    Py_CLEAR(result);
-                    goto error;
-                }
-                o[0] = (unsigned char)(l >> 24);
-                o[1] = (unsigned char)(l >> 16);
-                o[2] = (unsigned char)(l >> 8);
-                o[3] = (unsigned char)l;
-                memcpy(o + 4, PyBytes_AS_STRING(nv), (size_t)l);
-                o += 4 + l;
+        if (nv != Py_None) {
+            Py_ssize_t l = PyBytes_GET_SIZE(nv);
+            if (l > INT32_MAX || total > PY_SSIZE_T_MAX - l) {
+                PyErr_SetString(PyExc_OverflowError, "masked value too long");
+                goto error;
             }
-            copied = self->ends[i];
+            total += l;
         }
-        memcpy(o, b + copied, (size_t)(size - copied));
     }
-    clear_newvals(self);
-    return result;
+    *out_size = total;
+    return ROW_CHANGED;
 error:
     clear_newvals(self);
-    return NULL;
+    return ROW_ERROR;
+}
+
+/* the masked body of a ROW_CHANGED row into o (its *out_size bytes); newval[] cleared */
+static void write_body(RowMasker *self, const unsigned char *b, Py_ssize_t size,
+                       unsigned char *o) {
+    Py_ssize_t copied = 0;
+    for (int i = 0; i < self->ncols; i++) {
+        PyObject *nv = self->newval[i];
+        if (nv == NULL) continue;
+        Py_ssize_t word = self->starts[i] - 4;
+        memcpy(o, b + copied, (size_t)(word - copied));
+        o += word - copied;
+        if (nv == Py_None) {
+            memset(o, 0xFF, 4);
+            o += 4;
+        } else {
+            Py_ssize_t l = PyBytes_GET_SIZE(nv);
+            o[0] = (unsigned char)(l >> 24);
+            o[1] = (unsigned char)(l >> 16);
+            o[2] = (unsigned char)(l >> 8);
+            o[3] = (unsigned char)l;
+            memcpy(o + 4, PyBytes_AS_STRING(nv), (size_t)l);
+            o += 4 + l;
+        }
+        copied = self->ends[i];
+    }
+    memcpy(o, b + copied, (size_t)(size - copied));
+    clear_newvals(self);
+}
+
+/* the masked body, a new reference; the body itself when nothing changed; None: the
+   Python path must take this row (a gate fired, the body is malformed, or the masker
+   is in use: a replacer called back into Python and another caller came in) */
+static PyObject *RowMasker_mask(RowMasker *self, PyObject *body) {
+    if (!PyBytes_CheckExact(body) || self->busy) Py_RETURN_NONE;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(body);
+    Py_ssize_t size = PyBytes_GET_SIZE(body), out_size = 0;
+    self->busy = 1;
+    int rc = mask_core(self, b, size, &out_size);
+    PyObject *result = NULL;
+    if (rc == ROW_SAME) {
+        Py_INCREF(body);
+        result = body;
+    } else if (rc == ROW_PYTHON) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    } else if (rc == ROW_CHANGED) {
+        result = PyBytes_FromStringAndSize(NULL, out_size);
+        if (result == NULL)
+            clear_newvals(self);
+        else
+            write_body(self, b, size, (unsigned char *)PyBytes_AS_STRING(result));
+    }
+    self->busy = 0;
+    return result;
+}
+
+typedef struct {
+    unsigned char *p;
+    Py_ssize_t len, cap;
+} Out;
+
+static int out_reserve(Out *out, Py_ssize_t more) {
+    if (out->cap - out->len >= more) return 0;
+    if (more > PY_SSIZE_T_MAX / 2 - out->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t cap = out->cap ? out->cap : 4096;
+    while (cap - out->len < more) cap *= 2;
+    unsigned char *p = PyMem_Realloc(out->p, (size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    out->p = p;
+    out->cap = cap;
+    return 0;
+}
+
+/* mask_run(run, start): the whole DataRow messages of `run` from offset `start`, masked
+   one by one, up to the end or to the first message the Python path must take.
+   Returns (masked messages, offset reached): `run` itself when it was all masked from
+   0 with no change; otherwise new bytes for run[start:offset] as masked */
+static PyObject *RowMasker_mask_run(RowMasker *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyBytes_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "mask_run(run: bytes, start: int)");
+        return NULL;
+    }
+    PyObject *run = args[0];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    const unsigned char *r = (const unsigned char *)PyBytes_AS_STRING(run);
+    Py_ssize_t size = PyBytes_GET_SIZE(run);
+    if (start < 0 || start > size) {
+        PyErr_SetString(PyExc_ValueError, "start is outside the run");
+        return NULL;
+    }
+    if (self->busy) return Py_BuildValue("(y#n)", "", (Py_ssize_t)0, start);
+    self->busy = 1;
+    Out out = {NULL, 0, 0};
+    int dirty = 0; /* out holds run[start:pos] as masked */
+    Py_ssize_t pos = start;
+    PyObject *result = NULL;
+    while (pos < size) {
+        if (size - pos < 5 || r[pos] != 'D') goto bad_run;
+        uint32_t length = (uint32_t)be32(r + pos + 1);
+        if (length < 4 || (Py_ssize_t)length > size - pos - 1) goto bad_run;
+        const unsigned char *body = r + pos + 5;
+        Py_ssize_t body_size = (Py_ssize_t)length - 4, out_size = 0;
+        int rc = mask_core(self, body, body_size, &out_size);
+        if (rc == ROW_ERROR) goto done;
+        if (rc == ROW_PYTHON) break;
+        if (rc == ROW_SAME) {
+            if (dirty) {
+                if (out_reserve(&out, 1 + (Py_ssize_t)length) < 0) goto done;
+                memcpy(out.p + out.len, r + pos, 1 + (size_t)length);
+                out.len += 1 + (Py_ssize_t)length;
+            }
+        } else {
+            if (out_size > INT32_MAX - 4) {
+                clear_newvals(self);
+                PyErr_SetString(PyExc_OverflowError, "masked row too long");
+                goto done;
+            }
+            Py_ssize_t before = dirty ? 0 : pos - start;
+            if (out_reserve(&out, before + 5 + out_size) < 0) {
+                clear_newvals(self);
+                goto done;
+            }
+            if (!dirty) { /* the unchanged messages so far */
+                memcpy(out.p, r + start, (size_t)before);
+                out.len = before;
+                dirty = 1;
+            }
+            unsigned char *o = out.p + out.len;
+            uint32_t l = (uint32_t)out_size + 4;
+            o[0] = 'D';
+            o[1] = (unsigned char)(l >> 24);
+            o[2] = (unsigned char)(l >> 16);
+            o[3] = (unsigned char)(l >> 8);
+            o[4] = (unsigned char)l;
+            write_body(self, body, body_size, o + 5);
+            out.len += 5 + out_size;
+        }
+        pos += 1 + (Py_ssize_t)length;
+    }
+    if (dirty)
+        result = Py_BuildValue("(y#n)", (const char *)out.p, out.len, pos);
+    else if (start == 0 && pos == size)
+        result = Py_BuildValue("(On)", run, pos);
+    else
+        result = Py_BuildValue("(y#n)", (const char *)r + start, pos - start, pos);
+    goto done;
+bad_run:
+    PyErr_SetString(PyExc_ValueError, "not a run of whole DataRow messages");
+done:
+    PyMem_Free(out.p);
+    self->busy = 0;
+    return result;
 }
 
 /* (rows, counts per column per entity, nulled per column, rule values per column) */
@@ -541,6 +691,9 @@ static PyMethodDef RowMasker_methods[] = {
     {"mask", (PyCFunction)RowMasker_mask, METH_O,
      "mask(body) -> the masked DataRow body, the same object when unchanged, or None "
      "when the Python path must take the row"},
+    {"mask_run", (PyCFunction)(void (*)(void))RowMasker_mask_run, METH_FASTCALL,
+     "mask_run(run, start) -> (masked messages, offset reached): whole DataRow messages "
+     "from `start`, up to the end or the first one the Python path must take"},
     {"stats", (PyCFunction)RowMasker_stats, METH_NOARGS,
      "stats() -> (rows, counts[column][entity], nulled[column], rule values[column])"},
     {NULL, NULL, 0, NULL},

@@ -468,14 +468,48 @@ static void finish(Finding *f, Py_ssize_t *len) {
 typedef struct {
     const char *text;
     Py_ssize_t len;
-    int caseless;
 } Needle;
 
-static const char *PASSWORD_STEMS[] = {"pass", "pwd", "secret", "token", "apikey", "api_key"};
+#define MAX_KEYS 32
 
-/* the password stems and "://"; then the IPv6 and phone conditions */
+/* A `key = value` pair can be found at the separator at p (Scanner's _scan_password:
+   the bytes before it, read backwards, match [ \t]{0,8}["']?KEY(?![A-Za-z0-9]) for a
+   key of recognizers._PW_KEY_LIST, in any case): every split is tried */
+static int key_before(const Span *v, Py_ssize_t p, const Needle *keys, int nkeys) {
+    for (Py_ssize_t k = 0;; k++) { /* k blanks before the separator */
+        Py_ssize_t e = p - k;
+        for (int q = 0; q < 2; q++) { /* then an optional quote */
+            if (q == 1 && at(v, e - 1) != '"' && at(v, e - 1) != '\'') break;
+            Py_ssize_t end = e - q;
+            for (int n = 0; n < nkeys; n++) {
+                Py_ssize_t start = end - keys[n].len, j = 0;
+                if (start < 0) continue;
+                while (j < keys[n].len && lower[v->d[start + j]] == (unsigned char)keys[n].text[j])
+                    j++;
+                if (j == keys[n].len && !IS_ALNUM(at(v, start - 1))) return 1;
+            }
+        }
+        int c = at(v, p - k - 1);
+        if (k == 8 || (c != ' ' && c != '\t')) return 0;
+    }
+}
+
+/* SQL `PASSWORD '...'`: (?<![A-Za-z0-9])password[ \t]{1,8}' at i, in any case */
+static int sql_password_at(const Span *v, Py_ssize_t i) {
+    static const char word[] = "password";
+    for (int j = 0; j < 8; j++)
+        if (lower[at(v, i + j)] != (unsigned char)word[j]) return 0;
+    if (IS_ALNUM(at(v, i - 1))) return 0;
+    Py_ssize_t k = i + 8;
+    while (k - (i + 8) < 8 && (at(v, k) == ' ' || at(v, k) == '\t')) k++;
+    return k > i + 8 && at(v, k) == '\'';
+}
+
+/* Does a recognizer C leaves to Python possibly find something in this value? Its
+   literals (`needs`), a `key = value` pair, URL credentials or SQL PASSWORD (each as
+   Scanner's _scan_password looks for them), an IPv6 address, a phone number */
 static int gate_fires(const Span *v, const Needle *needles, int nneedles,
-                      const uint64_t *first_byte, int gates) {
+                      const uint64_t *first_byte, const Needle *keys, int nkeys, int gates) {
     const unsigned char *d = v->d;
     Py_ssize_t n = v->n;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -485,12 +519,13 @@ static int gate_fires(const Span *v, const Needle *needles, int nneedles,
             int k = __builtin_ctzll(mask);
             mask &= mask - 1;
             const Needle *nd = &needles[k];
-            if (nd->len > n - i) continue;
-            if (nd->caseless) {
-                Py_ssize_t j = 1;
-                while (j < nd->len && lower[d[i + j]] == (unsigned char)nd->text[j]) j++;
-                if (j == nd->len) return 1;
-            } else if (memcmp(d + i, nd->text, (size_t)nd->len) == 0) {
+            if (nd->len <= n - i && memcmp(d + i, nd->text, (size_t)nd->len) == 0) return 1;
+        }
+        if (gates & G_PASSWORD) {
+            if (c == ':' || c == '=') {
+                if (key_before(v, i, keys, nkeys)) return 1;
+                if (c == ':' && at(v, i + 1) == '/' && at(v, i + 2) == '/') return 1;
+            } else if (lower[c] == 'p' && sql_password_at(v, i)) {
                 return 1;
             }
         }

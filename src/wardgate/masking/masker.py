@@ -190,7 +190,9 @@ class ResultMasker:
         self._native_masker = native.row_masker(
             scanner.recognizers if scanner is not None else (), modes, replacers, self._rules
         )
-        self._native = self._native_masker.mask if self._native_masker is not None else None  # type: ignore[attr-defined]
+        nm = self._native_masker
+        self._native = nm.mask if nm is not None else None  # type: ignore[attr-defined]
+        self._native_run = nm.mask_run if nm is not None else None  # type: ignore[attr-defined]
 
     # -- values ---------------------------------------------------------------
 
@@ -416,7 +418,50 @@ class ResultMasker:
                 raise MaskingError(f"masking failed ({type(exc).__name__})") from None
             if out is not None:
                 return out
-            # None: a gate fired (or the body is malformed): the Python path below
+            # None: a gate fired (or the body is malformed): the Python path
+        return self._mask_data_row_python(body)
+
+    def mask_data_rows(self, run: bytes) -> bytes:
+        """Whole DataRow messages back to back (type byte, Int32 length, body each), as
+        `MessageReader.next_run` hands them out: the same messages masked, lengths
+        fixed; `run` itself when nothing changed. With the C row masker the run is
+        masked in one call, but for the rows a gate sends to the Python path.
+        MaskingError: a row could not be masked, or the run is not whole DataRows;
+        no row of the run may then be sent (strict).
+        """
+        mask_run = self._native_run
+        size = len(run)
+        pieces: list[bytes] = []
+        pos = 0
+        while pos < size:
+            if mask_run is not None:
+                try:
+                    out, reached = mask_run(run, pos)
+                except ValueError:
+                    raise MaskingError("malformed DataRow run") from None
+                except Exception as exc:  # never let a value escape in a message
+                    raise MaskingError(f"masking failed ({type(exc).__name__})") from None
+                if reached == size and pos == 0:
+                    return out  # `run` itself when nothing changed
+                pieces.append(out)
+                pos = reached
+                if pos == size:
+                    break
+            # one message by the Python path
+            end = pos + 1 + int.from_bytes(run[pos + 1 : pos + 5], "big")
+            if run[pos] != 0x44 or size - pos < 5 or end - pos < 5 or end > size:
+                raise MaskingError("malformed DataRow run")
+            body = run[pos + 5 : end]
+            masked = self._mask_data_row_python(body)
+            if masked is body or masked == body:
+                pieces.append(run[pos:end])
+            else:
+                pieces.append(b"D" + (len(masked) + 4).to_bytes(4, "big") + masked)
+            pos = end
+        out = b"".join(pieces)
+        return run if out == run else out
+
+    def _mask_data_row_python(self, body: bytes) -> bytes:
         if self._body_path and self._cache is None:  # the cache decides first (see _mask_cached)
             try:
                 return self._mask_body(body)

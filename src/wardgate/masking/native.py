@@ -4,9 +4,9 @@ Theory of operation: the C extension masks a whole DataRow body in one call for
 the recognizers it implements exactly (emails; cards, SSNs, IBANs and IPv4
 addresses of the digit pass) and for column rules. Every other recognizer of a
 plan becomes a *gate* in C, a necessary condition for that recognizer to find
-anything: its `needs` literals (secrets), a caseless key-name stem or "://"
-(`key=value` pairs), two colons with hex digits between (IPv6), a phone-number
-shape. A row where a gate fires, or a malformed row, comes back as None and the
+anything: its `needs` literals (secrets); for `key=value` pairs a key name (any
+case) before a ":" or "=", "://" or SQL `PASSWORD '`, as `_scan_password` looks
+for them; two colons with hex digits between (IPv6); a phone-number shape. A row where a gate fires, or a malformed row, comes back as None and the
 Python path (masker.py) masks it, so the output never depends on whether the
 extension is there: tests/masking/test_native_path.py compares both paths.
 
@@ -27,6 +27,7 @@ from wardgate.masking.recognizers import (
     _CARD_REST,
     _IBAN_REST,
     _IPV4_REST,
+    _PW_KEY_LIST,
     _SSN_REST,
     Recognizer,
     builtin_recognizers,
@@ -54,6 +55,7 @@ _G_PASSWORD, _G_IPV6, _G_PHONE = 1, 2, 4
 # the column modes C knows (masker.py's numbers): skip, text, null on finding, rules
 _MODES = frozenset({0, 1, 2, 10, 11, 12, 13})
 
+_PW_KEYS = tuple(dict.fromkeys(k.lower() for k in _PW_KEY_LIST))
 _IBAN_TABLE = bytes(
     IBAN_LENGTHS.get(bytes([a, b]), 0) for a in range(0x41, 0x5B) for b in range(0x41, 0x5B)
 )
@@ -147,6 +149,7 @@ def row_masker(
             email,
             gates,
             needles,
+            _PW_KEYS if gates & _G_PASSWORD else (),
             tuple([getattr(fn, "native_form", fn) for fn in forms]),
             _IBAN_TABLE,
         )
