@@ -333,8 +333,9 @@ def write_doc(out: Path, samples: list[Sample], info: dict, plan: Any, extra: di
         md += [
             "CPU time per statement of each stage, measured in-process on the real objects",
             "(bench/pipeline_costs.py; `time.thread_time`, so other load does not count).",
-            "The event loop thread and the audit writer thread share one interpreter",
-            "lock, so their sum bounds the gateway's throughput on any number of cores.",
+            "With the default `audit.writer: process` the writer's stage is CPU of the",
+            "writer process, on another core than the event loop; with `audit.writer:",
+            "thread` the two share one interpreter lock and their sum bounds throughput.",
             "",
             table(
                 ["stage", "CPU us / statement"],
@@ -349,11 +350,11 @@ def write_doc(out: Path, samples: list[Sample], info: dict, plan: Any, extra: di
         md += [
             "### The same gateway without its audit events (diagnostic)",
             "",
-            "`python -m bench.diag_without_audit`: the gateway in one process, `pgbench -S`,",
-            "durability normal, once as shipped and once with `AuditStore.submit` answering",
-            "`command` and `result` events with an already-done future (nothing written,",
-            "hashed or woken). Not a configuration: it only shows what recording costs in the",
-            "live process, interpreter-lock hand-offs included.",
+            "`python -m bench.diag_without_audit`: the gateway in this process (its writer",
+            "process beside it), `pgbench -S`, durability normal, once as shipped and once",
+            "with the store answering `command` and `result` events with an already-done",
+            "future (nothing sent, written, hashed or woken). Not a configuration: it only",
+            "shows what recording costs the live gateway, the link to the writer included.",
             "",
             "```",
             str(diag),
