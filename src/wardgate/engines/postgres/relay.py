@@ -342,7 +342,10 @@ class PgRelay(ResponseSide):
     def _accept_parse(
         self, parse: Any, decisions: list, raw: bytes, extra: dict | None = None
     ) -> None:
-        self.statements[parse.name] = Statement(parse.query, decisions, extra=extra)
+        stmt = Statement(parse.query, decisions, extra=extra)
+        if _strictest(decisions)[0] is Verdict.REVIEW:  # approved at Parse: one execution
+            stmt.approved_runs = 1
+        self.statements[parse.name] = stmt
         self._batch.append((raw, Op("parse", payload=parse.name)))
 
     def _on_execute(self, portal_name: str, raw: bytes) -> None:
@@ -365,8 +368,21 @@ class PgRelay(ResponseSide):
             return
         if self.policy.uses_time and not self._still_allowed(stmt):
             return
+        if stmt.approved_runs is not None:
+            if stmt.approved_runs > 0:
+                stmt.approved_runs -= 1
+            else:  # an approval covers one execution: prepare once, run many is held again
+                bound = Command(command.session, stmt.text, portal.params, 0, "execute")
+                self._hold_execute([(bound, decision)], stmt, portal, raw)
+                return
+        self._accept_execute(stmt, portal, raw, stmt.extra)
+
+    def _accept_execute(
+        self, stmt: Statement, portal: Portal, raw: bytes, extra: dict | None
+    ) -> None:
+        command, decision = stmt.decisions[0]
         bound = Command(command.session, stmt.text, portal.params, 0, "execute")
-        fut = self._record_command(bound, decision, **(stmt.extra or {}))
+        fut = self._record_command(bound, decision, **(extra or {}))
         self._futures.append(fut)
         ex = Execution(stmt.text, decision, fut, ResultRecorder(self.budget), portal=portal)
         fields = portal.fields or stmt.fields
@@ -475,6 +491,33 @@ class PgRelay(ResponseSide):
         self.busy = True
         self._hold_task = self.loop.create_task(self._await_review(decisions, raw, simple, parse))
 
+    def _hold_execute(self, decisions: list, stmt: Statement, portal: Portal, raw: bytes) -> None:
+        """Hold one Execute of a statement whose approval was used (see Statement)."""
+        self._flush_batch()
+        self.busy = True
+        self._hold_task = self.loop.create_task(
+            self._await_execute_review(decisions, stmt, portal, raw)
+        )
+
+    async def _await_execute_review(
+        self, decisions: list, stmt: Statement, portal: Portal, raw: bytes
+    ) -> None:
+        extra: dict = {}
+        try:
+            approved, message, extra = await self.gw.review(self, decisions, self._notice)
+        except asyncio.CancelledError:
+            return
+        except Exception:  # fail closed
+            log.exception("approval flow failed")
+            approved, message = False, "wardgate: approval could not be obtained"
+        if self.closed:
+            return
+        if approved:
+            self._accept_execute(stmt, portal, raw, extra)
+        else:  # as at Parse: the approval events say what happened; nothing ran
+            self._inject(_strictest(decisions)[1], simple=False, message=message)
+        self._resume_after_hold()
+
     async def _await_review(self, decisions: list, raw: bytes, simple: bool, parse: Any) -> None:
         extra: dict = {}
         try:
@@ -494,6 +537,9 @@ class PgRelay(ResponseSide):
                 self._accept_parse(parse, decisions, raw, extra)
         else:
             self._inject(rule_decision, simple=simple, message=message)
+        self._resume_after_hold()
+
+    def _resume_after_hold(self) -> None:
         self.busy = False
         self._flush_batch()
         if not self.busy:

@@ -68,6 +68,10 @@ class Statement:
     decisions: list[tuple[Command, Decision]]
     fields: list[Any] | None = None
     extra: dict | None = None  # evidence carried to each execution (an approval)
+    # a statement held for review and approved: executions the approval still covers
+    # (the first); each later Execute is held again (a grant answers at once). None: the
+    # statement needed no approval.
+    approved_runs: int | None = None
 
 
 @dataclass(slots=True)
