@@ -27,6 +27,13 @@ finding's offsets are the body's), and rebuilds the body with one join from the
 untouched stretches and the columns that changed. Its results are those of the
 value path (tests/masking/test_compiled_path.py).
 
+With the C row masker (native.py, `_rowmask.c`, built by `pip install -e .`
+where a compiler is found), `mask_data_row` and `mask_data_rows` (a run of
+whole DataRow messages in one call) first hand the body to C, which masks
+emails, cards, SSNs, IBANs, IPv4 addresses and column rules itself; a row
+where another recognizer might find something (a gate fires) comes back and
+takes the path above. Same output either way (tests/masking/test_native_path.py).
+
 Nothing is buffered beyond the row at hand. A row with no finding and no rule
 returns the very object it was given (`mask_data_row` returns the same body
 bytes), so the engine can forward the original message. Any failure raises

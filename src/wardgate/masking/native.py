@@ -1,20 +1,22 @@
 """The optional C row masker (`_rowmask.c`): whether a result can use it, and its set-up.
 
-Theory of operation: the C extension masks a whole DataRow body in one call for
-the recognizers it implements exactly (emails; cards, SSNs, IBANs and IPv4
-addresses of the digit pass) and for column rules. Every other recognizer of a
-plan becomes a *gate* in C, a necessary condition for that recognizer to find
-anything: its `needs` literals (secrets); for `key=value` pairs a key name (any
-case) before a ":" or "=", "://" or SQL `PASSWORD '`, as `_scan_password` looks
-for them; two colons with hex digits between (IPv6); a phone-number shape. A row where a gate fires, or a malformed row, comes back as None and the
-Python path (masker.py) masks it, so the output never depends on whether the
-extension is there: tests/masking/test_native_path.py compares both paths.
+Theory of operation: the C extension masks a whole DataRow body (or a run of
+DataRow messages) in one call for the recognizers it implements exactly
+(emails; cards, SSNs, IBANs and IPv4 addresses of the digit pass) and for
+column rules. Every other recognizer of a plan becomes a *gate* in C, a
+necessary condition for that recognizer to find anything: its `needs` literals
+(secrets); for `key=value` pairs a key name (any case) before a ":" or "=",
+"://" or SQL `PASSWORD '`, as `_scan_password` looks for them; two colons with
+hex digits between (IPv6); a phone-number shape. A row where a gate fires, or a
+malformed row, comes back as None and the Python path (masker.py) masks it, so
+the output never depends on whether the extension is there:
+tests/masking/test_native_path.py compares both paths.
 
-`row_masker()` returns the C masker's `mask` for one result, or None when the
-extension is not built (or WARDGATE_MASKING_NATIVE=0 or WARDGATE_MASKING_COMPILED=0
-is set) or the plan holds something C does not know: a custom entity, a
-hand-made recognizer, a column scanned as bytea or binary jsonb. Counts of the
-rows masked in C are read back with `merge_stats()` for the result's summary.
+`row_masker()` returns the C masker of one result, or None when the extension
+is not built (or WARDGATE_MASKING_NATIVE=0 or WARDGATE_MASKING_COMPILED=0 is
+set) or the plan holds something C does not know: a custom entity, a hand-made
+recognizer, a column scanned as bytea or binary jsonb. Counts of the rows
+masked in C are read back with `merge_stats()` for the result's summary.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ def merge_stats(
     nulled: list[int],
     rule_counts: list[int],
 ) -> int:
-    """Add the C masker's counts to copies' worth of per-column lists; its row count."""
+    """Add the C masker's counts to the per-column lists given; returns its row count."""
     rows, native_counts, native_nulled, native_ruled = masker.stats()  # type: ignore[attr-defined]
     for col, per_entity in enumerate(native_counts):
         for code, n in enumerate(per_entity):
