@@ -8,7 +8,7 @@ are committed. Reads (`events`, `event`, `payload`, `sessions`, proofs) use one 
 connection per calling thread; WAL lets them run alongside the writer and see only
 committed data.
 
-Tables (layout.py has the schema and the layout before this one): `events` (one row per
+Tables (layout.py has the schema, layout 3, and the layouts before it): `events` (one row per
 leaf, seq = leaf index, never updated or deleted; `body` is the canonical JSON that was
 hashed, `leaf` its leaf hash), `payload_rows` (the payload bytes of each event that has
 one, by seq; retention sets `data` to NULL and `purged` to the time), `tiles` (the complete subtree hashes above the leaves, 255 per row): a proof or a
@@ -366,6 +366,8 @@ class AuditStore:
             .fetchone()
         )
         if row is not None and row[8] is not None:
+            if len(self._payload_seqs) > 50_000:
+                self._payload_seqs.clear()
             self._payload_seqs[row[8]] = row[0]
         return None if row is None else _row_to_record(row)
 
