@@ -428,6 +428,12 @@ class ResultMasker:
             # None: a gate fired (or the body is malformed): the Python path
         return self._mask_data_row_python(body)
 
+    @property
+    def batches(self) -> bool:
+        """Whether `mask_data_rows` masks a run in one native call (the relay then hands
+        it whole runs of rows instead of one row at a time)."""
+        return self._native_run is not None
+
     def mask_data_rows(self, run: bytes) -> bytes:
         """Whole DataRow messages back to back (type byte, Int32 length, body each), as
         `MessageReader.next_run` hands them out: the same messages masked, lengths

@@ -9,7 +9,10 @@ zero raw values.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -285,3 +288,35 @@ def test_copying_a_ruled_column_elsewhere_is_refused(pg_cluster, tmp_path: Path)
     finally:
         gw.proc.stop()
     assert pg_cluster.psql("orders", "select count(*) from sink3") == "0"
+
+
+def test_rows_past_the_record_budget_are_masked_in_runs(pg_cluster, tmp_path: Path) -> None:
+    """Once a statement's record budget is spent the relay hands whole runs of DataRows
+    to the masker (one C call per run): every row is still masked and counted."""
+    gw = start_gateway(tmp_path, pg_cluster, connection_extra={"record_rows_budget": "4KB"})
+    try:
+        sql = (
+            "select g, 'user' || g || '@example.com' as email, "
+            "'4111 1111 1111 1111' as card, md5(g::text) as filler "
+            "from generate_series(1, 20000) g"
+        )
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            rows = conn.execute(sql).fetchall()
+            rows_extended = conn.execute(sql + " where %s", (True,)).fetchall()
+    finally:
+        gw.proc.stop()
+    for got in (rows, rows_extended):
+        assert len(got) == 20000
+        assert all("@example.com" not in r[1] for r in got), "an email went through unmasked"
+        assert all(r[2] != "4111 1111 1111 1111" for r in got)
+        assert [r[0] for r in got] == list(range(1, 20001))  # nothing lost or reordered
+    out = subprocess.run(
+        [sys.executable, "-m", "wardgate", "masking", "report", "--config", str(gw.config),
+         "--json"],
+        capture_output=True, text=True, env={**os.environ, **gw.env}, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    columns = json.loads(out.stdout)["connections"]["orders"]["columns"]
+    assert columns["email"]["entities"] == {"EMAIL_ADDRESS": 40000}
+    assert columns["card"]["entities"] == {"CREDIT_CARD": 40000}
+    assert columns["email"]["rows_scanned"] == 40000

@@ -120,6 +120,7 @@ class PgRelay(ResponseSide):
         self._copy_exec: Execution | None = None
         # set while a DataRow run needs no change and no more decoding (see target_data)
         self._passthrough: ResultRecorder | None = None
+        self._pass_masker: Any = None
         # result events wait (at most RESULT_DELAY) for the next command event, so that
         # both share one group commit (one fsync) instead of one each
         self._results: list[tuple[Execution, str | None, dict | None]] = []

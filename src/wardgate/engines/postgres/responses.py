@@ -159,6 +159,7 @@ class ResponseSide:
     tx_status: str
     closed: bool
     _passthrough: ResultRecorder | None
+    _pass_masker: Any
     _results: list[tuple[Execution, str | None, dict | None]]
     _results_timer: asyncio.TimerHandle | None
     _results_since: float  # loop time of the oldest result in _results
@@ -179,11 +180,11 @@ class ResponseSide:
             while (msg := reader.next_message()) is not None:
                 self._target_message(msg[0], msg[1], msg[2], out)
                 if self._passthrough is not None:
-                    # the rest of this run of DataRows passes unchanged, as one slice
+                    # the rest of this run of DataRows passes as one slice: unchanged, or
+                    # masked in one call (the C row masker) when a masker applies
                     run = reader.next_run(_ROW)
                     if run is not None:
-                        out.append(run[0])
-                        self._passthrough.add_rows(run[0], run[1])
+                        self._pass_run(run[0], run[1], out)
                     self._passthrough = None
         except _SessionClosed:
             return
@@ -208,6 +209,24 @@ class ResponseSide:
             return
         if out:
             self.agent_t.write(b"".join(out))
+
+    def _pass_run(self, data: bytes, count: int, out: list[bytes]) -> None:
+        rec = self._passthrough
+        assert rec is not None
+        masker = self._pass_masker
+        if masker is not None:
+            try:
+                data = masker.mask_data_rows(data)
+            except Exception as exc:  # strict: no row of a run that cannot be masked
+                log.error("masking failed: %s", type(exc).__name__)
+                ex = self._current()
+                if ex is not None:
+                    ex.withheld = (
+                        "wardgate: masking failed on a row; the rest of the result was withheld"
+                    )
+                return
+        out.append(data)
+        rec.add_rows(data, count)
 
     def _current(self) -> Execution | None:
         if not self.ops:
@@ -243,8 +262,9 @@ class ResponseSide:
                 rec = ex.recorder
                 if rec is not None:
                     rec.add_row(raw, body)
-                    if masker is None and rec.truncated:
+                    if rec.truncated and (masker is None or masker.batches):
                         self._passthrough = rec
+                        self._pass_masker = masker
             else:
                 # rows nobody planned for (no RowDescription seen): baseline entity scan
                 masked = self.gw.mask_unplanned_row(body)
