@@ -323,3 +323,22 @@ def test_parse_window() -> None:
     assert parse_window("12h") == timedelta(hours=12)
     with pytest.raises(ValueError):
         parse_window("90 days")
+
+
+def test_retention_purges_only_events_older_than_the_cutoff(tmp_path: Path) -> None:
+    import time
+
+    store = AuditStore.open(tmp_path / "log.db")
+    for i in range(3):
+        store.append_sync("command", payload=f"old {i}".encode())
+    time.sleep(0.05)
+    cutoff = datetime.now(UTC)
+    time.sleep(0.05)
+    for i in range(3):
+        store.append_sync("command", payload=f"new {i}".encode())
+    res = apply_retention(store, "1s", now=cutoff + timedelta(seconds=1))
+    assert res.payloads_purged == 3
+    assert [store.payload(store.event(s).payload_hash) is None for s in range(6)] == [
+        True, True, True, False, False, False,
+    ]  # fmt: skip
+    store.close()

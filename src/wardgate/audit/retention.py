@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from wardgate.audit.group_commit import utc_now
+from wardgate.audit.layout import read_layout, seq_at_time
 from wardgate.audit.merkle import MerkleFrontier
 from wardgate.audit.store import AuditStore
 
@@ -26,13 +27,23 @@ __all__ = ["RetentionResult", "parse_window", "apply_retention"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
-# the payload copies of events older than the cutoff (layout 2 keeps one per event, so a
-# newer event with the same payload keeps its own copy); counted as distinct payloads
+# the payload copies of events older than the cutoff (one per event, so a newer event
+# with the same payload keeps its own copy); counted as distinct payloads
 _CANDIDATES = """
-    SELECT p.seq FROM payload_rows p
-    WHERE p.data IS NOT NULL
-      AND p.seq < (SELECT coalesce(min(seq), 1 << 62) FROM events WHERE time >= :cutoff)
+    SELECT p.seq FROM payload_rows p WHERE p.data IS NOT NULL AND p.seq < :bound
 """
+
+
+def _first_seq_at(conn: sqlite3.Connection, cutoff: str) -> int:
+    """The first seq whose time is >= cutoff (past the end if none): a binary search where
+    time never decreases with seq (layout 3), else a scan of the time column. This runs
+    inside the writer's transaction, so it must not hold appends up on a large store."""
+    if read_layout(conn).time_ordered:
+        return seq_at_time(conn, cutoff)
+    (first,) = conn.execute(
+        "SELECT coalesce(min(seq), 1 << 62) FROM events WHERE time >= ?", (cutoff,)
+    ).fetchone()
+    return first
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +71,7 @@ def apply_retention(
 
     def count(conn: sqlite3.Connection, _f: MerkleFrontier) -> int:
         sql = f"SELECT count(DISTINCT hash) FROM payload_rows WHERE seq IN ({_CANDIDATES})"
-        return conn.execute(sql, {"cutoff": cutoff}).fetchone()[0]
+        return conn.execute(sql, {"bound": _first_seq_at(conn, cutoff)}).fetchone()[0]
 
     n = store.transact(count).result()
     rec = store.append_sync(
@@ -72,7 +83,7 @@ def apply_retention(
         n = count(conn, _f)  # distinct payloads, as recorded (one may have several copies)
         conn.execute(
             f"UPDATE payload_rows SET data = NULL, purged = :now WHERE seq IN ({_CANDIDATES})",
-            {"cutoff": cutoff, "now": utc_now()},
+            {"bound": _first_seq_at(conn, cutoff), "now": utc_now()},
         )
         return n
 

@@ -245,6 +245,10 @@ def _run(settings: dict[str, Any]) -> int:
     server = _Server(store)
     server.links = [_Link(sock, server) for sock in socks]
     gc.freeze()  # what start-up made lives as long as the process: not the collector's work
+    # a batch makes and drops tens of thousands of acyclic objects (requests, rows,
+    # records), freed by reference counting; a young-generation scan every 700 of them
+    # only costs time (measured: ~10% more events/s with this threshold)
+    gc.set_threshold(50_000, 50, 100)
     size = store.size()
     for link in server.links:
         link.sender.send(("ready", size))
