@@ -500,19 +500,26 @@ class PgRelay(ResponseSide):
             self._await_execute_review(decisions, stmt, portal, raw)
         )
 
-    async def _await_execute_review(
-        self, decisions: list, stmt: Statement, portal: Portal, raw: bytes
-    ) -> None:
+    async def _ask_review(self, decisions: list) -> tuple[bool, str | None, dict] | None:
+        """The reviewers' answer (approved, refusal message, evidence); None when the
+        session closed or the hold was cancelled meanwhile. Fails closed."""
         extra: dict = {}
         try:
             approved, message, extra = await self.gw.review(self, decisions, self._notice)
         except asyncio.CancelledError:
-            return
+            return None
         except Exception:  # fail closed
             log.exception("approval flow failed")
             approved, message = False, "wardgate: approval could not be obtained"
-        if self.closed:
+        return None if self.closed else (approved, message, extra)
+
+    async def _await_execute_review(
+        self, decisions: list, stmt: Statement, portal: Portal, raw: bytes
+    ) -> None:
+        answer = await self._ask_review(decisions)
+        if answer is None:
             return
+        approved, message, extra = answer
         if approved:
             self._accept_execute(stmt, portal, raw, extra)
         else:  # as at Parse: the approval events say what happened; nothing ran
@@ -520,16 +527,10 @@ class PgRelay(ResponseSide):
         self._resume_after_hold()
 
     async def _await_review(self, decisions: list, raw: bytes, simple: bool, parse: Any) -> None:
-        extra: dict = {}
-        try:
-            approved, message, extra = await self.gw.review(self, decisions, self._notice)
-        except asyncio.CancelledError:
+        answer = await self._ask_review(decisions)
+        if answer is None:
             return
-        except Exception:  # fail closed
-            log.exception("approval flow failed")
-            approved, message = False, "wardgate: approval could not be obtained"
-        if self.closed:
-            return
+        approved, message, extra = answer
         _, rule_decision = _strictest(decisions)
         if approved:
             if simple:

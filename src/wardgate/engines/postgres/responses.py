@@ -50,6 +50,8 @@ __all__ = [
 log = logging.getLogger("wardgate.postgres")
 
 _ROW, _ROWDESC, _CMD, _ERR, _RFQ, _NOTICE, _NOTIFY = (ord(c) for c in "DTCEZNA")
+# strict masking: what the agent is told when a row could not be masked (none is sent)
+MASKING_WITHHELD = "wardgate: masking failed on a row; the rest of the result was withheld"
 _PARSE_OK, _BIND_OK, _CLOSE_OK, _NODATA, _PARAMDESC, _EMPTY, _SUSPENDED = (
     ord(c) for c in "123nt" + "Is"
 )
@@ -221,9 +223,7 @@ class ResponseSide:
                 log.error("masking failed: %s", type(exc).__name__)
                 ex = self._current()
                 if ex is not None:
-                    ex.withheld = (
-                        "wardgate: masking failed on a row; the rest of the result was withheld"
-                    )
+                    ex.withheld = MASKING_WITHHELD
                 return
         out.append(data)
         rec.add_rows(data, count)
@@ -252,9 +252,7 @@ class ResponseSide:
                         masked = masker.mask_data_row(body)
                     except Exception as exc:  # strict: a row that cannot be masked is not sent
                         log.error("masking failed: %s", type(exc).__name__)
-                        ex.withheld = (
-                            "wardgate: masking failed on a row; the rest of the result was withheld"
-                        )
+                        ex.withheld = MASKING_WITHHELD
                         return
                     if masked is not body and masked != body:
                         body = masked
