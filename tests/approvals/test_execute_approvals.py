@@ -116,3 +116,24 @@ def test_a_grant_covers_later_executions(gw: Any) -> None:
         capture_output=True, text=True, env={**os.environ, **gw.env}, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_hold_answered_at_once_keeps_the_pipeline_in_order(gw: Any) -> None:
+    """A statement held while the batch before it waits for its events to be durable,
+    answered at once by a grant: the earlier batch reaches the target first, then the
+    held statement, and every statement of the pipeline runs once, in order."""
+    _fill(gw, "xa_pipe")
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        run = Run(conn, "DELETE FROM xa_pipe")
+        _decide(gw, "xa_pipe", "approve", reason="grant for the pipeline", **{"for": "10m"})
+        run.join()
+        assert run.error is None and run.rowcount == 3
+        for _ in range(5):
+            with conn.pipeline():
+                conn.execute("INSERT INTO xa_pipe VALUES (1), (2)")
+                conn.execute("INSERT INTO xa_pipe VALUES (3)")
+                cur = conn.execute("DELETE FROM xa_pipe")  # held, the grant answers
+                conn.execute("INSERT INTO xa_pipe VALUES (4)")
+            assert cur.rowcount == 3
+            assert conn.execute("SELECT array_agg(id) FROM xa_pipe").fetchone() == ([4],)
+            conn.execute("DELETE FROM xa_pipe WHERE id = 4")

@@ -106,7 +106,11 @@ class PgRelay(ResponseSide):
         self.ops: deque[Op] = deque()
         self.statements: dict[str, Statement] = {}
         self.portals: dict[str, Portal] = {}
+        # busy: agent messages wait. Two reasons, which can overlap: a batch waits for its
+        # events to be durable (_waiting), a statement waits for reviewers (_holding)
         self.busy = False
+        self._waiting = False
+        self._holding = False
         self.discarding = False  # extended-protocol error: skip to Sync
         self.tx_status = "I"
         self.closed = False
@@ -488,17 +492,18 @@ class PgRelay(ResponseSide):
         self._inject(decision, simple=True)
 
     def _hold(self, decisions: list, raw: bytes, *, simple: bool, parse: Any = None) -> None:
-        self._flush_batch()
-        self.busy = True
-        self._hold_task = self.loop.create_task(self._await_review(decisions, raw, simple, parse))
+        self._start_hold(self._await_review(decisions, raw, simple, parse))
 
     def _hold_execute(self, decisions: list, stmt: Statement, portal: Portal, raw: bytes) -> None:
         """Hold one Execute of a statement whose approval was used (see Statement)."""
+        self._start_hold(self._await_execute_review(decisions, stmt, portal, raw))
+
+    def _start_hold(self, review: Any) -> None:
+        # what came before the held statement leaves first (once durable); the held
+        # statement joins the next batch, which waits for both the hold and that batch
         self._flush_batch()
-        self.busy = True
-        self._hold_task = self.loop.create_task(
-            self._await_execute_review(decisions, stmt, portal, raw)
-        )
+        self._holding = self.busy = True
+        self._hold_task = self.loop.create_task(review)
 
     async def _ask_review(self, decisions: list) -> tuple[bool, str | None, dict] | None:
         """The reviewers' answer (approved, refusal message, evidence); None when the
@@ -542,7 +547,15 @@ class PgRelay(ResponseSide):
         self._resume_after_hold()
 
     def _resume_after_hold(self) -> None:
-        self.busy = False
+        self._holding = False
+        self.busy = self._waiting  # a batch from before the hold may still be waiting
+        self._resume()
+
+    def _resume(self) -> None:
+        """Not busy: flush what accumulated, then read the agent again (unless that flush
+        has to wait for durability)."""
+        if self.busy:
+            return
         self._flush_batch()
         if not self.busy:
             self.agent_t.resume_reading()
@@ -565,7 +578,7 @@ class PgRelay(ResponseSide):
             return
         # write-ahead: the batch waits until every event it needs is durable. While busy
         # nothing else is flushed, so one pending batch per relay.
-        self.busy = True
+        self._waiting = self.busy = True
         self._pending = (batch, futures, list(range(len(futures))))
         for fut in futures:
             fut.add_done_callback(self._event_done)
@@ -592,10 +605,10 @@ class PgRelay(ResponseSide):
             log.error("audit store unavailable; refusing the batch")
             METRICS.audit_failures[()] += 1
             batch = self._refuse_batch(batch)
-        self.busy = False
+        self._waiting = False
+        self.busy = self._holding  # a hold that began meanwhile resumes the agent itself
         self._write_batch(batch)
-        self.agent_t.resume_reading()
-        self._process_agent()
+        self._resume()
 
     def _refuse_batch(self, batch: list) -> list:
         """Store failure: nothing that runs a statement reaches the target."""
