@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import cpu_seconds
+
 __all__ = ["main", "measure"]
 
 
@@ -72,17 +74,6 @@ def _patch_class(cls: type) -> None:
         cls.submit_async = submit_async  # type: ignore[attr-defined]
 
 
-def _child_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) of a live child process, 0 if there is none."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _drive(
     cfg_path: Path, env: dict[str, str], seconds: int
 ) -> list[tuple[int, float, float, float]]:
@@ -108,13 +99,13 @@ async def _drive(
                 "PGSSLMODE": "disable",
             }
             args = ["-n", "-S", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds)]
-            t0, w0 = time.process_time(), _child_cpu(writer_pid)
+            t0, w0 = time.process_time(), cpu_seconds(writer_pid)
             p = await asyncio.create_subprocess_exec(
                 "pgbench", *args, env=penv, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             stdout, _ = await p.communicate()
-            cpu, writer = time.process_time() - t0, _child_cpu(writer_pid) - w0
+            cpu, writer = time.process_time() - t0, cpu_seconds(writer_pid) - w0
             tps = float(stdout.decode().split("tps = ")[1].split()[0])
             per_tx = 1e6 / (tps * seconds)
             out.append((clients, tps, cpu * per_tx, writer * per_tx))

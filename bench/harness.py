@@ -34,7 +34,7 @@ import psutil
 from wardgate.testing.gateway_process import AGENT_TOKENS, GatewayProcess, write_config
 from wardgate.testing.pgcluster import PgCluster, as_postgres_user, free_port
 
-__all__ = ["Target", "Rig", "ensure_pgbouncer", "pid_rss_kb"]
+__all__ = ["Target", "Rig", "ensure_pgbouncer", "pid_rss_kb", "cpu_seconds", "tree_cpu_seconds"]
 
 
 @dataclass
@@ -64,6 +64,29 @@ class Target:
             f"host={self.host} port={self.port} user={self.user} password={self.password} "
             f"dbname={self.database} sslmode=disable"
         )
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of one live process (0 if there is none or it is gone)."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int | None) -> float | None:
+    """`cpu_seconds` of a process and its live children (the gateway's audit writer
+    process and workers count as the gateway's); None if the process is gone."""
+    if not pid:
+        return None
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return None
+    return cpu_seconds(pid) + sum(cpu_seconds(c.pid) for c in children)
 
 
 def pid_rss_kb(pid: int) -> int:

@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.harness import cpu_seconds
+
 __all__ = ["measure_costs", "STATEMENT"]
 
 STATEMENT = "SELECT abalance FROM pgbench_accounts WHERE aid = {};"
@@ -77,14 +79,6 @@ async def _close(store: Any) -> None:
         await aclose()
     else:
         store.close()
-
-
-def _child_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) of a live child process, 0 if there is none."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _response() -> tuple[bytes, bytes, bytes]:
@@ -217,12 +211,12 @@ async def _measure(quick: bool, n: int | None, writer: str) -> dict[str, float]:
             # the relay's pattern: the command event waited for, the result event not
             m = n // 2
             pid = getattr(store, "writer_pid", None)
-            p0, t0, w0 = time.process_time(), time.thread_time(), _child_cpu(pid)
+            p0, t0, w0 = time.process_time(), time.thread_time(), cpu_seconds(pid)
             for i in range(m):
                 await gw.record_command(*decided[i])
                 gw.record_result(info, exs[i], tag="SELECT 1", error=None, rows=1)
             await asyncio.sleep(0)
-            p1, t1, w1 = time.process_time(), time.thread_time(), _child_cpu(pid)
+            p1, t1, w1 = time.process_time(), time.thread_time(), cpu_seconds(pid)
             loop_us = (t1 - t0) / m * 1e6
             out["store link on the event loop (flush, replies, futures, wake-ups)"] = max(
                 0.0, loop_us - out["record command (mask text, meta, payload, store request)"]

@@ -34,9 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-
-from bench.harness import Rig, Target
+from bench.harness import Rig, Target, tree_cpu_seconds
 from bench.large_result import TABLES, create_tables, run_large
 from bench.pgbench_runs import pgbench_init, run_pgbench
 from bench.report import Sample
@@ -68,38 +66,15 @@ def _log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def _cpu_ticks(pid: int | None) -> int | None:
-    """utime + stime in clock ticks of a process and its live children (the gateway's
-    audit writer process counts as the gateway's)."""
-    if not pid:
-        return None
-    try:
-        total = _own_ticks(pid)
-        for child in psutil.Process(pid).children(recursive=True):
-            total += _own_ticks(child.pid)
-        return total
-    except (OSError, IndexError, ValueError, psutil.Error):
-        return None
-
-
-def _own_ticks(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
 def _rotated(names: list[str], r: int) -> list[str]:
     k = r % len(names)
     return names[k:] + names[:k]
 
 
 def _pgbench_sample(case: str, params: tuple, target: Target, r: int, **kw: object) -> Sample:
-    hz = os.sysconf("SC_CLK_TCK")
-    c0 = _cpu_ticks(target.pid)
+    c0 = tree_cpu_seconds(target.pid)
     res = run_pgbench(target, **kw)  # type: ignore[arg-type]
-    c1 = _cpu_ticks(target.pid)
+    c1 = tree_cpu_seconds(target.pid)
     metrics: dict[str, float] = {
         "tps": res.tps,
         "lat_avg_us": res.lat_avg_us,
@@ -107,7 +82,7 @@ def _pgbench_sample(case: str, params: tuple, target: Target, r: int, **kw: obje
         "lat_p99_us": res.lat_p99_us,
     }
     if c0 is not None and c1 is not None and res.transactions:
-        metrics["cpu_us_per_tx"] = (c1 - c0) / hz * 1e6 / res.transactions
+        metrics["cpu_us_per_tx"] = (c1 - c0) * 1e6 / res.transactions
     _log(
         f"{case} {params} {target.name}: {res.tps:,.0f} tps, avg {res.lat_avg_us:,.0f} us, "
         f"p99 {res.lat_p99_us:,.0f} us"

@@ -146,6 +146,14 @@ class TargetSide(asyncio.Protocol):
             self.relay.agent_t.resume_reading()
 
 
+def _withhold(ex: Execution | None, exc: Exception) -> None:
+    """Masking failed: this row and the rest of the result are not sent; the statement
+    ends with an error instead (logged by type only: a message could quote a value)."""
+    log.error("masking failed: %s", type(exc).__name__)
+    if ex is not None:
+        ex.withheld = MASKING_WITHHELD
+
+
 class ResponseSide:
     """Target -> agent handling of `PgRelay` (see the module docstring)."""
 
@@ -220,10 +228,7 @@ class ResponseSide:
             try:
                 data = masker.mask_data_rows(data)
             except Exception as exc:  # strict: no row of a run that cannot be masked
-                log.error("masking failed: %s", type(exc).__name__)
-                ex = self._current()
-                if ex is not None:
-                    ex.withheld = MASKING_WITHHELD
+                _withhold(self._current(), exc)
                 return
         out.append(data)
         rec.add_rows(data, count)
@@ -251,8 +256,7 @@ class ResponseSide:
                     try:
                         masked = masker.mask_data_row(body)
                     except Exception as exc:  # strict: a row that cannot be masked is not sent
-                        log.error("masking failed: %s", type(exc).__name__)
-                        ex.withheld = MASKING_WITHHELD
+                        _withhold(ex, exc)
                         return
                     if masked is not body and masked != body:
                         body = masked
