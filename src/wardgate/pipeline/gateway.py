@@ -459,8 +459,13 @@ class Gateway:
         grant = self.broker.active_grant(info.identity, info.connection, fingerprint)
         if grant is not None:
             return True, None, {"grant": getattr(grant, "id", None), "approved_by_grant": True}
+        # the reviewer sees what will run: the text and, for an Execute, the values Bind
+        # gave it, both masked as the record masks them
+        params = tuple(
+            None if p is None else self.mask_text(p, decision) for p in command.parameters
+        )
         masked = Command(
-            info, self.mask_text(command.text, decision), (), command.index, command.via
+            info, self.mask_text(command.text, decision), params, command.index, command.via
         )
         approval = await self.broker.request(masked, decision, fingerprint=fingerprint)
         notice(
