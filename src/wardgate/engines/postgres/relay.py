@@ -17,7 +17,9 @@ framed with the sans-IO `MessageReader`; each message is handled in order:
   exactly as it would for any error in that position, and in the extended protocol
   discards up to Sync, as PostgreSQL does.
 * A statement sent to review stops the reading of agent messages; the approval wait
-  runs as a task, and on its outcome the statement is forwarded or refused as above.
+  runs as a task, and on its outcome the statement is forwarded or refused as above. In
+  the extended protocol the hold is at Execute (Parse runs nothing), so the reviewer sees
+  the bound parameters, and each Execute is held on its own.
 
 The response side (target -> agent) is `ResponseSide` in `responses.py`, a mixin.
 """
@@ -311,7 +313,7 @@ class PgRelay(ResponseSide):
             self._inject(rule_decision, simple=True)
             return
         if verdict is Verdict.REVIEW:
-            self._hold(decisions, raw, simple=True)
+            self._hold(decisions, raw)
             return
         self._forward_query(decisions, raw)
 
@@ -339,17 +341,15 @@ class PgRelay(ResponseSide):
             self._record_decisions(decisions)
             self._inject(rule_decision, simple=False)
             return
-        if verdict is Verdict.REVIEW:
-            self._hold(decisions, raw, simple=False, parse=parse)
-            return
+        # a statement for review is held at its Execute, not here: only then are its
+        # parameters known, and the reviewer must see the values that will run. Parse
+        # itself runs nothing.
         self._accept_parse(parse, decisions, raw)
 
-    def _accept_parse(
-        self, parse: Any, decisions: list, raw: bytes, extra: dict | None = None
-    ) -> None:
-        stmt = Statement(parse.query, decisions, extra=extra)
-        if _strictest(decisions)[0] is Verdict.REVIEW:  # approved at Parse: one execution
-            stmt.approved_runs = 1
+    def _accept_parse(self, parse: Any, decisions: list, raw: bytes) -> None:
+        stmt = Statement(parse.query, decisions)
+        if _strictest(decisions)[0] is Verdict.REVIEW:  # every Execute is held
+            stmt.approved_runs = 0
         self.statements[parse.name] = stmt
         self._batch.append((raw, Op("parse", payload=parse.name)))
 
@@ -491,11 +491,13 @@ class PgRelay(ResponseSide):
         self._record_decisions([(Command(self.info, text, (), 0, "function_call"), decision)])
         self._inject(decision, simple=True)
 
-    def _hold(self, decisions: list, raw: bytes, *, simple: bool, parse: Any = None) -> None:
-        self._start_hold(self._await_review(decisions, raw, simple, parse))
+    def _hold(self, decisions: list, raw: bytes) -> None:
+        """Hold a simple-protocol query (its text carries every value)."""
+        self._start_hold(self._await_review(decisions, raw))
 
     def _hold_execute(self, decisions: list, stmt: Statement, portal: Portal, raw: bytes) -> None:
-        """Hold one Execute of a statement whose approval was used (see Statement)."""
+        """Hold one Execute of a statement for review, with the parameters Bind gave it
+        (see Statement.approved_runs)."""
         self._start_hold(self._await_execute_review(decisions, stmt, portal, raw))
 
     def _start_hold(self, review: Any) -> None:
@@ -527,23 +529,20 @@ class PgRelay(ResponseSide):
         approved, message, extra = answer
         if approved:
             self._accept_execute(stmt, portal, raw, extra)
-        else:  # as at Parse: the approval events say what happened; nothing ran
+        else:  # the approval events say what happened; nothing ran
             self._inject(_strictest(decisions)[1], simple=False, message=message)
         self._resume_after_hold()
 
-    async def _await_review(self, decisions: list, raw: bytes, simple: bool, parse: Any) -> None:
+    async def _await_review(self, decisions: list, raw: bytes) -> None:
         answer = await self._ask_review(decisions)
         if answer is None:
             return
         approved, message, extra = answer
         _, rule_decision = _strictest(decisions)
         if approved:
-            if simple:
-                self._forward_query(decisions, raw, extra)
-            else:
-                self._accept_parse(parse, decisions, raw, extra)
+            self._forward_query(decisions, raw, extra)
         else:
-            self._inject(rule_decision, simple=simple, message=message)
+            self._inject(rule_decision, simple=True, message=message)
         self._resume_after_hold()
 
     def _resume_after_hold(self) -> None:

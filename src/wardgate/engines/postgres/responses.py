@@ -70,9 +70,9 @@ class Statement:
     decisions: list[tuple[Command, Decision]]
     fields: list[Any] | None = None
     extra: dict | None = None  # evidence carried to each execution (an approval)
-    # a statement held for review and approved: executions the approval still covers
-    # (the first); each later Execute is held again (a grant answers at once). None: the
-    # statement needed no approval.
+    # a statement whose verdict is review: executions an approval still covers (0: each
+    # Execute is held with its bound parameters; a grant answers at once). None: the
+    # statement needs no approval.
     approved_runs: int | None = None
 
 
