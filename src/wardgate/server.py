@@ -38,11 +38,13 @@ ENGINES: dict[str, type] = {"postgres": PostgresEngine}
 class WorkerSpec:
     """This process is worker `index` of `wardgate serve --workers N` (workers.py): its
     audit store is a link to the supervisor's writer process, its listeners share their
-    ports with the other workers (SO_REUSEPORT), and only worker 0 serves the HTTP API."""
+    ports with the other workers (SO_REUSEPORT), and only worker 0 serves the HTTP API,
+    whose `/metrics` sums the `workers` processes' figures (worker_metrics.py)."""
 
     link: socket.socket
     index: int
     run_id: str
+    workers: int = 1
 
 
 class GatewayServer:
@@ -91,7 +93,17 @@ class GatewayServer:
             from wardgate.api.app import create_app, serve_api
             from wardgate.metrics import METRICS
 
-            app = create_app(self.broker, identities, metrics=METRICS if cfg.api.metrics else None)
+            every_worker = None
+            if worker is not None and worker.workers > 1 and cfg.api.metrics:
+                from wardgate.worker_metrics import WorkerMetrics
+
+                every_worker = WorkerMetrics(worker.run_id, worker.index, worker.workers)
+            app = create_app(
+                self.broker,
+                identities,
+                metrics=METRICS if cfg.api.metrics else None,
+                worker_metrics=every_worker,
+            )
             self._api = await serve_api(app, *cfg.api.listen)
         log_line(
             "gateway_ready" if worker is None else "worker_ready",

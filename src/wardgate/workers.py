@@ -11,7 +11,9 @@ above 1, `wardgate serve` becomes a supervisor that serves nothing itself:
 3. it starts N worker processes (`python -m wardgate.workers worker ...`), each a full
    gateway (`GatewayServer` with a `WorkerSpec`) whose listeners bind the configured
    ports with SO_REUSEPORT, so the kernel spreads new connections across them. Only
-   worker 0 serves the HTTP API (approvals and /metrics: its metrics are its own).
+   worker 0 serves the HTTP API (approvals and /metrics); each worker answers a scrape
+   with its own figures over an abstract Unix socket and /metrics sums them
+   (worker_metrics.py).
    Approval requests and decisions live in the store's SQLite tables, so a reviewer's
    decision reaches a statement held by any worker; all workers share one run id, so no
    worker abandons another's pending requests;
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from wardgate.config import Config
+from wardgate.worker_metrics import MetricsResponder
 
 __all__ = ["run_supervisor", "worker_main"]
 
@@ -116,20 +119,28 @@ async def _worker(cfg: Config, spec: dict[str, Any]) -> int:
     from wardgate.server import GatewayServer, WorkerSpec
 
     link = socket.socket(fileno=int(spec["link_fd"]))
-    worker = WorkerSpec(link=link, index=int(spec["index"]), run_id=str(spec["run_id"]))
+    worker = WorkerSpec(
+        link=link,
+        index=int(spec["index"]),
+        run_id=str(spec["run_id"]),
+        workers=int(spec["workers"]),
+    )
     server = GatewayServer(cfg, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    router = CancelRouter(worker.run_id, worker.index, int(spec["workers"]), server.engines)
+    router = CancelRouter(worker.run_id, worker.index, worker.workers, server.engines)
     await router.start()
+    responder = MetricsResponder(worker.run_id, worker.index)
+    await responder.start()
     ready = {"worker": worker.index, "pid": os.getpid()}
     ready["listeners"] = {e.conn.name: f"{e.conn.listen[0]}:{e.port}" for e in server.engines}
     os.write(int(spec["ready_fd"]), (json.dumps(ready) + "\n").encode())
     os.close(int(spec["ready_fd"]))
     await stop.wait()
+    await responder.close()
     router.close()
     await server.stop()
     return 0

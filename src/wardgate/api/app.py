@@ -38,6 +38,7 @@ from wardgate.approvals.broker import ApprovalBroker
 from wardgate.approvals.durations import parse_duration
 from wardgate.approvals.model import ApprovalError, iso_time
 from wardgate.metrics import METRICS, Metrics, render_prometheus
+from wardgate.worker_metrics import WorkerMetrics
 
 try:
     from wardgate.audit.store import StoreUnavailable
@@ -73,12 +74,14 @@ def create_app(
     identities: BearerAuthenticator,
     *,
     metrics: Metrics | None = METRICS,
+    worker_metrics: WorkerMetrics | None = None,
 ) -> Starlette:
     """The approvals API for `broker`, authenticating reviewers through `identities`.
 
     With `metrics` (the process's registry by default; None turns it off), `GET /metrics`
     serves its counters and gauges in Prometheus text format, without authentication,
-    like any scrape target: its labels carry no identity, statement or value.
+    like any scrape target: its labels carry no identity, statement or value. With
+    `worker_metrics` (`serve --workers N`), the page sums every worker's figures.
     """
 
     def reviewer(request: Request) -> str:
@@ -184,8 +187,13 @@ def create_app(
 
     async def metrics_page(request: Request) -> PlainTextResponse:
         assert metrics is not None
-        # gauges read the store and the approval state: off the event loop
-        text = await run_in_threadpool(render_prometheus, metrics)
+        # gauges read the store and the approval state, and the other workers are asked
+        # for their figures (bounded wait): off the event loop
+        if worker_metrics is None:
+            text = await run_in_threadpool(render_prometheus, metrics)
+        else:
+            timeout = _scrape_timeout(request, worker_metrics.timeout)
+            text = await run_in_threadpool(worker_metrics.render, timeout)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     if metrics is not None:
@@ -214,6 +222,16 @@ def create_app(
     app = Starlette(routes=routes)
     app.state.broker = broker
     return app
+
+
+def _scrape_timeout(request: Request, default: float) -> float:
+    """How long to wait for the workers: at most half the scraper's own timeout
+    (Prometheus sends it as a header), so the page arrives before the scraper gives up."""
+    try:
+        theirs = float(request.headers.get("x-prometheus-scrape-timeout-seconds", "inf"))
+    except ValueError:
+        return default
+    return min(default, theirs / 2) if theirs > 0 else default
 
 
 class _EmbeddedServer(uvicorn.Server):
