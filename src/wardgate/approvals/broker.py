@@ -43,6 +43,7 @@ from .model import (
     ReviewerDirectory,
     Status,
     iso_time,
+    shown_parameters,
 )
 from .state import ApprovalState
 
@@ -135,7 +136,8 @@ class ApprovalBroker:
         fingerprint: str,
         statement: str | None = None,
     ) -> Approval:
-        """Record and store a pending request for `command` (its text already masked)."""
+        """Record and store a pending request for `command` (its text and parameters
+        already masked)."""
         self._loop = asyncio.get_running_loop()
         now = self._clock()
         ttl = decision.review_ttl_seconds or DEFAULT_TTL_SECONDS
@@ -155,6 +157,7 @@ class ApprovalBroker:
             expires_at=now + ttl,
             approvals_required=max(1, int(decision.approvals_required)),
             status=Status.PENDING,
+            parameters=shown_parameters(command.parameters),
         )
         await self.store.append(
             "approval_requested",
@@ -166,6 +169,7 @@ class ApprovalBroker:
             meta={
                 "approval_id": approval.id,
                 "statement": approval.statement,
+                "parameters": list(approval.parameters),
                 "fingerprint": fingerprint,
                 "rule": approval.rule,
                 "reason": approval.reason,

@@ -31,8 +31,16 @@ __all__ = [
     "ReviewerDirectory",
     "StaticReviewers",
     "Status",
+    "format_parameters",
     "iso_time",
+    "shown_parameters",
 ]
+
+# what a request keeps of an Execute's bound parameters (already masked): enough for a
+# reviewer to judge, bounded so a bulk load cannot bloat the request, its event or a
+# webhook; the full (masked) values are in the command event's payload
+MAX_SHOWN_PARAMETERS = 100
+MAX_SHOWN_PARAMETER_CHARS = 1000
 
 
 class Status:
@@ -47,6 +55,35 @@ class Status:
 def iso_time(epoch: float) -> str:
     """ISO-8601 UTC with microseconds, the store's time format."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def shown_parameters(params: Iterable[str | None]) -> tuple[str | None, ...]:
+    """Bound parameters as a request shows them: each cut at MAX_SHOWN_PARAMETER_CHARS
+    and at most MAX_SHOWN_PARAMETERS, every cut said in the value itself."""
+    out: list[str | None] = []
+    items = list(params)
+    for p in items[:MAX_SHOWN_PARAMETERS]:
+        if p is not None and len(p) > MAX_SHOWN_PARAMETER_CHARS:
+            p = f"{p[:MAX_SHOWN_PARAMETER_CHARS]}… [cut: {len(p):,} characters in all]"
+        out.append(p)
+    if len(items) > MAX_SHOWN_PARAMETERS:
+        out.append(f"… [{len(items) - MAX_SHOWN_PARAMETERS:,} more parameters not shown]")
+    return tuple(out)
+
+
+def format_parameters(params: tuple[str | None, ...], width: int | None = None) -> str:
+    """`$1='a', $2=NULL` (SQL-ish, for people); "" when there are none."""
+    parts = []
+    for i, p in enumerate(params, 1):
+        if p is not None and p.startswith("… ["):
+            parts.append(p)
+            continue
+        shown = "NULL" if p is None else "'" + p.replace("'", "''") + "'"
+        parts.append(f"${i}={shown}")
+    text = ", ".join(parts)
+    if width is not None and len(text) > width:
+        text = text[: width - 3] + "..."
+    return text
 
 
 class ApprovalError(Exception):
@@ -127,6 +164,9 @@ class Approval:
     status: str
     decisions: tuple[Decided, ...] = field(default_factory=tuple)
     decided_at: float | None = None
+    # an Execute's bound parameters, masked and bounded (shown_parameters); () for a
+    # statement whose text carries its values
+    parameters: tuple[str | None, ...] = ()
 
     @property
     def pending(self) -> bool:
@@ -154,6 +194,7 @@ class Approval:
             "connection": self.connection,
             "rule": self.rule,
             "statement": self.statement,
+            "parameters": list(self.parameters),
             "fingerprint": self.fingerprint,
             "reason": self.reason,
             "application_name": self.application_name,

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .durations import format_duration
-from .model import Approval, Status
+from .model import Approval, Status, format_parameters
 
 __all__ = ["Notifier", "WebhookTarget", "notification_body", "redact_url"]
 
@@ -93,8 +93,10 @@ def _summary(kind: str, a: Approval) -> str:
         ttl = format_duration(max(0.0, a.expires_at - a.requested_at))
         why = f' — reason: "{a.reason}"' if a.reason else ""
         need = f" ({a.approvals_required} approvals needed)" if a.approvals_required > 1 else ""
+        params = format_parameters(a.parameters, 300)
+        with_params = f" with {params}" if params else ""
         return (
-            f"wardgate: {a.identity} on {a.connection} asks to run `{statement}` "
+            f"wardgate: {a.identity} on {a.connection} asks to run `{statement}`{with_params} "
             f"(rule {a.rule}){why}. Approval {a.id}{need}, expires in {ttl}."
         )
     if kind == "approval_expired":
@@ -128,6 +130,11 @@ def notification_body(kind: str, approval: Approval, fmt: str) -> dict[str, Any]
         {"type": "section", "fields": fields[:10]},
         {"type": "section", "text": {"type": "mrkdwn", "text": f"```{a.statement[:2900]}```"}},
     ]
+    if a.parameters:
+        shown = format_parameters(a.parameters, 2900)
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Parameters*\n```{shown}```"}}
+        )
     if kind == "approval_requested":
         blocks.append(
             {

@@ -17,6 +17,7 @@ durable. Only recorded decisions count, so nothing is approved without its evide
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS approvals (
     expires_at REAL NOT NULL,
     approvals_required INTEGER NOT NULL,
     status TEXT NOT NULL,
-    decided_at REAL
+    decided_at REAL,
+    parameters TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status);
 CREATE TABLE IF NOT EXISTS approval_decisions (
@@ -74,7 +76,7 @@ CREATE INDEX IF NOT EXISTS approval_grants_key
 _COLUMNS = (
     "id, session, identity, connection, fingerprint, statement, rule, reason, "
     "application_name, client_addr, requested_at, expires_at, approvals_required, status, "
-    "decided_at"
+    "decided_at, parameters"
 )
 
 
@@ -94,6 +96,10 @@ class ApprovalState:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
+            # tables from before bound parameters were kept (NULL reads as none)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(approvals)")}
+            if "parameters" not in columns:
+                self._db.execute("ALTER TABLE approvals ADD COLUMN parameters TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -117,7 +123,7 @@ class ApprovalState:
         with self._transaction() as db:
             db.execute(
                 f"INSERT INTO approvals (run_id, {_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     a.id,
@@ -135,6 +141,7 @@ class ApprovalState:
                     a.approvals_required,
                     a.status,
                     a.decided_at,
+                    json.dumps(list(a.parameters), ensure_ascii=False) if a.parameters else None,
                 ),
             )
 
@@ -320,4 +327,5 @@ class ApprovalState:
                 (row[0],),
             )
         )
-        return Approval(*row[:14], decisions=decisions, decided_at=row[14])
+        params = tuple(json.loads(row[15])) if row[15] else ()
+        return Approval(*row[:14], decisions=decisions, decided_at=row[14], parameters=params)

@@ -28,7 +28,13 @@ from rich.table import Table
 
 from wardgate.approvals.broker import ApprovalBroker
 from wardgate.approvals.durations import format_duration, parse_duration
-from wardgate.approvals.model import Approval, ApprovalError, Status, iso_time
+from wardgate.approvals.model import (
+    Approval,
+    ApprovalError,
+    Status,
+    format_parameters,
+    iso_time,
+)
 
 __all__ = ["register", "ConfigReviewers"]
 
@@ -112,7 +118,7 @@ def _list(config: ConfigOpt, as_json: Annotated[bool, typer.Option("--json")] = 
                 a.application_name or "",
                 a.reason or "",
                 _shorten(a.statement, 200),
-            )
+            )  # unchanged fields for scripts; the parameters are in --json
             sys.stdout.write("\t".join(f.replace("\t", " ") for f in fields) + "\n")
         return
     table = Table(show_lines=False)
@@ -125,7 +131,8 @@ def _list(config: ConfigOpt, as_json: Annotated[bool, typer.Option("--json")] = 
             a.identity + (f" [{a.application_name}]" if a.application_name else ""),
             a.connection,
             a.rule,
-            _shorten(a.statement),
+            _shorten(a.statement)
+            + (f"\n{format_parameters(a.parameters, 120)}" if a.parameters else ""),
             a.reason or "",
             format_duration(max(0.0, a.expires_at - now)),
         )
