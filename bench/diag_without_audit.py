@@ -69,9 +69,21 @@ def _patch_class(cls: type) -> None:
         fut.set_result(EventRecord(seq[0], "", None, None, None, kind, None, None, None, {}, b""))
         return fut
 
+    def submit_seq(self, kind: str, *args):  # type: ignore[no-untyped-def]
+        seq[0] += 1
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(seq[0])
+        return fut
+
+    def submit_nowait(self, kind: str, *args) -> None:  # type: ignore[no-untyped-def]
+        seq[0] += 1
+
     cls.submit = submit  # type: ignore[attr-defined]
-    if real_async is not None:  # the gateway's event-loop path
+    if real_async is not None:
         cls.submit_async = submit_async  # type: ignore[attr-defined]
+    if getattr(cls, "submit_seq", None) is not None:  # the gateway's event-loop path
+        cls.submit_seq = submit_seq  # type: ignore[attr-defined]
+        cls.submit_nowait = submit_nowait  # type: ignore[attr-defined]
 
 
 async def _drive(

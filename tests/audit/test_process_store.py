@@ -4,6 +4,7 @@ durability contract, fails closed when the writer process is gone."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import sqlite3
@@ -264,3 +265,75 @@ def test_writer_ends_in_order_when_the_gateway_is_killed(
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     assert "not yet signed" not in r.stdout  # the writer signed what it had before exiting
+
+
+async def test_command_events_get_their_seq_and_result_events_no_reply(tmp_path: Path) -> None:
+    """The gateway's per-statement paths: a command's future resolves with its seq once
+    durable; a result event keeps nothing pending here, and every event lands in order,
+    the session's results before its session_end."""
+    store = await ProcessAuditStore.start(tmp_path / "a.db")
+    try:
+        for i in range(30):
+            seq = await store.submit_seq(
+                "command", "s1", "ci", "db", "allow", "r", {"i": i}, b"SELECT %d" % i
+            )
+            assert seq == 2 * i
+            store.submit_nowait("result", "s1", "ci", "db", None, None, {"command_seq": seq}, None)
+            assert not store._pending and not store._pending_records
+        end = await store.append("session_end", session="s1", meta={})
+        assert end.seq == 60
+        kinds = [e.kind for e in store.events(session="s1")]
+        assert kinds == ["command", "result"] * 30 + ["session_end"]
+        result = store.event(1)
+        assert result is not None and result.meta == {"command_seq": 0}
+        command = store.event(0)
+        assert command is not None and store.event_payload(0, command.payload_hash) == b"SELECT 0"
+    finally:
+        await store.aclose()
+    assert verify_store(tmp_path / "a.db", []).events_valid == 61
+
+
+async def test_results_sent_before_close_are_written(tmp_path: Path) -> None:
+    store = await ProcessAuditStore.start(tmp_path / "a.db")
+    for i in range(500):
+        store.submit_nowait("result", f"s{i % 7}", None, None, None, None, {"i": i}, b"rows")
+    await store.aclose()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    assert conn.execute("select count(*) from events").fetchone()[0] == 500
+    conn.close()
+
+
+async def test_an_event_the_link_cannot_carry_fails_alone(tmp_path: Path) -> None:
+    """An event whose meta marshal refuses goes by pickle and is refused by the writer
+    with the store's own TypeError; one nothing can encode fails at once; the events
+    queued with it in the same loop turn are written either way."""
+
+    store = await ProcessAuditStore.start(tmp_path / "a.db")
+    try:
+        before = store.submit_async("command", meta={"n": 1})
+        # marshal refuses dict subclasses: the frame goes by pickle
+        odd = store.submit_async("command", meta=collections.OrderedDict(n=2))
+        unsendable = store.submit_async("command", meta={"f": lambda: None})
+        after = store.submit_seq("command", None, None, None, None, None, {"n": 3}, None)
+        with pytest.raises(TypeError):
+            await unsendable
+        assert (await odd).meta == {"n": 2}
+        assert (await before).seq == 0 and await after == 2
+    finally:
+        await store.aclose()
+
+
+async def test_checkpoints_are_signed_while_the_writer_idles(tmp_path: Path) -> None:
+    """The checkpointer's jobs run on the writer's main thread, between commits: they
+    must not wait for a frame from the gateway."""
+    store = await ProcessAuditStore.start(tmp_path / "a.db", checkpoints=_checkpoints(tmp_path))
+    try:
+        await store.append("command", meta={})
+        conn = sqlite3.connect(tmp_path / "a.db")
+        deadline = time.monotonic() + 10
+        while conn.execute("select count(*) from checkpoints").fetchone()[0] == 0:
+            assert time.monotonic() < deadline, "no checkpoint signed while idle"
+            await asyncio.sleep(0.05)
+        conn.close()
+    finally:
+        await store.aclose()

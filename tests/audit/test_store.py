@@ -62,6 +62,9 @@ def test_spliced_body_is_canonical_json(
         "payload_hash": sha256_hex(payload) if payload is not None else None, "meta": meta,
     }  # fmt: skip
     assert req.body(seq, f'"{time_}"'.encode()) == event_body(fields)
+    # the positional constructor the gateway's hot path uses splices the same bytes
+    made = AppendRequest.make(kind, session, identity, "pg", verdict, None, meta, payload)
+    assert made.body(seq, f'"{time_}"'.encode()) == event_body(fields)
 
 
 def test_url_forms(tmp_path: Path) -> None:
@@ -324,3 +327,14 @@ async def test_submit_async_resolves_in_the_loop(store: AuditStore) -> None:
         await store.submit_async("after close")
     with pytest.raises(RuntimeError):  # only from the loop's own thread
         await asyncio.to_thread(store.submit_async, "from a thread")
+
+
+async def test_seq_and_nowait_paths_in_thread_mode(store: AuditStore) -> None:
+    """`audit.writer: thread` serves the gateway's per-statement paths too."""
+    seq = await store.submit_seq("command", "s", "ci", "db", "allow", "r", {"i": 1}, b"SQL")
+    assert seq == 0
+    store.submit_nowait("result", "s", "ci", "db", None, None, {"command_seq": seq}, b"rows")
+    end = await store.append("session_end", session="s", meta={})
+    assert end.seq == 2
+    assert [e.kind for e in store.events(session="s")] == ["command", "result", "session_end"]
+    assert store.event_payload(1, sha256_hex(b"rows")) == b"rows"

@@ -25,6 +25,7 @@ import collections
 import functools
 import hashlib
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -42,6 +43,8 @@ from wardgate.audit.merkle import MerkleFrontier
 from wardgate.audit.records import EventRecord, StoreUnavailable, make_record
 
 __all__ = ["AppendFuture", "AppendRequest", "Job", "GroupCommitWriter", "utc_now", "MAX_BATCH"]
+
+log = logging.getLogger("wardgate.audit")
 
 MAX_BATCH = 16384  # events per group commit at most
 _STOP = object()
@@ -98,10 +101,53 @@ class AppendRequest:
     future: Future[EventRecord] | None = None
     waiter: asyncio.Future[EventRecord] | None = None
     loop: asyncio.AbstractEventLoop | None = None
+    seq_only: bool = False  # the future or waiter gets the event's seq, not its record
 
     @classmethod
     def build(cls, kind: str, **kw: Any) -> AppendRequest:
         return cls.from_fields(kind, kw)
+
+    @classmethod
+    def make(cls, kind: str, session: str | None, identity: str | None,
+             connection: str | None, verdict: str | None, rule: str | None,
+             meta: dict[str, Any] | None, payload: bytes | None) -> AppendRequest:  # fmt: skip
+        """`build` with every field given (None where absent), no keyword dict: the
+        gateway's per-statement events. `meta` is the caller's to give up (not copied)."""
+        for v in (kind, session, identity, connection, verdict, rule):
+            if v is not None and type(v) is not str:  # not the gateway's: the general path
+                return cls.from_fields(kind, {
+                    "session": session, "identity": identity, "connection": connection,
+                    "verdict": verdict, "rule": rule, "meta": meta, "payload": payload,
+                })  # fmt: skip
+        if meta is None:
+            meta = {}
+        elif type(meta) is not dict:
+            meta = dict(meta)
+        meta_json = _encode_meta(meta)
+        if payload is None:
+            payload_hash = None
+        elif type(payload) is bytes:
+            payload_hash = _sha256(payload).hexdigest()
+        elif isinstance(payload, bytearray | memoryview):
+            payload = bytes(payload)
+            payload_hash = _sha256(payload).hexdigest()
+        else:
+            raise TypeError("payload must be bytes")
+        # see from_fields: the same splice, fields known to be str or None
+        s = _encode_str
+        head = (
+            f'{{"connection":{"null" if connection is None else s(connection)},'
+            f'"identity":{"null" if identity is None else s(identity)},'
+            f'"kind":{s(kind)},"meta":{meta_json},'
+            f'"payload_hash":{"null" if payload_hash is None else s(payload_hash)},'
+            f'"rule":{"null" if rule is None else s(rule)},"seq":'
+        ).encode()
+        mid = f',"session":{"null" if session is None else s(session)},"time":'.encode()
+        tail = f',"verdict":{"null" if verdict is None else s(verdict)}}}'.encode()
+        return cls(
+            kind, session, identity, connection, verdict, rule, meta, meta_json, payload,
+            payload_hash, head, mid, tail,
+        )  # fmt: skip
 
     @classmethod
     def from_fields(cls, kind: str, kw: dict[str, Any]) -> AppendRequest:
@@ -266,6 +312,14 @@ def _complete(items: Sequence[AppendRequest | Job], results: Sequence[Any] | Non
             pass
 
 
+def _log_unanswered(batch: Sequence[AppendRequest], exc: BaseException) -> None:
+    """Events nobody waits for (`submit_nowait`) that could not be written: said here,
+    since no caller hears of it (the statements after them fail closed on their own)."""
+    lost = sum(1 for r in batch if r.future is None and r.waiter is None)
+    if lost:
+        log.error("%s: %d event(s) nobody waits for were not written", exc, lost)
+
+
 @dataclass(slots=True)
 class Job:
     """Run `fn(conn, frontier)` alone in a write transaction on the writer thread."""
@@ -275,7 +329,12 @@ class Job:
 
 
 class GroupCommitWriter:
-    """Owns the write connection and the Merkle frontier; see the module docstring."""
+    """Owns the write connection and the Merkle frontier; see the module docstring.
+
+    Two ways to run it: `start` (its own thread takes requests off the queue), or
+    `start_inline` (the caller's thread drives it: `commit` a batch it collected itself,
+    `run_queued` when `wake` said that another thread queued a job; the audit writer
+    process does this, so a batch needs no hand-off between threads)."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
         self._connect = connect
@@ -288,6 +347,9 @@ class GroupCommitWriter:
         self.tiles = TileBuilder()
         self._last_time = ""
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._conn: sqlite3.Connection | None = None  # inline mode only
+        self._driver: int | None = None  # inline mode: the driving thread's ident
+        self._wake: Callable[[], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
     def start(
@@ -299,13 +361,41 @@ class GroupCommitWriter:
         if self._startup_error is not None:
             raise StoreUnavailable(f"audit store cannot be opened: {self._startup_error}")
 
+    def start_inline(
+        self,
+        load: Callable[[sqlite3.Connection], tuple[MerkleFrontier, TileBuilder, str]],
+        wake: Callable[[], None],
+    ) -> None:
+        """Open on this thread, which then drives the writer; `wake()` is called (from any
+        thread) when a request was queued for `run_queued`."""
+        self._load = load
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = self._connect()
+            self.frontier, self.tiles, self._last_time = load(conn)
+        except BaseException as exc:  # noqa: BLE001
+            self._dead = True
+            if conn is not None:
+                conn.close()
+            raise StoreUnavailable(f"audit store cannot be opened: {exc}") from exc
+        self._conn = conn
+        self._driver = threading.get_ident()
+        self._wake = wake
+
     def close(self) -> None:
         with self._lock:
             if self._dead:
                 return
             self._dead = True
-            self._queue.put(_STOP)
-        self._thread.join()
+            if self._driver is None:
+                self._queue.put(_STOP)
+        if self._driver is None:
+            self._thread.join()
+            return
+        # inline: called by the driving thread, which committed what it had
+        self._fail_pending()
+        if self._conn is not None:
+            self._conn.close()
 
     @property
     def alive(self) -> bool:
@@ -317,7 +407,39 @@ class GroupCommitWriter:
             if self._dead:
                 _complete([item], None, StoreUnavailable("audit store is closed"))
                 return
+            if self._driver is None:
+                self._queue.put(item)
+                return
+            if self._driver == threading.get_ident() and isinstance(item, Job):
+                # the driving thread itself (a final checkpoint at close): run it now,
+                # it would otherwise wait for itself
+                self._run_job(self._conn, item)  # type: ignore[arg-type]
+                return
             self._queue.put(item)
+        self._wake()  # type: ignore[misc]
+
+    # -- inline mode ---------------------------------------------------------------
+    def commit(self, batch: list[AppendRequest]) -> tuple[int, str, list[bytes]]:
+        """Inline mode: write `batch` in one transaction; (first seq, time, bodies) once
+        COMMIT returned. Raises StoreUnavailable (nothing written) on any failure. The
+        requests' futures are not touched: the caller answers for them."""
+        return self._write(self._conn, batch)  # type: ignore[arg-type]
+
+    def run_queued(self) -> None:
+        """Inline mode: run what other threads queued (jobs, appends), in order."""
+        batch: list[AppendRequest] = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Job):
+                self._commit_appends(self._conn, batch)  # type: ignore[arg-type]
+                batch = []
+                self._run_job(self._conn, item)  # type: ignore[arg-type]
+            elif item is not _STOP:
+                batch.append(item)
+        self._commit_appends(self._conn, batch)  # type: ignore[arg-type]
 
     # -- the thread ----------------------------------------------------------------
     def _run(self) -> None:
@@ -403,6 +525,29 @@ class GroupCommitWriter:
         if not batch:
             return
         try:
+            seq, time, bodies = self._write(conn, batch)
+        except StoreUnavailable as exc:
+            _log_unanswered(batch, exc)
+            _complete(batch, None, exc)
+            return
+        results: list[Any] = []
+        for req, body in zip(batch, bodies, strict=True):
+            if req.seq_only:
+                results.append(seq)
+            elif req.future is not None or req.waiter is not None:
+                results.append(
+                    make_record(seq, time, req.session, req.identity, req.connection, req.kind,
+                                req.verdict, req.rule, req.payload_hash, req.meta, body)
+                )  # fmt: skip
+            else:
+                results.append(None)
+            seq += 1
+        _complete(batch, results, None)
+
+    def _write(self, conn: sqlite3.Connection, batch: list[AppendRequest]) -> tuple[int, str, list[bytes]]:  # fmt: skip
+        """One transaction for the batch: (first seq, time, bodies) once committed, or
+        StoreUnavailable with everything rolled back (frontier and seq as before)."""
+        try:
             conn.execute("BEGIN IMMEDIATE")
             self._refresh(conn)
             frontier, tiles = self.frontier.copy(), self.tiles.copy()
@@ -413,11 +558,11 @@ class GroupCommitWriter:
             events: list[Any] = []
             payloads: list[Any] = []
             nodes: list[Any] = []
-            records = []
-            seq = frontier.size
-            append, sha256 = frontier.append_flat, hashlib.sha256
+            bodies: list[bytes] = []
+            first = seq = frontier.size
+            append, sha256, join = frontier.append_flat, hashlib.sha256, b"".join
             for req in batch:
-                body = b"".join((req.head, str(seq).encode(), req.mid, time_json, req.tail))
+                body = join((req.head, str(seq).encode(), req.mid, time_json, req.tail))
                 leaf = sha256(b"\x00" + body).digest()
                 append(leaf, nodes)
                 # blobs go in as bytearray: the sqlite3 module binds those directly, while
@@ -427,10 +572,7 @@ class GroupCommitWriter:
                            bytearray(body), bytearray(leaf))  # fmt: skip
                 if req.payload is not None:
                     payloads += (seq, req.payload_hash, bytearray(req.payload))
-                records.append(
-                    make_record(seq, time, req.session, req.identity, req.connection, req.kind,
-                                req.verdict, req.rule, req.payload_hash, req.meta, body)
-                )  # fmt: skip
+                bodies.append(body)
                 seq += 1
             _insert_rows(conn, "events", 12, events)
             _insert_rows(conn, "payload_rows(seq, hash, data)", 3, payloads)
@@ -443,10 +585,9 @@ class GroupCommitWriter:
             conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - every failure means "not durable"
             self._rollback(conn)
-            _complete(batch, None, StoreUnavailable(f"audit store write failed: {exc}"))
-            return
+            raise StoreUnavailable(f"audit store write failed: {exc}") from exc
         self.frontier, self.tiles = frontier, tiles
-        _complete(batch, records, None)
+        return first, time, bodies
 
     def _run_job(self, conn: sqlite3.Connection, job: Job) -> None:
         try:

@@ -7,7 +7,10 @@ process on another core. This class keeps the `AuditStore` interface the gateway
 
 - appends (`submit_async`, `append`, `submit`, `append_sync`) travel over a socketpair
   (writer_link.py) and resolve when the child answers, which it does only once the event
-  is durable. Requests made in one loop turn leave in one frame.
+  is durable. Requests made in one loop turn leave in one frame. The gateway's
+  per-statement events take two lighter paths: `submit_seq` (a command event: its
+  future resolves with the seq alone) and `submit_nowait` (a result event: no future,
+  no reply, nothing kept here; it is written in order with the rest).
 - reads (events, payloads, proofs, size) are this process's own read connections on the
   same SQLite file, as in thread mode: WAL lets them run beside the child's writer.
 - `transact` (callables on the writer's connection) is not available: checkpoints run in
@@ -38,7 +41,13 @@ from typing import Any, TypeVar
 
 from wardgate.audit.records import EventRecord, StoreUnavailable, make_record
 from wardgate.audit.store import AuditStore, parse_store_url
-from wardgate.audit.writer_link import FrameReader, encode
+from wardgate.audit.writer_link import (
+    NO_REPLY,
+    RECORD_REPLY,
+    SEQ_REPLY,
+    FrameReader,
+    encode,
+)
 
 __all__ = ["ProcessAuditStore", "spawn_writer"]
 
@@ -81,8 +90,11 @@ class ProcessAuditStore(AuditStore):
         self._loop_thread: int | None = None
         self._transport: asyncio.Transport | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._pending: dict[int, tuple[Any, str, dict[str, Any]]] = {}
-        self._out: list[tuple[int, str, dict[str, Any]]] = []
+        # rid -> future of a request answered with its seq (submit_seq), or with what
+        # makes its record (submit_async, submit): (future, kind, fields)
+        self._pending: dict[int, Any] = {}
+        self._pending_records: dict[int, tuple[Any, str, dict[str, Any]]] = {}
+        self._out: list[tuple[Any, ...]] = []  # requests of this loop turn (writer_link)
         self._flush_scheduled = False
         self._next_rid = 0
         self._dead: str | None = None  # why appends fail, once they do
@@ -175,9 +187,15 @@ class ProcessAuditStore(AuditStore):
     def _on_message(self, message: tuple[Any, ...]) -> None:
         op = message[0]
         if op == "done":
-            pending = self._pending.pop
-            for rid, seq, time, payload_hash, body in message[1]:
-                entry = pending(rid, None)
+            _, time, seqs, records = message
+            if seqs:
+                pop = self._pending.pop
+                for i in range(0, len(seqs), 2):
+                    fut = pop(seqs[i], None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(seqs[i + 1])
+            for rid, seq, payload_hash, body in records:
+                entry = self._pending_records.pop(rid, None)
                 if entry is None:
                     continue
                 fut, kind, f = entry
@@ -189,9 +207,12 @@ class ProcessAuditStore(AuditStore):
                 _set_result(fut, rec)
         elif op == "error":
             for rid, name, text in message[1]:
-                entry = self._pending.pop(rid, None)
-                if entry is not None:
-                    _set_exception(entry[0], _ERRORS.get(name, StoreUnavailable)(text))
+                fut = self._pending.pop(rid, None)
+                if fut is None:
+                    entry = self._pending_records.pop(rid, None)
+                    fut = None if entry is None else entry[0]
+                if fut is not None:
+                    _set_exception(fut, _ERRORS.get(name, StoreUnavailable)(text))
         elif op == "ready":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(message[1])
@@ -225,11 +246,56 @@ class ProcessAuditStore(AuditStore):
             if not self._closed and not self._closing:
                 log.error("audit store unavailable: %s", why)
         pending, self._pending = self._pending, {}
+        records, self._pending_records = self._pending_records, {}
         self._out.clear()
-        for fut, _, _ in pending.values():
+        for fut in pending.values():
+            _set_exception(fut, StoreUnavailable(why))
+        for fut, _, _ in records.values():
             _set_exception(fut, StoreUnavailable(why))
 
     # -- appending -----------------------------------------------------------------
+    def submit_seq(self, kind: str, session: str | None, identity: str | None,
+                   connection: str | None, verdict: str | None, rule: str | None,
+                   meta: dict[str, Any] | None, payload: bytes | None) -> asyncio.Future[int]:  # fmt: skip
+        """From the event loop thread: queue one event (every field given, as the gateway's
+        per-statement events have them); the future resolves with its seq once durable."""
+        fut: asyncio.Future[int] = self._loop.create_future()  # type: ignore[union-attr]
+        if self._dead is not None or self._closed:
+            fut.set_exception(StoreUnavailable(self._dead or "audit store is closed"))
+            return fut
+        if payload is not None and type(payload) is not bytes:
+            raise TypeError("payload must be bytes")
+        rid = self._next_rid
+        self._next_rid = rid + 1
+        self._pending[rid] = fut
+        self._out.append(
+            (rid, SEQ_REPLY, kind, session, identity, connection, verdict, rule, meta, payload)
+        )
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+        return fut
+
+    def submit_nowait(self, kind: str, session: str | None, identity: str | None,
+                      connection: str | None, verdict: str | None, rule: str | None,
+                      meta: dict[str, Any] | None, payload: bytes | None) -> None:  # fmt: skip
+        """From the event loop thread: queue an event nobody waits for (a statement's
+        result): no reply comes back for it. It is written in order with what this store
+        sent before and after it (so before a later session_end); if its group commit
+        fails the writer logs it, as it fails every waited-for event of that commit.
+        Dropped at once while the store is unavailable (every statement is refused
+        then)."""
+        if self._dead is not None or self._closed:
+            return
+        if payload is not None and type(payload) is not bytes:
+            raise TypeError("payload must be bytes")
+        self._out.append(
+            (-1, NO_REPLY, kind, session, identity, connection, verdict, rule, meta, payload)
+        )
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
     def submit_async(self, kind: str, **fields: Any) -> asyncio.Future[EventRecord]:
         """Queue one event from the event loop thread; resolves once it is durable."""
         loop = self._loop
@@ -251,8 +317,12 @@ class ProcessAuditStore(AuditStore):
             fields["payload"] = bytes(payload)
         rid = self._next_rid
         self._next_rid = rid + 1
-        self._pending[rid] = (fut, kind, fields)
-        self._out.append((rid, kind, fields))
+        self._pending_records[rid] = (fut, kind, fields)
+        get = fields.get
+        self._out.append(
+            (rid, RECORD_REPLY, kind, get("session"), get("identity"), get("connection"),
+             get("verdict"), get("rule"), get("meta"), get("payload"))
+        )  # fmt: skip
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)  # type: ignore[union-attr]
@@ -266,7 +336,31 @@ class ProcessAuditStore(AuditStore):
         if transport is None:
             self._fail_all(self._dead or "the audit writer process exited")
             return
-        transport.write(encode(("append", out)))
+        try:
+            frame = encode(("append", out))
+        except TypeError:
+            frame = self._encode_each(out)
+        transport.write(frame)
+
+    def _encode_each(self, out: list[tuple[Any, ...]]) -> bytes:
+        """A frame that cannot be encoded whole: the events that cannot be sent fail with
+        TypeError (as a bad field does), the others leave."""
+        ok = []
+        for item in out:
+            try:
+                encode(("append", [item]))
+            except TypeError as exc:
+                fut = self._pending.pop(item[0], None)
+                if fut is None:
+                    entry = self._pending_records.pop(item[0], None)
+                    fut = None if entry is None else entry[0]
+                if fut is not None:
+                    _set_exception(fut, exc)
+                else:
+                    log.error("an audit event could not be sent to the writer: %s", exc)
+                continue
+            ok.append(item)
+        return encode(("append", ok))
 
     def submit(self, kind: str, **fields: Any) -> concurrent.futures.Future[EventRecord]:
         """Queue one event from any thread; a concurrent Future resolved once durable."""

@@ -118,12 +118,19 @@ class AuditStore:
     # -- opening -------------------------------------------------------------------
     @classmethod
     def open(
-        cls, url: str | Path, *, durability: str = "full", read_only: bool = False
+        cls,
+        url: str | Path,
+        *,
+        durability: str = "full",
+        read_only: bool = False,
+        drive: Callable[[], None] | None = None,
     ) -> AuditStore:
         """Open (creating file, directories and schema) and start the writer thread.
 
         `read_only=True` opens an existing store for reading (verify, export): no writer,
         appends raise StoreUnavailable. Raises StoreUnavailable if the file cannot be used.
+        `drive`: no writer thread; the calling thread drives the writer (the audit writer
+        process: `GroupCommitWriter.start_inline`, `drive` is its `wake`).
         """
         path = parse_store_url(url)
         store = cls(path, durability, read_only)
@@ -137,7 +144,10 @@ class AuditStore:
         except OSError as exc:
             raise StoreUnavailable(f"audit store directory unusable: {exc}") from exc
         writer = GroupCommitWriter(store._connect_writer, name=f"wardgate-audit:{path.name}")
-        writer.start(store._load_state)
+        if drive is None:
+            writer.start(store._load_state)
+        else:
+            writer.start_inline(store._load_state, drive)
         store._writer = writer
         return store
 
@@ -224,6 +234,28 @@ class AuditStore:
         req.waiter = req.loop.create_future()
         self._enqueue(req)
         return req.waiter
+
+    def submit_seq(self, kind: str, session: str | None, identity: str | None,
+                   connection: str | None, verdict: str | None, rule: str | None,
+                   meta: dict[str, Any] | None, payload: bytes | None) -> asyncio.Future[int]:  # fmt: skip
+        """`submit_async` for the gateway's per-statement events, every field given: the
+        future resolves with the event's seq (not its record) once it is durable."""
+        req = AppendRequest.make(kind, session, identity, connection, verdict, rule, meta, payload)
+        req.seq_only = True
+        req.loop = asyncio.get_running_loop()
+        req.waiter = req.loop.create_future()  # type: ignore[assignment]
+        self._enqueue(req)
+        return req.waiter  # type: ignore[return-value]
+
+    def submit_nowait(self, kind: str, session: str | None, identity: str | None,
+                      connection: str | None, verdict: str | None, rule: str | None,
+                      meta: dict[str, Any] | None, payload: bytes | None) -> None:  # fmt: skip
+        """Queue an event nobody waits for (a statement's result). It is written in order
+        with everything queued before and after it; a failure to write it is logged (the
+        statements that follow it fail closed on the same failure)."""
+        req = AppendRequest.make(kind, session, identity, connection, verdict, rule, meta, payload)
+        if self._writer is not None:
+            self._writer.submit(req)
 
     def _enqueue(self, req: AppendRequest) -> None:
         if self._writer is None:

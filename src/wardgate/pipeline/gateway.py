@@ -51,11 +51,6 @@ _MASKED_TEXT_MAX = 2048
 _json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
-def _retrieve(fut: asyncio.Future) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
 class _DecisionConstants:
     """The parts of a command event that depend on the Decision only (the policy hands
     out the same Decision object for every statement of one normalized form)."""
@@ -131,10 +126,13 @@ class Gateway:
         # (statement text, that number) -> the text masked for the record
         self._mask_sets: dict[tuple, int] = {}
         self._masked_texts: dict[tuple[str, int], str] = {}
-        # command and result events from the event loop: a future of the loop, resolved
-        # by the writer with one loop callback per group commit (no concurrent Future, no
-        # cross-thread wake-up per event); elsewhere (no running loop) `submit`
-        self._submit_async = getattr(store, "submit_async", None)
+        # command events from the event loop: a future of the loop resolved with the
+        # event's seq, by the writer, with one loop callback per group commit (no
+        # concurrent Future, no cross-thread wake-up per event); result events with no
+        # future and no reply at all (nobody waits for them). Elsewhere (no running
+        # loop): `submit`.
+        self._submit_seq = getattr(store, "submit_seq", None)
+        self._submit_nowait = getattr(store, "submit_nowait", None)
 
     # ------------------------------------------------------------------ policy
 
@@ -178,31 +176,21 @@ class Gateway:
             return fut
 
     def _record_hot(
-        self,
-        kind: str,
-        info: SessionInfo,
-        *,
-        verdict: str | None = None,
-        rule: str | None = None,
-        meta: dict,
-        payload: bytes | None,
+        self, info: SessionInfo, verdict: str, rule: str | None, meta: dict, payload: bytes
     ) -> Any:
-        """`record` for the per-statement events: a loop future when called on a running
-        event loop (check `.done()` before `.result()`), else a concurrent Future."""
-        submit_async = self._submit_async
-        if submit_async is None or asyncio._get_running_loop() is None:
-            return self.record(kind, info, verdict=verdict, rule=rule, meta=meta, payload=payload)
-        try:
-            return submit_async(
-                kind,
-                session=info.session_id,
-                identity=info.identity,
-                connection=info.connection,
-                verdict=verdict,
-                rule=rule,
-                meta=meta,
-                payload=payload,
+        """`record` for a command event: on a running event loop a loop future resolved
+        with the event's seq (check `.done()` before `.result()`), else a concurrent
+        Future resolved with its record."""
+        submit_seq = self._submit_seq
+        if submit_seq is None or asyncio._get_running_loop() is None:
+            return self.record(
+                "command", info, verdict=verdict, rule=rule, meta=meta, payload=payload
             )
+        try:
+            return submit_seq(
+                "command", info.session_id, info.identity, info.connection, verdict, rule,
+                meta, payload,
+            )  # fmt: skip
         except Exception as exc:  # the caller treats a failed future as store failure
             fut: concurrent.futures.Future = concurrent.futures.Future()
             fut.set_exception(exc)
@@ -276,21 +264,15 @@ class Gateway:
             meta["application_name"] = session.application_name
         if extra:
             meta.update(extra)
-        return self._record_hot(
-            "command",
-            session,
-            verdict=c.verdict,
-            rule=decision.rule,
-            meta=meta,
-            payload=payload.encode(),
-        )
+        return self._record_hot(session, c.verdict, decision.rule, meta, payload.encode())
 
     def record_result(
         self, info: SessionInfo, ex: Any, *, tag: str | None, error: dict | None, rows: int | None
     ) -> None:
         fut = ex.seq_future
-        try:  # a loop future or a concurrent one: both have done() and result()
-            command_seq = fut.result().seq if fut.done() else None
+        try:  # a loop future (a seq) or a concurrent one (a record): check done() first
+            done = fut.result() if fut.done() else None
+            command_seq = done if type(done) is int else done.seq
         except Exception:
             command_seq = None
         rec = ex.recorder
@@ -302,11 +284,20 @@ class Gateway:
         if ex.masker is not None:
             meta["masking"] = summary = ex.masker.summary()
             count_masked(info.connection, summary)
-        fut = self._record_hot("result", info, meta=meta, payload=rec.payload())
-        if isinstance(fut, asyncio.Future):
-            # nobody waits for a result event: a store failure is logged by the writer,
-            # not again as an exception never retrieved
-            fut.add_done_callback(_retrieve)
+        nowait = self._submit_nowait
+        if nowait is None or asyncio._get_running_loop() is None:
+            self.record("result", info, meta=meta, payload=rec.payload())
+            return
+        # nobody waits for a result event (the response already left): no future, no
+        # reply. A store that fails to write it logs that; one that is down (writer
+        # process gone) refuses every statement after it
+        try:
+            nowait(
+                "result", info.session_id, info.identity, info.connection, None, None, meta,
+                rec.payload(),
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - as a failed write: said, not raised
+            log.exception("a result event could not be queued")
 
     # ------------------------------------------------------------------ masking
 
