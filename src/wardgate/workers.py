@@ -133,14 +133,17 @@ async def _worker(cfg: Config, spec: dict[str, Any]) -> int:
     await server.start()
     router = CancelRouter(worker.run_id, worker.index, worker.workers, server.engines)
     await router.start()
-    responder = MetricsResponder(worker.run_id, worker.index)
-    await responder.start()
+    responder = None
+    if cfg.api.listen is not None and cfg.api.metrics:  # worker 0's /metrics asks
+        responder = MetricsResponder(worker.run_id, worker.index)
+        await responder.start()
     ready = {"worker": worker.index, "pid": os.getpid()}
     ready["listeners"] = {e.conn.name: f"{e.conn.listen[0]}:{e.port}" for e in server.engines}
     os.write(int(spec["ready_fd"]), (json.dumps(ready) + "\n").encode())
     os.close(int(spec["ready_fd"]))
     await stop.wait()
-    await responder.close()
+    if responder is not None:
+        await responder.close()
     router.close()
     await server.stop()
     return 0
