@@ -338,3 +338,14 @@ async def test_seq_and_nowait_paths_in_thread_mode(store: AuditStore) -> None:
     assert end.seq == 2
     assert [e.kind for e in store.events(session="s")] == ["command", "result", "session_end"]
     assert store.event_payload(1, sha256_hex(b"rows")) == b"rows"
+
+
+def test_the_writers_clock_formats_as_utc_now() -> None:
+    import re
+
+    from wardgate.audit.group_commit import _utc_now_fast, utc_now
+
+    for _ in range(1000):
+        a, b, c = utc_now(), _utc_now_fast(), utc_now()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", b)
+        assert a <= b <= c

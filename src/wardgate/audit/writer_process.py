@@ -66,6 +66,7 @@ log = logging.getLogger("wardgate.audit.writer")
 LINGER_KINDS = frozenset({"result"})
 LINGER_SECONDS = 0.002
 _POLL = 0.5  # seconds between wake-ups while idle
+_RECV = 1 << 20  # bytes read from a link at a time
 
 
 class _ReplySender:
@@ -255,6 +256,10 @@ class _Server:
         by_fd = {link.sock.fileno(): link for link in self.links}
         wake_fd = self._wake_r.fileno()
         writer = self.writer
+        # one receive buffer for the life of the process: recv(1 MiB) would allocate (mmap)
+        # and free a MiB per call, page faults included
+        buf = bytearray(_RECV)
+        view = memoryview(buf)
         while by_fd:
             timeout = _POLL
             if self.batch:
@@ -271,9 +276,10 @@ class _Server:
                     continue
                 link = by_fd[fd]
                 try:
-                    data = link.sock.recv(1 << 20)
+                    n = link.sock.recv_into(buf)
                 except OSError:
-                    data = b""
+                    n = 0
+                data = view[:n].tobytes()
                 if data:
                     try:
                         link.reader.feed(data)
