@@ -109,7 +109,7 @@ def _answer(index: int, seq: int, allow: int) -> bytes:
     return json.dumps({"worker": index, "seq": seq, "families": m.snapshot()}).encode()
 
 
-async def test_an_older_answer_never_replaces_a_newer_one_and_garbage_is_no_answer() -> None:
+async def test_an_older_answer_never_replaces_a_newer_one_and_a_bad_one_is_none() -> None:
     run = uuid.uuid4().hex
     local = Metrics()
     answers = [
@@ -117,15 +117,16 @@ async def test_an_older_answer_never_replaces_a_newer_one_and_garbage_is_no_answ
         _answer(1, 4, 40),  # scrape 2: a late answer to an earlier request
         b'{"worker": 1, "seq": 9, "fam',  # scrape 3: cut short
         _answer(2, 10, 99),  # scrape 4: another worker's answer on this address
+        b'{"worker": 1, "seq": 20, "families": {"x": {"kind": "summary", "values": []}}}',
     ]
     server = await _serve_answers(metrics_address(run, 1), answers)
     collector = WorkerMetrics(run, 0, 2, local)
     try:
-        pages = [_page(await asyncio.to_thread(collector.render, 2.0)) for _ in range(4)]
+        pages = [_page(await asyncio.to_thread(collector.render, 2.0)) for _ in range(5)]
     finally:
         server.close()
-    assert [p[ALLOW] for p in pages] == [50, 50, 50, 50]
-    assert [p['wardgate_worker_up{worker="1"}'] for p in pages] == [1, 1, 0, 0]
+    assert [p[ALLOW] for p in pages] == [50] * 5
+    assert [p['wardgate_worker_up{worker="1"}'] for p in pages] == [1, 1, 0, 0, 0]
 
 
 async def test_a_worker_survives_a_scraper_that_leaves() -> None:

@@ -157,7 +157,10 @@ class WorkerMetrics:
                 if i == self.index:
                     continue
                 out[i] = None
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                except OSError:  # out of file descriptors: that worker is not heard
+                    continue
                 sock.setblocking(False)
                 # a Unix connect completes at once or fails at once (EAGAIN: backlog full)
                 if sock.connect_ex(metrics_address(self.run_id, i)) != 0:
@@ -202,6 +205,13 @@ def _parse(buf: bytearray, index: int) -> dict[str, Any] | None:
         and answer.get("worker") == index
         and isinstance(answer.get("seq"), int)
         and isinstance(answer.get("families"), dict)
+        and all(
+            isinstance(f, dict)
+            and f.get("kind") in ("counter", "gauge", "histogram")
+            and isinstance(f.get("values"), list)
+            and isinstance(f.get("labels"), list)
+            for f in answer["families"].values()
+        )
     )
     return answer if ok else None
 
