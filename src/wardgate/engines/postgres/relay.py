@@ -47,6 +47,7 @@ from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
 from wardgate.wire.pg import frontend as fe
 from wardgate.wire.pg import writers as w
 from wardgate.wire.pg.framing import MessageReader, ProtocolError
+from wardgate.wire.pg.params import parameter_text
 
 if TYPE_CHECKING:
     from wardgate.pipeline.gateway import Gateway
@@ -244,13 +245,16 @@ class PgRelay(ResponseSide):
                 if stmt is None:
                     return
                 self.statements[bind.statement] = stmt
+            # binary values become their type's text (the record masks text: a card
+            # number sent as int8 must be readable to the masker), by the OIDs of Parse
+            oids = stmt.param_types if stmt is not None else ()
             params = tuple(
                 None
                 if v is None
                 else (
                     v.decode("utf-8", "replace")
                     if bind.param_format(i) == 0
-                    else "\\x" + bytes(v).hex()
+                    else parameter_text(bytes(v), 1, oids[i] if i < len(oids) else 0)
                 )
                 for i, v in enumerate(bind.params)
             )
@@ -347,7 +351,7 @@ class PgRelay(ResponseSide):
         self._accept_parse(parse, decisions, raw)
 
     def _accept_parse(self, parse: Any, decisions: list, raw: bytes) -> None:
-        stmt = Statement(parse.query, decisions)
+        stmt = Statement(parse.query, decisions, param_types=parse.param_type_oids)
         if _strictest(decisions)[0] is Verdict.REVIEW:  # every Execute is held
             stmt.approved_runs = 0
         self.statements[parse.name] = stmt

@@ -74,6 +74,7 @@ class Statement:
     # Execute is held with its bound parameters; a grant answers at once). None: the
     # statement needs no approval.
     approved_runs: int | None = None
+    param_types: tuple[int, ...] = ()  # the OIDs Parse declared (0: left to the server)
 
 
 @dataclass(slots=True)
@@ -345,6 +346,12 @@ class ResponseSide:
                 ops.popleft()
             out.append(raw)
         elif t == _PARAMDESC:
+            # the server's types for a described statement: how later binary Bind values
+            # are read for the record (asyncpg declares none in Parse)
+            if op is not None and op.kind == "describe" and op.payload[0] == "S":
+                stmt = self.statements.get(op.payload[1])
+                if stmt is not None:
+                    stmt.param_types = be.decode_parameter_description(body).type_oids
             out.append(raw)
         elif t == _PARAMSTATUS:
             status = be.decode_parameter_status(body)
