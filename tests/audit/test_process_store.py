@@ -337,3 +337,22 @@ async def test_checkpoints_are_signed_while_the_writer_idles(tmp_path: Path) -> 
         conn.close()
     finally:
         await store.aclose()
+
+
+async def test_a_lone_result_event_leaves_without_company(tmp_path: Path) -> None:
+    """submit_nowait sends no frame of its own; with nothing else to ride with, the
+    store's one timer sends it within milliseconds."""
+    store = await ProcessAuditStore.start(tmp_path / "a.db")
+    try:
+        store.submit_nowait("result", "s", None, None, None, None, {"n": 1}, None)
+        assert store._out  # waiting for company
+        deadline = time.monotonic() + 5
+        while store.size() < 1:
+            assert time.monotonic() < deadline, "the result event was never written"
+            await asyncio.sleep(0.005)
+        # with company it leaves in the same frame, ahead of the command queued after it
+        store.submit_nowait("result", "s", None, None, None, None, {"n": 2}, None)
+        seq = await store.submit_seq("command", "s", None, None, "allow", None, {}, None)
+        assert seq == 2 and store.event(1).meta == {"n": 2}  # type: ignore[union-attr]
+    finally:
+        await store.aclose()

@@ -49,7 +49,7 @@ from wardgate.audit.writer_link import (
     encode,
 )
 
-__all__ = ["ProcessAuditStore", "spawn_writer"]
+__all__ = ["ProcessAuditStore", "spawn_writer", "NOWAIT_DELAY"]
 
 T = TypeVar("T")
 log = logging.getLogger("wardgate.audit")
@@ -57,6 +57,9 @@ log = logging.getLogger("wardgate.audit")
 _FIELDS = frozenset({"session", "identity", "connection", "verdict", "rule", "meta", "payload"})
 _ERRORS: dict[str, type[Exception]] = {"TypeError": TypeError, "ValueError": ValueError}
 _START_TIMEOUT = 60.0
+# how long a submit_nowait event may wait for a frame to ride with (the writer then holds
+# a batch of result events only for LINGER_SECONDS more, for the next command's commit)
+NOWAIT_DELAY = 0.005
 _CLOSE_TIMEOUT = 60.0
 
 
@@ -84,6 +87,10 @@ class _Link(asyncio.Protocol):
 class ProcessAuditStore(AuditStore):
     """See the module docstring. Make one with `await ProcessAuditStore.start(...)`."""
 
+    # submit_nowait events wait for company (the next frame here, the next commit in the
+    # writer): callers need not hold result events back for the next command themselves
+    nowait_waits_for_company = True
+
     def __init__(self, path: Path, durability: str) -> None:
         super().__init__(path, durability, read_only=False)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -96,6 +103,7 @@ class ProcessAuditStore(AuditStore):
         self._pending_records: dict[int, tuple[Any, str, dict[str, Any]]] = {}
         self._out: list[tuple[Any, ...]] = []  # requests of this loop turn (writer_link)
         self._flush_scheduled = False
+        self._nowait_timer: asyncio.TimerHandle | None = None
         self._next_rid = 0
         self._dead: str | None = None  # why appends fail, once they do
         self._ready: asyncio.Future[int] | None = None
@@ -292,9 +300,15 @@ class ProcessAuditStore(AuditStore):
         self._out.append(
             (-1, NO_REPLY, kind, session, identity, connection, verdict, rule, meta, payload)
         )
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+        # no frame of its own: it leaves with the next one (a command of any session), or
+        # at most NOWAIT_DELAY later; one timer for the store, never cancelled (a timer
+        # per event, or per session, cost more than the frame it might save)
+        if not self._flush_scheduled and self._nowait_timer is None:
+            self._nowait_timer = self._loop.call_later(NOWAIT_DELAY, self._nowait_due)  # type: ignore[union-attr]
+
+    def _nowait_due(self) -> None:
+        self._nowait_timer = None
+        self._flush()
 
     def submit_async(self, kind: str, **fields: Any) -> asyncio.Future[EventRecord]:
         """Queue one event from the event loop thread; resolves once it is durable."""

@@ -95,6 +95,10 @@ class AuditStore:
     """Append-only audit log with Merkle proofs; see the module docstring."""
 
     path: Path
+    # True where `submit_nowait` holds an event back for the next one to share its group
+    # commit (the writer process); here it goes to the writer at once, so the relay holds
+    # a result event for the session's next command itself
+    nowait_waits_for_company = False
 
     def __init__(self, path: Path, durability: str, read_only: bool) -> None:
         if durability not in _DURABILITY:

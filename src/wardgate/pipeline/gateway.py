@@ -133,6 +133,9 @@ class Gateway:
         # loop): `submit`.
         self._submit_seq = getattr(store, "submit_seq", None)
         self._submit_nowait = getattr(store, "submit_nowait", None)
+        # the store makes a result event wait for the next command's group commit itself:
+        # the relay hands it over as soon as the statement ends (see responses._finish)
+        self.results_wait_in_store = bool(getattr(store, "nowait_waits_for_company", False))
 
     # ------------------------------------------------------------------ policy
 

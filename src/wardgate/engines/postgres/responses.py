@@ -6,7 +6,10 @@ raw slices unless a masker applies; each statement's rows are recorded within a 
 budget by a `ResultRecorder`. A statement's `result` event is handed to the store with
 the next command event (at most `RESULT_DELAY` later, and always before session_end):
 the two then share one group commit, and a session of short statements pays one
-durable write per statement, not two. Only the command event gates forwarding. Once
+durable write per statement, not two. Only the command event gates forwarding. With the
+writer process the store does that holding back itself, for every session at once
+(`Gateway.results_wait_in_store`): the result event is handed over when the statement
+ends. Once
 that budget is spent and no masker applies to the result (no column can hold a value to
 mask), the rest of each run of DataRows in the buffer is forwarded, counted and digested
 as one slice (`MessageReader.next_run`).
@@ -475,6 +478,13 @@ class ResponseSide:
             return
         ex.done = True
         if ex.seq_future is None or ex.recorder is None:
+            return
+        if self.gw.results_wait_in_store and not self._results:
+            # the store holds result events back for the next command's commit itself
+            # (the writer process): no timer here, no list
+            self.gw.record_result(
+                self.info, ex, tag=tag, error=error, rows=rows_from_tag(tag) if tag else None
+            )
             return
         results = self._results
         if not results:
