@@ -86,6 +86,24 @@ def _patch_class(cls: type) -> None:
         cls.submit_nowait = submit_nowait  # type: ignore[attr-defined]
 
 
+SWITCHES: list[tuple[float, ...]] = []  # per measure() row: context switches per tx
+
+
+def _switches(pid: int | None) -> int:
+    """Voluntary + involuntary context switches of every thread of a live process."""
+    if not pid:
+        return 0
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            for line in Path(f"/proc/{pid}/task/{task}/status").read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    except OSError:
+        return total
+    return total
+
+
 async def _drive(
     cfg_path: Path, env: dict[str, str], seconds: int
 ) -> list[tuple[int, float, float, float]]:
@@ -112,15 +130,18 @@ async def _drive(
             }
             args = ["-n", "-S", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(seconds)]
             t0, w0 = time.process_time(), cpu_seconds(writer_pid)
+            s0, ws0 = _switches(os.getpid()), _switches(writer_pid)
             p = await asyncio.create_subprocess_exec(
                 "pgbench", *args, env=penv, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
             stdout, _ = await p.communicate()
             cpu, writer = time.process_time() - t0, cpu_seconds(writer_pid) - w0
+            switches = _switches(os.getpid()) - s0, _switches(writer_pid) - ws0
             tps = float(stdout.decode().split("tps = ")[1].split()[0])
             per_tx = 1e6 / (tps * seconds)
             out.append((clients, tps, cpu * per_tx, writer * per_tx))
+            SWITCHES.append(tuple(n / (tps * seconds) for n in switches))
     finally:
         await srv.stop()
     return out
@@ -174,11 +195,12 @@ def main() -> None:
                  "--seconds", str(a.seconds), "--writer", a.writer], check=True,
             )  # fmt: skip
         return
-    for clients, tps, cpu, writer in measure(a.mode == "patched", a.seconds, a.writer):
+    rows = measure(a.mode == "patched", a.seconds, a.writer)
+    for (clients, tps, cpu, writer), (sw, wsw) in zip(rows, SWITCHES, strict=False):
         label = "without command/result events" if a.mode == "patched" else "as shipped"
         print(
             f"{label:32s} {clients} clients: {tps:8,.0f} TPS  {cpu:6,.0f} us CPU/tx"
-            f" (+ writer process {writer:5,.0f})",
+            f" (+ writer process {writer:5,.0f})  context switches/tx {sw:4.1f} + {wsw:4.1f}",
             flush=True,
         )
 
