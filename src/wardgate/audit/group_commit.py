@@ -76,13 +76,27 @@ _FIELDS = frozenset({"session", "identity", "connection", "verdict", "rule"})
 _sha256 = hashlib.sha256
 
 
+_markers: dict[int, Any] = {}  # the C encoder's cycle check (empty between calls)
+_c_encoder = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        _markers, _META_ENCODER.default, _encode_str, None, ":", ",", True, False, True
+    )
+)
+
+
 def _encode_meta(meta: dict[str, Any]) -> str:
     """Canonical JSON of meta: `_META_ENCODER.encode`, without building a JSONEncoder
-    iterator per call (the C encoder directly, fresh per call: it keeps state)."""
-    if _c_make_encoder is None:  # pragma: no cover - CPython always has it
+    iterator per call: the C encoder directly, one for every call (its only state is the
+    cycle-check markers, empty again after each call; emptied here if a call fails)."""
+    if _c_encoder is None:  # pragma: no cover - CPython always has it
         return _META_ENCODER.encode(meta)
-    enc = _c_make_encoder({}, _META_ENCODER.default, _encode_str, None, ":", ",", True, False, True)
-    return "".join(enc(meta, 0))
+    try:
+        return "".join(_c_encoder(meta, 0))
+    except BaseException:
+        _markers.clear()
+        raise
 
 
 def _j(value: Any) -> str:
