@@ -354,5 +354,14 @@ async def test_a_lone_result_event_leaves_without_company(tmp_path: Path) -> Non
         store.submit_nowait("result", "s", None, None, None, None, {"n": 2}, None)
         seq = await store.submit_seq("command", "s", None, None, "allow", None, {}, None)
         assert seq == 2 and store.event(1).meta == {"n": 2}  # type: ignore[union-attr]
+        # one that comes while the store's timer runs for an earlier one waits its own delay
+        store.submit_nowait("result", "s", None, None, None, None, {"n": 3}, None)
+        await asyncio.sleep(0.004)
+        await store.submit_seq("command", "s", None, None, "allow", None, {}, None)
+        store.submit_nowait("result", "s", None, None, None, None, {"n": 4}, None)
+        deadline = time.monotonic() + 5
+        while store.size() < 6:
+            assert time.monotonic() < deadline, "the last result event was never written"
+            await asyncio.sleep(0.002)
     finally:
         await store.aclose()

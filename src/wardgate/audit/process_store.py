@@ -104,6 +104,7 @@ class ProcessAuditStore(AuditStore):
         self._out: list[tuple[Any, ...]] = []  # requests of this loop turn (writer_link)
         self._flush_scheduled = False
         self._nowait_timer: asyncio.TimerHandle | None = None
+        self._nowait_since: float | None = None  # loop time of the oldest one in _out
         self._next_rid = 0
         self._dead: str | None = None  # why appends fail, once they do
         self._ready: asyncio.Future[int] | None = None
@@ -256,6 +257,7 @@ class ProcessAuditStore(AuditStore):
         pending, self._pending = self._pending, {}
         records, self._pending_records = self._pending_records, {}
         self._out.clear()
+        self._nowait_since = None
         for fut in pending.values():
             _set_exception(fut, StoreUnavailable(why))
         for fut, _, _ in records.values():
@@ -303,11 +305,20 @@ class ProcessAuditStore(AuditStore):
         # no frame of its own: it leaves with the next one (a command of any session), or
         # at most NOWAIT_DELAY later; one timer for the store, never cancelled (a timer
         # per event, or per session, cost more than the frame it might save)
-        if not self._flush_scheduled and self._nowait_timer is None:
-            self._nowait_timer = self._loop.call_later(NOWAIT_DELAY, self._nowait_due)  # type: ignore[union-attr]
+        if self._nowait_since is None:
+            self._nowait_since = self._loop.time()  # type: ignore[union-attr]
+            if not self._flush_scheduled and self._nowait_timer is None:
+                self._nowait_timer = self._loop.call_later(NOWAIT_DELAY, self._nowait_due)  # type: ignore[union-attr]
 
     def _nowait_due(self) -> None:
         self._nowait_timer = None
+        since = self._nowait_since
+        if since is None:  # they left with a frame meanwhile
+            return
+        wait = since + NOWAIT_DELAY - self._loop.time()  # type: ignore[union-attr]
+        if wait > 0:  # the oldest waiting came after this timer was set: its own delay
+            self._nowait_timer = self._loop.call_later(wait, self._nowait_due)  # type: ignore[union-attr]
+            return
         self._flush()
 
     def submit_async(self, kind: str, **fields: Any) -> asyncio.Future[EventRecord]:
@@ -343,6 +354,7 @@ class ProcessAuditStore(AuditStore):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._nowait_since = None
         if not self._out:
             return
         out, self._out = self._out, []
