@@ -194,3 +194,72 @@ def _events(gw: Any) -> list[tuple[str, str]]:
         return [(k, m) for k, m in db.execute("SELECT kind, meta FROM events ORDER BY seq")]
     finally:
         db.close()
+
+
+@pytest.mark.slow
+def test_a_second_parse_of_the_same_name_cannot_swap_in_a_held_statement(gw: Any) -> None:
+    """Parse s1 = DELETE (held at Execute), Parse s1 = SELECT 1 again (the server refuses
+    a duplicate name and keeps the DELETE): executing s1 must still be held, not run as
+    if it were the SELECT."""
+    gw.cluster.psql(
+        "orders",
+        "create table xp_swap (id int); grant all on xp_swap to app; "
+        "insert into xp_swap select generate_series(1, 3)",
+    )
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        pg = conn.pgconn
+        r = pg.prepare(b"s1", b"DELETE FROM xp_swap")
+        assert r.status == psycopg.pq.ExecStatus.COMMAND_OK, r.error_message
+        r = pg.prepare(b"s1", b"SELECT 1")
+        assert r.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        assert r.error_field(psycopg.pq.DiagnosticField.SQLSTATE) == b"42P05"
+        out: dict[str, Any] = {}
+        t = threading.Thread(target=lambda: out.update(r=pg.exec_prepared(b"s1", [])))
+        t.daemon = True
+        t.start()
+        item = pending_for(gw, "xp_swap")  # held, not run
+        assert gw.cluster.psql("orders", "select count(*) from xp_swap") == "3"
+        _decide(gw, item, "deny")
+        t.join(20)
+        assert out["r"].status == psycopg.pq.ExecStatus.FATAL_ERROR
+    assert gw.cluster.psql("orders", "select count(*) from xp_swap") == "3"
+
+
+@pytest.mark.slow
+def test_a_statement_the_server_refused_leaves_no_name_behind(gw: Any) -> None:
+    """Parse s2 fails at the server (no such table): the name is free again there, and
+    the gateway must not keep deciding s2 as the failed statement."""
+    gw.cluster.psql(
+        "orders",
+        "create table xp_free (id int); grant all on xp_free to app; "
+        "insert into xp_free select generate_series(1, 3)",
+    )
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        pg = conn.pgconn
+        r = pg.prepare(b"s2", b"SELECT * FROM xp_no_such_table")
+        assert r.status == psycopg.pq.ExecStatus.FATAL_ERROR
+        r = pg.prepare(b"s2", b"DELETE FROM xp_free")
+        assert r.status == psycopg.pq.ExecStatus.COMMAND_OK, r.error_message
+        out: dict[str, Any] = {}
+        t = threading.Thread(target=lambda: out.update(r=pg.exec_prepared(b"s2", [])))
+        t.daemon = True
+        t.start()
+        item = pending_for(gw, "xp_free")
+        assert gw.cluster.psql("orders", "select count(*) from xp_free") == "3"
+        _decide(gw, item, "deny")
+        t.join(20)
+    assert gw.cluster.psql("orders", "select count(*) from xp_free") == "3"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("drop", ["DEALLOCATE s3", "DEALLOCATE ALL", "DISCARD ALL"])
+def test_a_name_freed_by_sql_can_be_parsed_again(gw: Any, drop: str) -> None:
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        pg = conn.pgconn
+        assert pg.prepare(b"s3", b"SELECT 1").status == psycopg.pq.ExecStatus.COMMAND_OK
+        r = pg.exec_(drop.encode())
+        assert r.status == psycopg.pq.ExecStatus.COMMAND_OK, r.error_message
+        r = pg.prepare(b"s3", b"SELECT 2")
+        assert r.status == psycopg.pq.ExecStatus.COMMAND_OK, r.error_message
+        r = pg.exec_prepared(b"s3", [])
+        assert r.status == psycopg.pq.ExecStatus.TUPLES_OK and r.get_value(0, 0) == b"2"

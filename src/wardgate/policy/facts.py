@@ -183,7 +183,7 @@ class StatementFacts:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": self.kind,
             "kinds": sorted(self.kinds),
             "features": sorted(self.features),
@@ -193,3 +193,6 @@ class StatementFacts:
             "without_where": self.without_where,
             "fingerprint": self.fingerprint,
         }
+        if self.deallocates is not None:  # the relay forgets the name once it ran
+            out["deallocates"] = self.deallocates
+        return out

@@ -345,6 +345,17 @@ class PgRelay(ResponseSide):
             self._record_decisions(decisions)
             self._inject(rule_decision, simple=False)
             return
+        if parse.name and parse.name in self.statements:
+            # the server refuses a second statement of one name and keeps the first, so
+            # the gateway keeps deciding the name as the first and stops the duplicate
+            # here: forwarded, it would leave the two disagreeing about what the name runs
+            self._inject(
+                rule_decision,
+                simple=False,
+                message=f'prepared statement "{parse.name}" already exists',
+                sqlstate="42P05",
+            )
+            return
         # a statement for review is held at its Execute, not here: only then are its
         # parameters known, and the reviewer must see the values that will run. Parse
         # itself runs nothing.
@@ -355,7 +366,9 @@ class PgRelay(ResponseSide):
         if _strictest(decisions)[0] is Verdict.REVIEW:  # every Execute is held
             stmt.approved_runs = 0
         self.statements[parse.name] = stmt
-        self._batch.append((raw, Op("parse", payload=parse.name)))
+        # the op keeps which statement this Parse made: if the server refuses the Parse
+        # (or skips it after an earlier error), the name is dropped again (responses.py)
+        self._batch.append((raw, Op("parse", payload=(parse.name, stmt))))
 
     def _on_execute(self, portal_name: str, raw: bytes) -> None:
         portal = self.portals.get(portal_name)

@@ -123,7 +123,8 @@ class Op:
     kind: str  # parse bind describe execute close sync query inject local flush
     execs: list[Execution] = field(default_factory=list)
     index: int = 0
-    payload: Any = None  # describe: (kind, name); inject: error bytes; local: callable
+    # describe: (kind, name); parse: (name, Statement); inject: error bytes; local: callable
+    payload: Any = None
 
 
 class _SessionClosed(Exception):
@@ -288,6 +289,10 @@ class ResponseSide:
                 self._finish(ex, error={"sqlstate": "42501", "message": ex.withheld})
             elif ex is not None:
                 self._finish(ex, tag=tag)
+                if tag.startswith("DEALLOCATE") and ex.decision is not None:
+                    self._forget_deallocated(ex.decision.facts.get("deallocates"))
+                elif tag == "DISCARD ALL":
+                    self._forget_deallocated("*")
             if op is not None:
                 if op.kind == "query":
                     op.index += 1
@@ -340,6 +345,12 @@ class ResponseSide:
                 # extended protocol: the target skips to Sync
                 while ops and ops[0].kind not in ("sync", "query"):
                     dropped = ops.popleft()
+                    if dropped.kind == "parse":
+                        # the server made no statement: forget the one the relay noted,
+                        # unless the name was given to another since
+                        name, made = dropped.payload
+                        if self.statements.get(name) is made:
+                            del self.statements[name]
                     for dx in dropped.execs:
                         if not dx.done:
                             self._finish(dx, error={"sqlstate": None, "message": "not run"})
@@ -505,6 +516,14 @@ class ResponseSide:
             self._results_timer = self.loop.call_later(wait, self._results_due)
             return
         self._submit_results()
+
+    def _forget_deallocated(self, name: str | None) -> None:
+        """SQL DEALLOCATE also drops statements made by Parse: the name is free again
+        (a name the relay still held would refuse a new Parse of it as a duplicate)."""
+        if name == "*":
+            self.statements = {k: v for k, v in self.statements.items() if k == ""}
+        elif name:
+            self.statements.pop(name, None)
 
     def _submit_results(self) -> None:
         """Hand the finished statements' result events to the store, in order."""
