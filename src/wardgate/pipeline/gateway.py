@@ -55,11 +55,13 @@ class _DecisionConstants:
     """The parts of a command event that depend on the Decision only (the policy hands
     out the same Decision object for every statement of one normalized form)."""
 
-    __slots__ = ("decision", "masks", "mask_set", "meta", "verdict")
+    __slots__ = ("decision", "masks", "mask_set", "meta", "verdict", "column_rules")
 
     def __init__(self, decision: Decision, masks: tuple, mask_set: int) -> None:
         self.decision = decision  # held, so that its id is not reused while cached
         self.masks = masks
+        # column rules change how bound parameters are masked (Gateway.masked_parameters)
+        self.column_rules = any(getattr(m, "columns", ()) for m in masks)
         self.mask_set = mask_set  # a number per distinct `masks` (see Gateway._mask_sets)
         self.verdict = decision.verdict.value
         facts = decision.facts or {}
@@ -244,7 +246,11 @@ class Gateway:
             METRICS.refusals[(session.connection, c.verdict, decision.rule or "")] += 1
         # the statement text and its parameters are masked for the record, always
         text = self._masked_statement(command.text, c) if command.text else command.text
-        if command.parameters:
+        if command.parameters and c.column_rules:
+            masked = self.masking.mask_parameters(command.parameters, c.masks, command.text)[0]
+            params = ", ".join(["null" if p is None else _json_str(p) for p in masked])
+            payload = f'{{"text": {_json_str(text)}, "parameters": [{params}]}}'
+        elif command.parameters:
             masks = c.masks
             mask_text = self.masking.mask_text
             # json.dumps(params, ensure_ascii=False) spelled out: the same text, without
@@ -455,9 +461,9 @@ class Gateway:
             return True, None, {"grant": getattr(grant, "id", None), "approved_by_grant": True}
         # the reviewer sees what will run: the text and, for an Execute, the values Bind
         # gave it, both masked as the record masks them
-        params = tuple(
-            None if p is None else self.mask_text(p, decision) for p in command.parameters
-        )
+        params = self.masking.mask_parameters(
+            command.parameters, self._masks_for(decision), command.text
+        )[0]
         masked = Command(
             info, self.mask_text(command.text, decision), params, command.index, command.via
         )
