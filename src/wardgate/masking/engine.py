@@ -301,6 +301,14 @@ class MaskingEngine:
                 data = b"".join(pieces)
         return data.decode("utf-8", "surrogatepass"), counts
 
+    def names_covered_column(self, statement: str, directives: Sequence[MaskDirective]) -> bool:
+        """Does `statement` name a column some column rule of `directives` covers?
+        (By its words, so a false yes is possible and a false no is not.)"""
+        if not directives:
+            return False
+        _entities, column_rules, _ = self._resolve(directives)
+        return bool(column_rules) and _names_covered_column(statement, column_rules)
+
     def mask_parameters(
         self,
         parameters: Sequence[str | None],

@@ -19,6 +19,7 @@ from wardgate.config import Config
 from wardgate.identity.registry import IdentityRegistry
 from wardgate.metrics import METRICS, count_masked
 from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
+from wardgate.policy.constants import without_constants
 from wardgate.policy.masked_columns import ruled_column_read
 
 if TYPE_CHECKING:
@@ -231,7 +232,13 @@ class Gateway:
         key = (text, c.mask_set)
         masked = self._masked_texts.get(key)
         if masked is None:
-            masked = self.masking.mask_text(text, c.masks)[0]
+            if c.column_rules and self.masking.names_covered_column(text, c.masks):
+                # the statement may carry a covered column's value in any literal
+                # spelling: the record keeps it with every constant replaced
+                text_out = without_constants(text) or text
+            else:
+                text_out = text
+            masked = self.masking.mask_text(text_out, c.masks)[0]
             if len(text) <= _MASKED_TEXT_MAX:
                 if len(self._masked_texts) >= _MASKED_MAX:
                     self._masked_texts.clear()
@@ -464,9 +471,8 @@ class Gateway:
         params = self.masking.mask_parameters(
             command.parameters, self._masks_for(decision), command.text
         )[0]
-        masked = Command(
-            info, self.mask_text(command.text, decision), params, command.index, command.via
-        )
+        text = self._masked_statement(command.text, self._constants(decision))
+        masked = Command(info, text, params, command.index, command.via)
         approval = await self.broker.request(masked, decision, fingerprint=fingerprint)
         notice(
             f'wardgate: approval {approval.id} requested (rule "{decision.rule}"), '

@@ -81,3 +81,43 @@ def test_bound_values_of_a_covered_column_never_reach_the_record(
     assert pg_cluster.psql("orders", "select count(*) from patients") == "1"
     blobs = b"".join(f.read_bytes() for f in tmp_path.glob("audit.db*"))
     assert SECRET.encode() not in blobs and b"zebra" not in blobs
+
+
+def test_literals_of_any_spelling_for_a_covered_column_never_reach_the_record(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    """Dollar quotes, E'' strings with escaped quotes and numbers, in a statement that
+    names a covered column: every constant is replaced in the record (the parser's own
+    normalisation), not only plain '...' strings."""
+    policy = {
+        "name": "p",
+        "include": ["baseline"],
+        "rules": [
+            {
+                "name": "hide",
+                "verdict": "mask",
+                "mask": {"columns": ["wards.diagnosis", "wards.salary"], "strategy": "redact"},
+            }
+        ],
+    }
+    gw: Any = start_gateway(
+        tmp_path, pg_cluster, extra={"policies": [policy]}, connection_extra={"policies": ["p"]}
+    )
+    pg_cluster.psql(
+        "orders",
+        "drop table if exists wards; create table wards (id int, diagnosis text, "
+        "salary numeric); insert into wards values (1, 'x', 1); grant all on wards to app",
+    )
+    try:
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            conn.execute("UPDATE wards SET diagnosis = $$acute zebra fever$$ WHERE id = 1")
+            conn.execute("UPDATE wards SET diagnosis = E'it\\'s quagga pox' WHERE id = 1")
+            conn.execute("UPDATE wards SET salary = 987654.32 WHERE id = 1")
+            conn.execute("UPDATE wards SET diagnosis = $t$okapi flu$t$ /* note */ WHERE id = 1")
+    finally:
+        gw.proc.stop()
+    assert pg_cluster.psql("orders", "select diagnosis, salary from wards") == "okapi flu|987654.32"
+    blobs = b"".join(f.read_bytes() for f in tmp_path.glob("audit.db*"))
+    for word in (b"zebra", b"quagga", b"987654", b"okapi"):
+        assert word not in blobs, word
+    assert b"UPDATE wards SET diagnosis = $1 WHERE id = $2" in blobs  # still readable
