@@ -365,3 +365,43 @@ async def test_a_lone_result_event_leaves_without_company(tmp_path: Path) -> Non
             await asyncio.sleep(0.002)
     finally:
         await store.aclose()
+
+
+async def test_results_of_statements_running_while_the_writer_is_down_are_kept(
+    tmp_path: Path,
+) -> None:
+    """Statements already forwarded keep running while the writer process is restarted;
+    their result events are kept and written first by the new writer, not dropped."""
+    store = await ProcessAuditStore.start(tmp_path / "a.db")
+    try:
+        await store.submit_seq("command", "s1", "ci", "db", "allow", "r", {}, b"SELECT 1")
+        pid = store.writer_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(500):  # until the loss is noticed
+            if not store.alive:
+                break
+            await asyncio.sleep(0.01)
+        assert not store.alive
+        for i in range(3):
+            assert store.submit_nowait("result", "s1", "ci", "db", None, None, {"i": i}, b"1")
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:
+            try:
+                rec = await store.append("session_end", session="s1", meta={})
+                break
+            except StoreUnavailable:
+                assert asyncio.get_running_loop().time() < deadline, "writer not restarted"
+                await asyncio.sleep(0.05)
+        kinds = [(e.kind, e.meta.get("i")) for e in store.events()]
+        assert kinds == [
+            ("command", None),
+            ("result", 0),
+            ("result", 1),
+            ("result", 2),
+            ("session_end", None),
+        ]
+        assert rec.seq == 4
+    finally:
+        await store.aclose()
+    assert verify_store(tmp_path / "a.db", []).events_valid == 5

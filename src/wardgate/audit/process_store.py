@@ -61,6 +61,9 @@ _START_TIMEOUT = 60.0
 # a batch of result events only for LINGER_SECONDS more, for the next command's commit)
 NOWAIT_DELAY = 0.005
 _CLOSE_TIMEOUT = 60.0
+# result events kept while the writer is down, written first by the next one (a bound:
+# while down every new statement is refused, so only statements already running add)
+_KEPT_RESULTS_MAX = 10_000
 
 
 class _Link(asyncio.Protocol):
@@ -106,6 +109,7 @@ class ProcessAuditStore(AuditStore):
         self._nowait_timer: asyncio.TimerHandle | None = None
         self._nowait_since: float | None = None  # loop time of the oldest one in _out
         self._next_rid = 0
+        self._kept_results: list[tuple[Any, ...]] = []  # see _KEPT_RESULTS_MAX
         self._dead: str | None = None  # why appends fail, once they do
         self._ready: asyncio.Future[int] | None = None
         self._bye: asyncio.Future[None] | None = None
@@ -190,6 +194,16 @@ class ProcessAuditStore(AuditStore):
                 continue
             self._dead = None
             log.warning("audit writer process restarted (pid %s)", proc.pid)
+            if self._kept_results:  # results of statements that ran meanwhile: first
+                log.warning(
+                    "writing %d result events kept while the writer was down",
+                    len(self._kept_results),
+                )
+                self._out[:0] = self._kept_results
+                self._kept_results = []
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._loop.call_soon(self._flush)  # type: ignore[union-attr]
             return
 
     # -- replies -------------------------------------------------------------------
@@ -256,12 +270,24 @@ class ProcessAuditStore(AuditStore):
                 log.error("audit store unavailable: %s", why)
         pending, self._pending = self._pending, {}
         records, self._pending_records = self._pending_records, {}
+        # result events not yet sent are kept for the next writer (their statements ran;
+        # a result the dead writer had received but not committed is lost)
+        self._keep_results(e for e in self._out if e[1] == NO_REPLY)
         self._out.clear()
         self._nowait_since = None
         for fut in pending.values():
             _set_exception(fut, StoreUnavailable(why))
         for fut, _, _ in records.values():
             _set_exception(fut, StoreUnavailable(why))
+
+    def _keep_results(self, entries: Any) -> bool:
+        room = _KEPT_RESULTS_MAX - len(self._kept_results)
+        entries = list(entries)
+        self._kept_results.extend(entries[:room])
+        if len(entries) > room:
+            log.error("%d result events lost: the audit writer is down", len(entries) - room)
+            return False
+        return True
 
     # -- appending -----------------------------------------------------------------
     def submit_seq(self, kind: str, session: str | None, identity: str | None,
@@ -288,15 +314,19 @@ class ProcessAuditStore(AuditStore):
 
     def submit_nowait(self, kind: str, session: str | None, identity: str | None,
                       connection: str | None, verdict: str | None, rule: str | None,
-                      meta: dict[str, Any] | None, payload: bytes | None) -> None:  # fmt: skip
+                      meta: dict[str, Any] | None, payload: bytes | None) -> bool:  # fmt: skip
         """From the event loop thread: queue an event nobody waits for (a statement's
         result): no reply comes back for it. It is written in order with what this store
         sent before and after it (so before a later session_end); if its group commit
         fails the writer logs it, as it fails every waited-for event of that commit.
-        Dropped at once while the store is unavailable (every statement is refused
-        then)."""
-        if self._dead is not None or self._closed:
-            return
+        While the writer process is down it is kept (bounded) and written first by the
+        next one. Returns False if it could not be kept (store closed, or the bound)."""
+        if self._closed:
+            return False
+        if self._dead is not None:
+            entry = (-1, NO_REPLY, kind, session, identity, connection, verdict, rule, meta,
+                     payload)  # fmt: skip
+            return self._keep_results((entry,))
         if payload is not None and type(payload) is not bytes:
             raise TypeError("payload must be bytes")
         self._out.append(
@@ -309,6 +339,7 @@ class ProcessAuditStore(AuditStore):
             self._nowait_since = self._loop.time()  # type: ignore[union-attr]
             if not self._flush_scheduled and self._nowait_timer is None:
                 self._nowait_timer = self._loop.call_later(NOWAIT_DELAY, self._nowait_due)  # type: ignore[union-attr]
+        return True
 
     def _nowait_due(self) -> None:
         self._nowait_timer = None

@@ -253,13 +253,16 @@ class AuditStore:
 
     def submit_nowait(self, kind: str, session: str | None, identity: str | None,
                       connection: str | None, verdict: str | None, rule: str | None,
-                      meta: dict[str, Any] | None, payload: bytes | None) -> None:  # fmt: skip
+                      meta: dict[str, Any] | None, payload: bytes | None) -> bool:  # fmt: skip
         """Queue an event nobody waits for (a statement's result). It is written in order
         with everything queued before and after it; a failure to write it is logged (the
-        statements that follow it fail closed on the same failure)."""
+        statements that follow it fail closed on the same failure). False: not queued
+        (the store is read-only or closed)."""
         req = AppendRequest.make(kind, session, identity, connection, verdict, rule, meta, payload)
-        if self._writer is not None:
-            self._writer.submit(req)
+        if self._writer is None:
+            return False
+        self._writer.submit(req)
+        return True
 
     def _enqueue(self, req: AppendRequest) -> None:
         if self._writer is None:

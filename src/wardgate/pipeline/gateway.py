@@ -305,15 +305,18 @@ class Gateway:
             self.record("result", info, meta=meta, payload=rec.payload())
             return
         # nobody waits for a result event (the response already left): no future, no
-        # reply. A store that fails to write it logs that; one that is down (writer
-        # process gone) refuses every statement after it
+        # reply. A store that fails to write it logs that; one whose writer process is
+        # down keeps it for the next (and refuses every statement after it)
         try:
-            nowait(
+            kept = nowait(
                 "result", info.session_id, info.identity, info.connection, None, None, meta,
                 rec.payload(),
             )  # fmt: skip
         except Exception:  # noqa: BLE001 - as a failed write: said, not raised
             log.exception("a result event could not be queued")
+            kept = False
+        if kept is False:
+            METRICS.audit_failures[()] += 1
 
     # ------------------------------------------------------------------ masking
 
