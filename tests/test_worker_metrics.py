@@ -166,3 +166,32 @@ async def test_a_worker_answers_no_other_uid() -> None:
         await responder.close()
     assert proc.returncode == 0, err
     assert out.strip() == b"0"  # closed without a byte
+
+
+async def test_the_page_believes_no_listener_of_another_uid() -> None:
+    """Another user binds worker 1's abstract name first and answers with made-up
+    figures: the page counts worker 1 as down instead."""
+    if os.getuid() != 0 or not _SYSTEM_PYTHON:
+        pytest.skip("needs root (to listen as another user) and /usr/bin/python3")
+    run = uuid.uuid4().hex
+    fake = json.dumps({"statements": {"shop|allow": 999999}})
+    squatter = (
+        "import socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); "
+        "s.bind('\\0' + sys.argv[1]); s.listen(8); print('ready', flush=True)\n"
+        "while True:\n c, _ = s.accept(); c.sendall(sys.argv[2].encode()); c.close()"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "/usr/bin/python3", "-c", squatter, metrics_address(run, 1)[1:], fake,
+        user=65534, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 30)).strip() == b"ready"
+        regs = _registries(2)
+        page = WorkerMetrics(run, 0, 2, regs[0], timeout=1.0)
+        values = _page(await asyncio.to_thread(page.render))
+        assert values['wardgate_worker_up{worker="1"}'] == 0
+        assert values[ALLOW] == 10  # worker 0's own figures only
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -166,6 +166,11 @@ class WorkerMetrics:
                 if sock.connect_ex(metrics_address(self.run_id, i)) != 0:
                     sock.close()
                     continue
+                # an abstract name can be taken by anyone: believe only a listener of
+                # our own uid (a worker), not another user's process squatting its name
+                if _peer_uid(sock) != os.getuid():
+                    sock.close()
+                    continue
                 pending[sock] = (i, bytearray())
                 sel.register(sock, selectors.EVENT_READ)
             while pending:
