@@ -174,7 +174,9 @@ async def test_the_page_believes_no_listener_of_another_uid() -> None:
     if os.getuid() != 0 or not _SYSTEM_PYTHON:
         pytest.skip("needs root (to listen as another user) and /usr/bin/python3")
     run = uuid.uuid4().hex
-    fake = json.dumps({"statements": {"shop|allow": 999999}})
+    forged = Metrics()
+    forged.statements[("shop", "allow")] += 999_999
+    fake = json.dumps({"worker": 1, "pid": 1, "seq": 1, "families": forged.snapshot()})
     squatter = (
         "import socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); "
         "s.bind('\\0' + sys.argv[1]); s.listen(8); print('ready', flush=True)\n"
