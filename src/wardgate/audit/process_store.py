@@ -491,6 +491,12 @@ class ProcessAuditStore(AuditStore):
                 self._transport.close()
         await asyncio.to_thread(self._reap, _CLOSE_TIMEOUT)
         self._fail_all("audit store is closed")
+        if self._kept_results:  # the writer never came back before the gateway stopped
+            log.error(
+                "%d result events lost: the audit writer was down until the gateway stopped",
+                len(self._kept_results),
+            )
+            self._kept_results = []
         super().close()
 
     def close(self) -> None:
