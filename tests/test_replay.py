@@ -99,3 +99,17 @@ def test_a_command_without_result_does_not_hold_back_the_rest(store: AuditStore)
 def test_unknown_session(store: AuditStore) -> None:
     _command(store, "SELECT 1")
     assert load_timeline(store, "nope") is None
+
+
+def test_sessions_are_found_by_prefix_from_their_session_start(store: AuditStore) -> None:
+    for sid in (SESSION, OTHER):
+        store.append_sync("session_start", session=sid, identity="ci", connection="pg")
+        _command(store, f"SELECT '{sid}'", session=sid)
+    assert store.session_ids("0193a5c0", limit=5) == [SESSION, OTHER]
+    assert store.session_ids(SESSION) == [SESSION]
+    timeline = load_timeline(store, SESSION[:-1] + "1")
+    assert timeline is not None and timeline.session == SESSION
+    assert load_timeline(store, "0193a5c0") is None  # ambiguous
+    assert load_timeline(store, OTHER[:30]) is None  # two share the first 30 characters
+    assert load_timeline(store, "ffff") is None  # unknown: found without a scan
+    assert load_timeline(store, OTHER) is not None

@@ -61,10 +61,19 @@ def _rows(payload: bytes | None, limit: int | None) -> tuple[list[str] | None, l
 
 
 def _resolve_session(store: Any, prefix: str) -> str | None:
+    """The one session whose id starts with `prefix` (a full id included), or None.
+
+    Sessions are found by their session_start (a range read of its index). A store whose
+    events carry no session_start at all (written by hand, not by a gateway, which
+    records it before anything else of the session) is searched by full id only."""
+    ids = store.session_ids(prefix, limit=2)
+    if ids:
+        return ids[0] if len(ids) == 1 or ids[0] == prefix else None
+    if store.session_ids(limit=1):
+        return None  # a gateway's store: no such session
     if next(iter(store.events(session=prefix, limit=1)), None) is not None:
-        return prefix  # a full id: one indexed lookup, no scan of every session
-    matches = [s.session for s in store.sessions() if s.session.startswith(prefix)]
-    return matches[0] if len(matches) == 1 else None
+        return prefix  # only a full id there
+    return None
 
 
 def load_timeline(

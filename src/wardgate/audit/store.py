@@ -385,6 +385,16 @@ class AuditStore:
                 args.append(first)
         return where
 
+    def session_ids(self, prefix: str = "", *, limit: int = 2) -> list[str]:
+        """Ids of sessions (by their session_start) that begin with `prefix`, in id order,
+        at most `limit`: a range read of the session_start index, not a scan."""
+        rows = self._reader().execute(
+            "SELECT session FROM events WHERE kind = 'session_start' AND session >= ? "
+            "AND session < ? ORDER BY session LIMIT ?",
+            (prefix, prefix + "\U0010ffff", limit),
+        )
+        return [r[0] for r in rows if r[0].startswith(prefix)]
+
     def open_sessions(self) -> list[tuple[str, str | None, str | None]]:
         """(session, identity, connection) of every session_start with no session_end."""
         return (
