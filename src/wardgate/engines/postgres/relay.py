@@ -125,6 +125,9 @@ class PgRelay(ResponseSide):
         # the batch waiting for its events: (batch, futures, one token per future not done)
         self._pending: tuple[list, list, list[int]] = ([], [], [])
         self._copy_exec: Execution | None = None
+        # Syncs and Queries forwarded so far: a portal remembers the count it was bound
+        # at, so a transaction's end forgets exactly the portals bound before it
+        self._syncs = 0
         # set while a DataRow run needs no change and no more decoding (see target_data)
         self._passthrough: ResultRecorder | None = None
         self._pass_masker: Any = None
@@ -238,6 +241,7 @@ class PgRelay(ResponseSide):
         elif t == _B:
             bind = fe.decode_bind(body)
             stmt = self.statements.get(bind.statement)
+            undo: list[tuple[str, str, Any, Any]] = []
             if stmt is None and bind.statement:
                 # a statement the target knows from SQL PREPARE, bound through the
                 # protocol: decided as `EXECUTE name` would be, and recorded at Execute
@@ -245,6 +249,18 @@ class PgRelay(ResponseSide):
                 if stmt is None:
                     return
                 self.statements[bind.statement] = stmt
+                undo.append(("S", bind.statement, None, stmt))
+            elif stmt is None:
+                # the unnamed statement the gateway does not know (it forgot it, or none
+                # was parsed through it): the target may still hold one. Fail closed.
+                self._inject(
+                    Decision(Verdict.DENY, "gateway/unknown-statement", "unknown statement"),
+                    simple=False,
+                    message="wardgate: Bind of an unnamed statement that was not parsed "
+                    "through the gateway in this session",
+                    sqlstate="26000",
+                )
+                return
             # binary values become their type's text (the record masks text: a card
             # number sent as int8 must be readable to the masker), by the OIDs of Parse
             oids = stmt.param_types if stmt is not None else ()
@@ -258,10 +274,14 @@ class PgRelay(ResponseSide):
                 )
                 for i, v in enumerate(bind.params)
             )
-            self.portals[bind.portal] = Portal(
-                stmt, params, tuple(bind.result_formats), stmt.fields if stmt else None
+            portal = Portal(
+                stmt, params, tuple(bind.result_formats), stmt.fields, generation=self._syncs
             )
-            self._batch.append((raw, Op("bind")))
+            undo.append(("P", bind.portal, self.portals.get(bind.portal), portal))
+            self.portals[bind.portal] = portal
+            # if the target refuses or skips this Bind, the name means what it meant
+            # before (see ResponseSide._undo)
+            self._batch.append((raw, Op("bind", payload=tuple(undo))))
         elif t == _E:
             self._on_execute(fe.decode_execute(body).portal, raw)
         elif t == _D:
@@ -269,11 +289,12 @@ class PgRelay(ResponseSide):
             self._batch.append((raw, Op("describe", payload=(d.kind, d.name))))
         elif t == _C:
             c = fe.decode_close(body)
-            (self.statements if c.kind == "S" else self.portals).pop(c.name, None)
-            self._batch.append((raw, Op("close")))
+            before = (self.statements if c.kind == "S" else self.portals).pop(c.name, None)
+            self._batch.append((raw, Op("close", payload=((c.kind, c.name, before, None),))))
         elif t == _S:
             self.discarding = False
-            self._batch.append((raw, Op("sync")))
+            self._syncs += 1
+            self._batch.append((raw, Op("sync", payload=self._syncs)))
         elif t == _H:
             self._batch.append((raw, None))
         elif t in (_COPY_DATA, _COPY_DONE, _COPY_FAIL):
@@ -329,7 +350,8 @@ class PgRelay(ResponseSide):
             fut = self._record_command(command, decision, **(extra or {}))
             execs.append(Execution(command.text, decision, fut, ResultRecorder(self.budget)))
         self._futures.extend(e.seq_future for e in execs)
-        self._batch.append((raw, Op("query", execs=execs)))
+        self._syncs += 1
+        self._batch.append((raw, Op("query", execs=execs, payload=self._syncs)))
 
     # --- extended protocol
 
@@ -365,10 +387,12 @@ class PgRelay(ResponseSide):
         stmt = Statement(parse.query, decisions, param_types=parse.param_type_oids)
         if _strictest(decisions)[0] is Verdict.REVIEW:  # every Execute is held
             stmt.approved_runs = 0
+        before = self.statements.get(parse.name)  # only the unnamed one can be replaced
         self.statements[parse.name] = stmt
         # the op keeps which statement this Parse made: if the server refuses the Parse
-        # (or skips it after an earlier error), the name is dropped again (responses.py)
-        self._batch.append((raw, Op("parse", payload=(parse.name, stmt))))
+        # (or skips it after an earlier error), the name means what it meant before
+        # (ResponseSide._undo)
+        self._batch.append((raw, Op("parse", payload=(("S", parse.name, before, stmt),))))
 
     def _on_execute(self, portal_name: str, raw: bytes) -> None:
         portal = self.portals.get(portal_name)
@@ -381,8 +405,16 @@ class PgRelay(ResponseSide):
             portal = Portal(stmt, (), ())
         stmt = portal.statement if portal else None
         if stmt is None:
-            # unknown portal: the target will refuse it; nothing runs
-            self._batch.append((raw, Op("execute", execs=[Execution("<unknown portal>", None)])))
+            # the unnamed portal the gateway does not know: fail closed. The target could
+            # still hold one the gateway lost track of; forwarded, it would run undecided
+            # and unrecorded.
+            self._inject(
+                Decision(Verdict.DENY, "gateway/unknown-portal", "unknown portal"),
+                simple=False,
+                message="wardgate: Execute of an unnamed portal that was not bound through "
+                "the gateway in this transaction",
+                sqlstate="34000",
+            )
             return
         command, decision = stmt.decisions[0] if stmt.decisions else (None, None)
         if command is None:
@@ -631,6 +663,8 @@ class PgRelay(ResponseSide):
         err = w.error_response("ERROR", "58000", STORE_UNAVAILABLE)
         out: list[tuple[bytes, Op | None]] = []
         skipping = False
+        # nothing of these reaches the target: the names they made or dropped are undone
+        self._undo([op for _, op in batch if op is not None])
         for raw, op in batch:
             kind = op.kind if op else None
             if kind == "sync":

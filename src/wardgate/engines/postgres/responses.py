@@ -86,6 +86,7 @@ class Portal:
     params: tuple[str | None, ...]
     result_formats: tuple[int, ...]
     fields: list[Any] | None = None
+    generation: int = 0  # Syncs and Queries forwarded before its Bind (see PgRelay._syncs)
 
 
 @dataclass(slots=True)
@@ -123,7 +124,8 @@ class Op:
     kind: str  # parse bind describe execute close sync query inject local flush
     execs: list[Execution] = field(default_factory=list)
     index: int = 0
-    # describe: (kind, name); parse: (name, Statement); inject: error bytes; local: callable
+    # describe: (kind, name); parse/bind/close: undo records (see ResponseSide._undo);
+    # sync/query: its number (PgRelay._syncs); inject: error bytes; local: callable
     payload: Any = None
 
 
@@ -322,6 +324,8 @@ class ResponseSide:
                     for ex in head.execs[head.index :]:
                         if not ex.done:
                             self._finish(ex, error={"sqlstate": None, "message": "not run"})
+                    if self.tx_status == "I" and head.payload is not None:
+                        self._forget_portals(head.payload)
                     break
             out.append(raw)
             self._drain_local(out)
@@ -343,17 +347,16 @@ class ResponseSide:
                 op.index += 1
             elif op is not None and op.kind not in ("sync",):
                 # extended protocol: the target skips to Sync
+                skipped = []
                 while ops and ops[0].kind not in ("sync", "query"):
                     dropped = ops.popleft()
-                    if dropped.kind == "parse":
-                        # the server made no statement: forget the one the relay noted,
-                        # unless the name was given to another since
-                        name, made = dropped.payload
-                        if self.statements.get(name) is made:
-                            del self.statements[name]
+                    skipped.append(dropped)
                     for dx in dropped.execs:
                         if not dx.done:
                             self._finish(dx, error={"sqlstate": None, "message": "not run"})
+                # the target made, bound or closed none of these: their names mean what
+                # they meant before
+                self._undo(skipped)
             out.append(self.gw.mask_error(raw, body))
         elif t == _PARSE_OK or t == _BIND_OK or t == _CLOSE_OK or t == _NODATA:
             if op is not None and op.kind in ("parse", "bind", "close", "describe"):
@@ -516,6 +519,32 @@ class ResponseSide:
             self._results_timer = self.loop.call_later(wait, self._results_due)
             return
         self._submit_results()
+
+    def _undo(self, ops: list[Op]) -> None:
+        """Take back what Parse, Bind and Close messages did to the relay's names when
+        the target did not carry them out (refused, or skipped after an error): the
+        relay must decide a name as what the target will run under it. Undone newest
+        first; a record is (S or P, name, before, after) and is undone only while the
+        name still holds `after` (it may have been given to another since)."""
+        for op in reversed(ops):
+            if op.kind not in ("parse", "bind", "close") or not op.payload:
+                continue
+            for kind, name, before, after in reversed(op.payload):
+                table = self.statements if kind == "S" else self.portals
+                if table.get(name) is not after:
+                    continue
+                if before is None:
+                    table.pop(name, None)
+                else:
+                    table[name] = before
+
+    def _forget_portals(self, ended: int) -> None:
+        """A transaction ended at the Sync or Query numbered `ended`: the target dropped
+        every portal bound before it (protocol portals never outlive their
+        transaction). Kept, a stale name would be decided as its old statement while
+        the target runs a cursor later declared in SQL under the same name."""
+        if self.portals:
+            self.portals = {k: p for k, p in self.portals.items() if p.generation >= ended}
 
     def _forget_deallocated(self, name: str | None) -> None:
         """SQL DEALLOCATE also drops statements made by Parse: the name is free again
