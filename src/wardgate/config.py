@@ -34,6 +34,9 @@ __all__ = [
     "ConfigError",
     "ConnectionConfig",
     "IdentityConfig",
+    "OidcBinding",
+    "OidcProviderConfig",
+    "OIDC_ALGORITHMS",
     "TargetConfig",
     "load_config",
     "parse_size",
@@ -141,13 +144,143 @@ class _Model(BaseModel):
 # --------------------------------------------------------------------------- sections
 
 
+# asymmetric JWS algorithms only: a shared-secret (HS*) or unsigned (none) token could be
+# made by anyone who has the provider's public key, or by anyone at all
+OIDC_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+)  # fmt: skip
+
+_LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _is_loopback_host(host: str) -> bool:
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def _oidc_url(value: str, what: str) -> str:
+    """https, or plain http to a loopback host (a test's key server)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and parts.hostname and _is_loopback_host(parts.hostname):
+        return value
+    raise ValueError(f"expected an https:// URL for {what} (http:// only to a loopback host)")
+
+
+class OidcProviderConfig(_Model):
+    """An OpenID Connect provider whose ID tokens agents present as their password."""
+
+    name: str = Field(min_length=1, max_length=63)
+    issuer: str
+    audience: tuple[str, ...] = Field(min_length=1)
+    # where the signing keys come from: `https://.../jwks`, or `file:PATH` (air-gapped);
+    # None: OpenID discovery at <issuer>/.well-known/openid-configuration
+    jwks: str | None = None
+    algorithms: tuple[str, ...] = ("RS256",)
+    leeway: Seconds = 60.0
+    max_token_lifetime: Seconds | None = None
+    # the key set is fetched again this often, and on a token with an unknown key id,
+    # at most once per jwks_min_refetch
+    jwks_refresh: Seconds = 3600.0
+    jwks_min_refetch: Seconds = 60.0
+    jwks_timeout: Seconds = 10.0
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _audience(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        return _oidc_url(value, "issuer")
+
+    @field_validator("jwks")
+    @classmethod
+    def _jwks(cls, value: str | None) -> str | None:
+        if value is None or value.startswith("file:"):
+            if value is not None and len(value) == 5:
+                raise ValueError("expected file:PATH or an https:// URL")
+            return value
+        return _oidc_url(value, "jwks")
+
+    @field_validator("algorithms")
+    @classmethod
+    def _algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("name at least one of " + ", ".join(OIDC_ALGORITHMS))
+        for alg in value:
+            if alg not in OIDC_ALGORITHMS:
+                why = (
+                    "symmetric and unsigned tokens are refused"
+                    if alg.lower() == "none" or alg.upper().startswith("HS")
+                    else "unknown algorithm"
+                )
+                raise ValueError(
+                    f"{alg!r} is not allowed ({why}); use " + ", ".join(OIDC_ALGORITHMS)
+                )
+        return value
+
+    def jwks_file(self) -> Path | None:
+        if self.jwks is not None and self.jwks.startswith("file:"):
+            return Path(self.jwks[5:]).expanduser()
+        return None
+
+
+def _claim_patterns(value: Any) -> Any:
+    if isinstance(value, (str, int, bool)) and not isinstance(value, float):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError("expected a value, an fnmatch pattern or a list of them")
+    out = []
+    for v in value:
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        if not isinstance(v, (str, int)) or v == "":
+            raise ValueError("expected a value, an fnmatch pattern or a list of them")
+        out.append(str(v))
+    return tuple(out)
+
+
+ClaimPatterns = Annotated[tuple[str, ...], BeforeValidator(_claim_patterns)]
+
+
+class OidcBinding(_Model):
+    """What a token of `provider` must carry to be this identity."""
+
+    provider: str
+    # claim name -> accepted values (exact, or fnmatch patterns: `*`, `?`, `[...]`);
+    # a list means any of them. Every named claim must match.
+    claims: dict[str, ClaimPatterns] = Field(min_length=1)
+    # a claim whose value(s) become extra groups of the session
+    groups_claim: str | None = None
+
+
 class IdentityConfig(_Model):
     name: str = Field(min_length=1, max_length=63)
-    token: Secret
+    # a static secret (SCRAM), or an OIDC binding (an ID token as the password): one of both
+    token: Secret | None = None
+    oidc: OidcBinding | None = None
     groups: tuple[str, ...] = ()
     roles: tuple[Literal["agent", "reviewer", "admin"], ...] = ("agent",)
     disabled: bool = False
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> IdentityConfig:
+        if self.token is not None and self.oidc is not None:
+            raise ValueError(
+                f"identity {self.name!r} has both token and oidc: an identity authenticates "
+                "with one of them"
+            )
+        if self.token is None and self.oidc is None:
+            raise ValueError(
+                f"identity {self.name!r} needs token: env:NAME (or file:PATH) or oidc: "
+                "{provider: ..., claims: {...}}"
+            )
+        return self
 
 
 class ListenerTLS(_Model):
@@ -187,6 +320,18 @@ class ConnectionConfig(_Model):
     record_rows_budget: Size = 1024 * 1024
     allowed_identities: tuple[str, ...] | None = None  # None: every identity
     allowed_groups: tuple[str, ...] | None = None
+    # OIDC tokens travel as cleartext passwords, so only over TLS; true lets an agent on
+    # the same host send one without TLS (tests), never a remote agent
+    allow_oidc_without_tls_on_loopback: bool = False
+
+    @model_validator(mode="after")
+    def _loopback_only(self) -> ConnectionConfig:
+        if self.allow_oidc_without_tls_on_loopback and not _is_loopback_host(self.listen[0]):
+            raise ValueError(
+                "allow_oidc_without_tls_on_loopback needs a loopback listen address "
+                f"(127.0.0.1 or ::1), not {self.listen[0]}"
+            )
+        return self
 
 
 class AuditConfig(_Model):
@@ -226,6 +371,7 @@ class Config(_Model):
     store: str = DEFAULT_STORE
     audit: AuditConfig = AuditConfig()
     identities: tuple[IdentityConfig, ...] = ()
+    oidc_providers: tuple[OidcProviderConfig, ...] = ()
     connections: tuple[ConnectionConfig, ...] = Field(min_length=1)
     policies: tuple[Any, ...] = ()
     masking: Any = None
@@ -267,12 +413,24 @@ class Config(_Model):
             raise ValueError(
                 "store: expected sqlite:///ABSOLUTE/PATH.db, sqlite://RELATIVE/PATH.db or a path"
             )
-        for what, items in (("identities", self.identities), ("connections", self.connections)):
+        for what, items in (
+            ("identities", self.identities),
+            ("connections", self.connections),
+            ("oidc_providers", self.oidc_providers),
+        ):
             seen: set[str] = set()
             for item in items:
                 if item.name in seen:
                     raise ValueError(f"{what}: name {item.name!r} is used twice")
                 seen.add(item.name)
+        providers = {p.name for p in self.oidc_providers}
+        for ident in self.identities:
+            if ident.oidc is not None and ident.oidc.provider not in providers:
+                raise ValueError(
+                    f"identity {ident.name!r}: oidc provider {ident.oidc.provider!r} is not "
+                    "defined under oidc_providers"
+                    + (f" (defined: {', '.join(sorted(providers))})" if providers else "")
+                )
         listens: set[tuple[str, int]] = set()
         for conn in self.connections:
             if conn.listen in listens:
@@ -308,6 +466,12 @@ class Config(_Model):
                 return ident
         return None
 
+    def oidc_provider(self, name: str) -> OidcProviderConfig | None:
+        for provider in self.oidc_providers:
+            if provider.name == name:
+                return provider
+        return None
+
     def connection(self, name: str) -> ConnectionConfig | None:
         for conn in self.connections:
             if conn.name == name:
@@ -323,7 +487,8 @@ class Config(_Model):
         """Resolve every secret reference once; raise ConfigError naming a missing one."""
         refs: list[tuple[str, SecretRef]] = []
         for i, ident in enumerate(self.identities):
-            refs.append((f"identities[{i}] ({ident.name}).token", ident.token))
+            if ident.token is not None:
+                refs.append((f"identities[{i}] ({ident.name}).token", ident.token))
         for i, conn in enumerate(self.connections):
             if conn.target.password is not None:
                 refs.append(

@@ -1,9 +1,9 @@
 """`wardgate serve`: start every listener of the config and run until a signal.
 
 Order of start: the store (fail early if it cannot be opened), identities (fail early if
-a secret reference is missing), the pipeline, the approval broker (which marks requests
-left pending by a previous run as abandoned), the checkpointer, the listeners, then the
-HTTP API. On SIGTERM or SIGINT everything stops in reverse order: listeners close their
+a secret reference is missing; OIDC providers' keys fetched, never fatal), the pipeline,
+the approval broker (which marks requests left pending by a previous run as abandoned),
+the checkpointer, the listeners, then the HTTP API. On SIGTERM or SIGINT everything stops in reverse order: listeners close their
 sessions (recorded as ended), the broker abandons pending requests, a final checkpoint is
 signed, the store flushes, and the process exits 0.
 """
@@ -57,6 +57,7 @@ class GatewayServer:
         self.broker: Any = None
         self.checkpointer: Any = None
         self._api: tuple[Any, Any] | None = None
+        self.oidc: Any = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -73,6 +74,11 @@ class GatewayServer:
         if worker is None:
             await asyncio.to_thread(_end_orphaned_sessions, self.store)
         identities = IdentityRegistry.from_config(cfg)
+        # OIDC providers' keys: fetched once now, then refreshed in the background; a
+        # provider that cannot be reached is logged and its identities fail closed, while
+        # token identities are served as usual
+        self.oidc = identities.oidc
+        await identities.oidc.start()
         self.gateway = Gateway(cfg, self.store, identities=identities)
         self.broker = _make_broker(cfg, self.store, identities)
         if self.broker is not None:
@@ -121,6 +127,8 @@ class GatewayServer:
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 5)
+        if self.oidc is not None:
+            await self.oidc.aclose()
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.close()

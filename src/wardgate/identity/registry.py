@@ -4,6 +4,10 @@ The registry keeps no raw token: for the PostgreSQL listener it keeps a SCRAM-SH
 verifier per identity (what PostgreSQL itself stores in pg_authid), and for bearer
 authentication on the HTTP API a SHA-256 digest of the token. Tokens are high-entropy
 secrets, so a digest is as strong a check as a slow hash and costs microseconds.
+
+An OIDC-backed identity has no secret at all: it keeps its binding (provider and claim
+rules), and `registry.oidc` (an `OidcVerifier`, `oidc.py`) checks the ID token an agent
+presents. Such an identity cannot log in to the HTTP API with a bearer token.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from wardgate.config import Config, IdentityConfig
+from wardgate.config import Config, IdentityConfig, OidcBinding, OidcProviderConfig
+from wardgate.identity.oidc import OidcVerifier
 from wardgate.wire.pg.auth import ScramVerifier, make_scram_verifier
 
 __all__ = ["Identity", "IdentityRegistry"]
@@ -25,11 +30,16 @@ class Identity:
     groups: tuple[str, ...]
     roles: tuple[str, ...]
     disabled: bool
+    oidc: OidcBinding | None = None  # None: a token-backed identity (SCRAM)
 
 
 class IdentityRegistry:
     def __init__(
-        self, identities: tuple[IdentityConfig, ...], *, reviewer_groups: tuple[str, ...] = ()
+        self,
+        identities: tuple[IdentityConfig, ...],
+        *,
+        reviewer_groups: tuple[str, ...] = (),
+        oidc_providers: tuple[OidcProviderConfig, ...] = (),
     ):
         self._identities: dict[str, Identity] = {}
         self._verifiers: dict[str, ScramVerifier] = {}
@@ -38,17 +48,25 @@ class IdentityRegistry:
         # a per-process key for verifiers of unknown users, so an unknown user runs the
         # same exchange as a known one and fails only at the end
         self._dummy_key = secrets.token_bytes(32)
+        # keys are fetched by `await registry.oidc.start()` (server.py), not here
+        self.oidc = OidcVerifier(oidc_providers, log=_log_line)
         for cfg in identities:
-            token = cfg.token.resolve()
-            ident = Identity(cfg.name, tuple(cfg.groups), tuple(cfg.roles), cfg.disabled)
+            ident = Identity(cfg.name, tuple(cfg.groups), tuple(cfg.roles), cfg.disabled, cfg.oidc)
             self._identities[cfg.name] = ident
+            if cfg.token is None:
+                continue
+            token = cfg.token.resolve()
             self._verifiers[cfg.name] = make_scram_verifier(token)
             self._bearer[hashlib.sha256(token.encode()).digest()] = cfg.name
             del token
 
     @classmethod
     def from_config(cls, cfg: Config) -> IdentityRegistry:
-        return cls(cfg.identities, reviewer_groups=cfg.approvals.reviewer_groups)
+        return cls(
+            cfg.identities,
+            reviewer_groups=cfg.approvals.reviewer_groups,
+            oidc_providers=cfg.oidc_providers,
+        )
 
     def get(self, name: str) -> Identity | None:
         return self._identities.get(name)
@@ -77,3 +95,10 @@ class IdentityRegistry:
 
     def names(self) -> list[str]:
         return list(self._identities)
+
+
+def _log_line(event: str, **fields: object) -> None:
+    # the engine's structured stderr line, imported late: engines import this module
+    from wardgate.engines.postgres.engine import log_line
+
+    log_line(event, **fields)

@@ -41,8 +41,10 @@ def write_config(
     extra: dict[str, Any] | None = None,
     connection_extra: dict[str, Any] | None = None,
     target_tls: str = "prefer",
+    extra_identities: list[dict[str, Any]] | None = None,
 ) -> tuple[Path, dict[str, str]]:
-    """A config with identities ci-bot (group ci), alice and bob (reviewers), old-bot (disabled)."""
+    """A config with identities ci-bot (group ci), alice and bob (reviewers), old-bot
+    (disabled), then `extra_identities` (OIDC-backed ones, say)."""
     directory.mkdir(parents=True, exist_ok=True)
     env = {f"WG_TOKEN_{k.upper().replace('-', '_')}": v for k, v in AGENT_TOKENS.items()}
     env["WG_TARGET_PASSWORD"] = cluster.app_password
@@ -77,6 +79,7 @@ def write_config(
                 "roles": ["agent", "reviewer"],
             },
             {"name": "old-bot", "token": "env:WG_TOKEN_OLD_BOT", "disabled": True},
+            *(extra_identities or []),
         ],
         "connections": [conn],
         "checkpoints": {

@@ -1,14 +1,15 @@
 """The PostgreSQL engine: one listener per `postgres` connection of the config.
 
-It accepts agents, runs the set-up in `handshake.py` (TLS, SCRAM, target login),
-records the session start (or the refused attempt), then hands both transports to a
-`PgRelay`. It keeps the table of backend keys it handed out so a CancelRequest reaches
+It accepts agents, runs the set-up in `handshake.py` (TLS, SCRAM or an OIDC token,
+target login), records the session start (or the refused attempt), then hands both
+transports to a `PgRelay`. It keeps the table of backend keys it handed out so a CancelRequest reaches
 the right target backend, and closes every session on shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import secrets
@@ -17,11 +18,14 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from wardgate.config import ConnectionConfig
 from wardgate.engines.postgres import handshake as hs
 from wardgate.engines.postgres.relay import PgRelay
+from wardgate.identity.oidc import OidcClaims, OidcError
+from wardgate.identity.registry import Identity
 from wardgate.metrics import METRICS
 from wardgate.pipeline.command import SessionInfo
 from wardgate.pipeline.gateway import Gateway
@@ -162,17 +166,26 @@ class PostgresEngine:
             )
         claimed = startup.user
         identity = self.gw.identities.get(claimed)
-        server = ScramServer(self.gw.identities.verifier(claimed))
-        try:
-            await hs.authenticate_agent(reader, writer, mr, server)
-            if identity is None:
-                raise AuthenticationFailed("unknown identity")
-        except AuthenticationFailed:
-            reason = "unknown identity" if identity is None else "bad token"
-            await self._auth_failure(claimed, client_addr, reason, "28P01")
-            raise hs.HandshakeError(
-                f'password authentication failed for user "{claimed}"', sqlstate="28P01"
-            ) from None
+        oidc: OidcClaims | None = None
+        if identity is not None and identity.oidc is not None:
+            oidc = await self._authenticate_oidc(reader, writer, mr, startup, identity, client_addr)
+            identity = replace(
+                identity,
+                groups=identity.groups
+                + tuple(g for g in oidc.extra_groups if g not in identity.groups),
+            )
+        else:
+            server = ScramServer(self.gw.identities.verifier(claimed))
+            try:
+                await hs.authenticate_agent(reader, writer, mr, server)
+                if identity is None:
+                    raise AuthenticationFailed("unknown identity")
+            except AuthenticationFailed:
+                reason = "unknown identity" if identity is None else "bad token"
+                await self._auth_failure(claimed, client_addr, reason, "28P01")
+                raise hs.HandshakeError(
+                    f'password authentication failed for user "{claimed}"', sqlstate="28P01"
+                ) from None
         if identity.disabled:
             await self._auth_failure(claimed, client_addr, "identity disabled", "28000")
             raise hs.HandshakeError(f'wardgate: identity "{claimed}" is disabled', sqlstate="28000")
@@ -213,6 +226,10 @@ class PostgresEngine:
                 "tls": startup.tls,
                 "target_tls": target.tls,
                 "database": self.conn.target.database,
+                # how the agent proved who it is; for OIDC, what ties the session to the
+                # CI job (issuer, subject, token id and expiry), never the token itself
+                "auth": "token" if oidc is None else "oidc",
+                **({} if oidc is None else {"oidc": oidc.evidence()}),
             },
         )
         try:
@@ -239,6 +256,8 @@ class PostgresEngine:
             client=client_addr,
             application_name=info.application_name,
             tls=startup.tls,
+            auth="token" if oidc is None else "oidc",
+            **({} if oidc is None else {"oidc_sub": oidc.sub, "oidc_jti": oidc.jti}),
         )
 
         def closed(relay: PgRelay) -> None:
@@ -270,6 +289,48 @@ class PostgresEngine:
         target_left = target.mr.take_remaining() + _drain_stream(target.reader)
         relay.start(agent_left, target_left)
 
+    async def _authenticate_oidc(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        mr: MessageReader,
+        startup: hs.AgentStartup,
+        identity: Identity,
+        client_addr: str,
+    ) -> OidcClaims:
+        """The agent's password is an ID token: asked for in cleartext, so only over TLS
+        (or from this host when the listener allows it for tests)."""
+        assert identity.oidc is not None
+        claimed = identity.name
+        if not startup.tls:
+            peer = writer.get_extra_info("peername") or ("", 0)
+            loopback = _is_loopback(peer[0])
+            if not (self.conn.allow_oidc_without_tls_on_loopback and loopback):
+                await self._auth_failure(claimed, client_addr, "oidc: no TLS", "28000")
+                how = (
+                    "connect with sslmode=require"
+                    if self.conn.tls is not None
+                    else f'configure tls: on connection "{self.conn.name}" and connect with '
+                    "sslmode=require"
+                )
+                raise hs.HandshakeError(
+                    f'wardgate: identity "{claimed}" authenticates with an OIDC token, which is '
+                    f"sent only over TLS: {how}",
+                    sqlstate="28000",
+                )
+        token = await hs.read_cleartext_password(reader, writer, mr)
+        try:
+            return await self.gw.identities.oidc.verify(claimed, identity.oidc, token)
+        except OidcError as exc:
+            await self._auth_failure(
+                claimed, client_addr, exc.reason, exc.sqlstate, detail=str(exc)
+            )
+            raise hs.HandshakeError(
+                f'OIDC authentication failed for user "{claimed}": {exc}', sqlstate=exc.sqlstate
+            ) from None
+        finally:
+            del token
+
     def _admitted(self, identity: Any) -> bool:
         c = self.conn
         if c.allowed_identities is None and c.allowed_groups is None:
@@ -279,8 +340,15 @@ class PostgresEngine:
         return bool(c.allowed_groups and set(c.allowed_groups).intersection(identity.groups))
 
     async def _auth_failure(
-        self, claimed: str, client_addr: str, reason: str, sqlstate: str
+        self,
+        claimed: str,
+        client_addr: str,
+        reason: str,
+        sqlstate: str,
+        *,
+        detail: str | None = None,
     ) -> None:
+        # reason: a fixed label (a metrics label too); detail: the words the agent got
         METRICS.sessions_refused[(reason,)] += 1
         log_line(
             "auth_failure",
@@ -288,6 +356,7 @@ class PostgresEngine:
             connection=self.conn.name,
             client=client_addr,
             reason=reason,
+            **({} if detail is None else {"detail": detail}),
         )
         fut = self.gw.store.submit(
             "auth_failure",
@@ -300,6 +369,7 @@ class PostgresEngine:
                 "reason": reason,
                 "protocol": "postgres",
                 "sqlstate": sqlstate,
+                **({} if detail is None else {"detail": detail}),
             },
         )
         try:
@@ -331,6 +401,13 @@ def new_session_id() -> str:
         | (rand & ((1 << 62) - 1))
     )
     return str(uuid.UUID(int=value))
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def _drain_stream(reader: asyncio.StreamReader) -> bytes:

@@ -10,7 +10,9 @@ Agent side: SSLRequest is answered `S` (and TLS started) when the listener has a
 certificate, else `N`; GSSENCRequest is answered `N`; a CancelRequest is routed to the
 target backend it names. The agent authenticates with SCRAM-SHA-256 against the
 verifier derived from its token; an unknown identity runs the same exchange against a
-fake verifier so the reply does not reveal which names exist.
+fake verifier so the reply does not reveal which names exist. An OIDC-backed identity
+sends its ID token as a cleartext password instead (the gateway cannot know a SCRAM
+verifier for a token it has never seen), which the engine asks for only over TLS.
 
 Target side: connect, negotiate TLS per `target.tls`, authenticate with the connection's
 own credential (SCRAM-SHA-256, md5, cleartext or trust), and collect ParameterStatus and
@@ -46,6 +48,7 @@ __all__ = [
     "read_message",
     "connect_target",
     "authenticate_agent",
+    "read_cleartext_password",
     "FORWARDED_STARTUP_PARAMS",
 ]
 
@@ -175,6 +178,23 @@ async def authenticate_agent(
         raise HandshakeError("expected a SASLResponse", sqlstate="08P01")
     final = server.handle_client_final(bytes(body))
     writer.write(w.authentication_sasl_final(final))
+
+
+async def read_cleartext_password(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mr: MessageReader
+) -> str:
+    """Ask for the password in cleartext (AuthenticationCleartextPassword) and return it.
+
+    The caller makes sure the connection is encrypted (or an allowed loopback test)."""
+    writer.write(w.authentication_cleartext())
+    await writer.drain()
+    t, body, _ = await read_message(reader, mr)
+    if t != ord("p"):
+        raise HandshakeError("expected a PasswordMessage", sqlstate="08P01")
+    try:
+        return fe.decode_cleartext_password(body)
+    except (ProtocolError, UnicodeDecodeError, ValueError):
+        raise HandshakeError("malformed PasswordMessage", sqlstate="08P01") from None
 
 
 # --------------------------------------------------------------------------- target side
