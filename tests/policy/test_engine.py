@@ -363,3 +363,23 @@ def test_pathological_input_fails_closed() -> None:
     long = "SELECT 1 /*" + "x" * 20000 + "*/; DROP TABLE t"
     assert [d.verdict for _, d in s.evaluate(long)] == [Verdict.ALLOW, Verdict.DENY]
     assert s.evaluate("") == [] and s.evaluate("  ;  -- nothing") == []
+
+
+def test_fetch_reads_what_its_cursor_was_declared_with() -> None:
+    """FETCH names only the cursor: it is decided (and its rows masked) as reading what
+    the DECLARE read; a cursor the session did not declare may read any column; cursors
+    without HOLD end with the transaction, CLOSE ends one or all."""
+    s = PolicyEngine([]).session(info())
+    one(s, "DECLARE c CURSOR FOR SELECT salary FROM pay")
+    one(s, "DECLARE h CURSOR WITH HOLD FOR SELECT ssn FROM people")
+    assert "column:pay.salary" in one(s, "FETCH 10 FROM c").facts["objects"]
+    assert "column:pay.salary" in one(s, "MOVE c").facts["objects"]
+    unknown = one(s, "FETCH ALL FROM other")
+    assert "column:*" in unknown.facts["objects"] and "unknown_cursor" in unknown.facts["features"]
+    one(s, "COMMIT")
+    assert "column:*" in one(s, "FETCH c").facts["objects"]
+    assert "column:people.ssn" in one(s, "FETCH h").facts["objects"]
+    one(s, "CLOSE ALL")
+    assert "column:*" in one(s, "FETCH h").facts["objects"]
+    d = one(s, "DECLARE c CURSOR FOR SELECT 1")
+    assert d.facts["declares"] == "c" and one(s, "CLOSE c").facts["closes_cursor"] == "c"

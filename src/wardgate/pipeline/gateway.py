@@ -371,7 +371,9 @@ class Gateway:
                 self.catalogs.mark_stale(connection)  # a table newer than the map
                 reusable = False
             if derived_as is not None:
-                columns.append(ColumnInfo(derived_as[1], derived_as[0], f.type_oid, fmt))
+                # no table ("" for an unqualified column over several tables): matched by
+                # any rule on the column name (fail closed)
+                columns.append(ColumnInfo(derived_as[1], derived_as[0] or None, f.type_oid, fmt))
             elif f.table_oid:
                 columns.append(ColumnInfo(f.name, table, f.type_oid, fmt))
             else:

@@ -206,6 +206,8 @@ class PolicySession:
         self._memo_ok = not self.uses_text and not any(r.uses_time for r in self.rules)
         self._memo: dict[tuple[int, bool], tuple[StatementFacts, Decision]] = {}
         self.prepared: dict[str, StatementFacts] = {}
+        # DECLAREd cursor name -> (its query's facts, WITH HOLD)
+        self.cursors: dict[str, tuple[StatementFacts, bool]] = {}
         self.functions: dict[str, StatementFacts] = {}
         self.search_path_changed = False
 
@@ -271,6 +273,21 @@ class PolicySession:
                 )
             effective = facts.copy()
             effective.merge(prepared)
+        if facts.fetches is not None:
+            # FETCH names only the cursor: it reads what the cursor's query reads (its
+            # rows are masked by those columns). A cursor not declared through the
+            # gateway (opened by a function, say) may read any column: fail closed.
+            if effective is facts:
+                effective = facts.copy()
+            cursor = self.cursors.get(facts.fetches)
+            if cursor is not None:
+                effective.merge(cursor[0])
+            else:
+                effective.columns.add((None, "*"))
+                effective.add_feature(
+                    "unknown_cursor",
+                    f"fetches from cursor {facts.fetches!r} not declared through the gateway",
+                )
         if self.functions and facts.functions:
             for _, name in facts.functions:
                 body = self.functions.get(name)
@@ -288,6 +305,14 @@ class PolicySession:
             self.prepared.clear()
         elif facts.deallocates is not None:
             self.prepared.pop(facts.deallocates, None)
+        if facts.declares is not None and facts.cursor_facts is not None:
+            self.cursors[facts.declares] = (facts.cursor_facts, facts.cursor_holds)
+        if facts.closes_cursor == "*":
+            self.cursors.clear()
+        elif facts.closes_cursor is not None:
+            self.cursors.pop(facts.closes_cursor, None)
+        if facts.ends_transaction and self.cursors:
+            self.cursors = {k: v for k, v in self.cursors.items() if v[1]}
         if facts.creates_function and facts.function_body is not None:
             self.functions[facts.creates_function] = facts.function_body
         if "search_path" in facts.features:

@@ -138,6 +138,14 @@ class StatementFacts:
     prepared_facts: StatementFacts | None = None
     executes: str | None = None
     deallocates: str | None = None
+    # DECLARE name (its query's facts; WITH HOLD?), FETCH / MOVE name, CLOSE name ("*":
+    # ALL), COMMIT / ROLLBACK / PREPARE TRANSACTION (cursors without HOLD end)
+    declares: str | None = None
+    cursor_facts: StatementFacts | None = None
+    cursor_holds: bool = False
+    fetches: str | None = None
+    closes_cursor: str | None = None
+    ends_transaction: bool = False
     # CREATE FUNCTION / PROCEDURE name -> facts of its body
     creates_function: str | None = None
     function_body: StatementFacts | None = None
@@ -171,6 +179,9 @@ class StatementFacts:
         new.merge(self)
         new.prepares, new.prepared_facts = self.prepares, self.prepared_facts
         new.executes, new.deallocates = self.executes, self.deallocates
+        new.declares, new.cursor_facts = self.declares, self.cursor_facts
+        new.cursor_holds, new.fetches = self.cursor_holds, self.fetches
+        new.closes_cursor, new.ends_transaction = self.closes_cursor, self.ends_transaction
         new.creates_function, new.function_body = self.creates_function, self.function_body
         new.fingerprint, new.kind = self.fingerprint, self.kind
         return new
@@ -195,4 +206,8 @@ class StatementFacts:
         }
         if self.deallocates is not None:  # the relay forgets the name once it ran
             out["deallocates"] = self.deallocates
+        if self.declares is not None:  # ... and a protocol portal of a name now a cursor
+            out["declares"] = self.declares
+        if self.closes_cursor is not None:
+            out["closes_cursor"] = self.closes_cursor
         return out

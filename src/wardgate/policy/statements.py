@@ -239,6 +239,33 @@ def _h_execute(w: Walker, body: dict[str, Any]) -> None:
     w.walk_fields(body)
 
 
+_CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h
+
+
+def _h_declare_cursor(w: Walker, body: dict[str, Any]) -> None:
+    # the cursor's query is what a later FETCH of it reads (policy.engine remembers it,
+    # as it does a PREPAREd statement for EXECUTE)
+    w.add_kind("declare_cursor")
+    inner = type(w)(w.text)
+    inner.walk(body.get("query", {}))
+    inner._resolve_columns()
+    w.facts.declares = body.get("portalname", "")
+    w.facts.cursor_facts = inner.facts
+    w.facts.cursor_holds = bool(int(body.get("options", 0) or 0) & _CURSOR_OPT_HOLD)
+    w.facts.merge(inner.facts)
+    w.walk_fields(body, skip=("query",))
+
+
+def _h_fetch(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("fetch")
+    w.facts.fetches = body.get("portalname", "")
+
+
+def _h_close_portal(w: Walker, body: dict[str, Any]) -> None:
+    w.add_kind("close_portal")
+    w.facts.closes_cursor = body.get("portalname") or "*"
+
+
 def _h_deallocate(w: Walker, body: dict[str, Any]) -> None:
     w.add_kind("deallocate")
     w.facts.constant_sensitive = True
@@ -396,6 +423,8 @@ def _h_range_var(w: Walker, body: dict[str, Any]) -> None:
 
 def _h_transaction(w: Walker, body: dict[str, Any]) -> None:
     w.add_kind("transaction")
+    if body.get("kind") in ("TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE"):
+        w.facts.ends_transaction = True
 
 
 def _h_constant(w: Walker, body: dict[str, Any]) -> None:
@@ -420,6 +449,9 @@ HANDLERS = {
     "PrepareStmt": _h_prepare,
     "ExecuteStmt": _h_execute,
     "DeallocateStmt": _h_deallocate,
+    "DeclareCursorStmt": _h_declare_cursor,
+    "FetchStmt": _h_fetch,
+    "ClosePortalStmt": _h_close_portal,
     "DoStmt": _h_do,
     "CreateFunctionStmt": _h_create_function,
     "CreateTrigStmt": _h_trigger,

@@ -41,7 +41,9 @@ def gw(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     pg_cluster.psql(
         "orders",
         "drop table if exists rs_pay; create table rs_pay (id int, salary numeric); "
-        f"grant all on rs_pay to app; insert into rs_pay values (1, {SECRET_SALARY})",
+        f"grant all on rs_pay to app; insert into rs_pay values (1, {SECRET_SALARY}); "
+        "drop table if exists rs_pay2; create table rs_pay2 (id int); grant all on rs_pay2 to app; "
+        "insert into rs_pay2 values (1)",
     )
     try:
         yield gateway

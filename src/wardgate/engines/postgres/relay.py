@@ -396,13 +396,18 @@ class PgRelay(ResponseSide):
 
     def _on_execute(self, portal_name: str, raw: bytes) -> None:
         portal = self.portals.get(portal_name)
+        describe: tuple[bytes, Op] | None = None
         if portal is None and portal_name:
             # a cursor the target knows from SQL DECLARE, fetched through the protocol:
-            # decided and recorded as the FETCH it is
+            # decided and recorded as the FETCH it is (the policy reads it as the
+            # cursor's query). Its columns come from the target: a Describe of the
+            # portal goes first and its answer stays here (the masker needs the
+            # columns; the agent asked for none)
             stmt = self._sql_object_statement(f"FETCH FORWARD ALL FROM {_ident(portal_name)}")
             if stmt is None:
                 return
             portal = Portal(stmt, (), ())
+            describe = (w.describe("P", portal_name), Op("describe_cursor", payload=portal))
         stmt = portal.statement if portal else None
         if stmt is None:
             # the unnamed portal the gateway does not know: fail closed. The target could
@@ -429,6 +434,8 @@ class PgRelay(ResponseSide):
                 bound = Command(command.session, stmt.text, portal.params, 0, "execute")
                 self._hold_execute([(bound, decision)], stmt, portal, raw)
                 return
+        if describe is not None:
+            self._batch.append(describe)
         self._accept_execute(stmt, portal, raw, stmt.extra)
 
     def _accept_execute(
@@ -674,7 +681,7 @@ class PgRelay(ResponseSide):
                 continue
             elif kind == "query":
                 out.append((w.query(INJECTED_SQL), Op("inject", index=1, payload=err)))
-            elif kind in ("parse", "bind", "execute", "describe"):
+            elif kind in ("parse", "bind", "execute", "describe", "describe_cursor"):
                 out.append((w.parse("", INJECTED_SQL, ()), Op("inject", payload=err)))
                 skipping = True
             elif kind == "inject":

@@ -295,6 +295,17 @@ class ResponseSide:
                     self._forget_deallocated(ex.decision.facts.get("deallocates"))
                 elif tag == "DISCARD ALL":
                     self._forget_deallocated("*")
+                    self.portals = {}
+                elif tag.startswith(("DECLARE", "CLOSE")) and ex.decision is not None:
+                    # the name is a SQL cursor now (DECLARE succeeds only for a free
+                    # name), or no portal at all: a protocol portal the relay still
+                    # held under it is stale
+                    facts = ex.decision.facts or {}
+                    name = facts.get("declares") or facts.get("closes_cursor")
+                    if name == "*":
+                        self.portals = {}
+                    elif name:
+                        self.portals.pop(name, None)
             if op is not None:
                 if op.kind == "query":
                     op.index += 1
@@ -304,6 +315,10 @@ class ResponseSide:
         elif t == _ROWDESC:
             fields = self._fields(body)
             if op is not None:
+                if op.kind == "describe_cursor":  # the relay's own Describe: not forwarded
+                    op.payload.fields = fields
+                    ops.popleft()
+                    return
                 if op.kind == "describe":
                     kind, name = op.payload
                     target = self.statements.get(name) if kind == "S" else self.portals.get(name)
@@ -359,6 +374,9 @@ class ResponseSide:
                 self._undo(skipped)
             out.append(self.gw.mask_error(raw, body))
         elif t == _PARSE_OK or t == _BIND_OK or t == _CLOSE_OK or t == _NODATA:
+            if op is not None and op.kind == "describe_cursor" and t == _NODATA:
+                ops.popleft()  # the relay's own Describe: not forwarded
+                return
             if op is not None and op.kind in ("parse", "bind", "close", "describe"):
                 ops.popleft()
             out.append(raw)
