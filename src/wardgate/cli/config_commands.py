@@ -5,7 +5,8 @@ Theory of operation: each check builds the same object the gateway builds at sta
 the identity registry, the checkpoint keyring, the store, a socket on each listener)
 and reports ok, warn or FAIL with a one-line detail that names things, never a secret.
 `--connect` also logs in to every target with the connection's own credential, as a
-session would, and reports the server version or the target's refusal.
+session would, and reports the server version or the target's refusal, and fetches every
+OIDC provider's key set as the gateway does at start.
 
 Exit status: 0 no failure (warnings allowed), 1 a check failed, 2 the configuration
 itself does not load (file, line and key are printed, as for `serve`).
@@ -81,7 +82,50 @@ def _identities(cfg: Config) -> tuple[str, str]:
 
     IdentityRegistry.from_config(cfg)
     active = [i.name for i in cfg.identities if not i.disabled]
-    return OK, f"{len(active)} active, {len(cfg.identities) - len(active)} disabled"
+    oidc = sum(1 for i in cfg.identities if i.oidc is not None)
+    return OK, (
+        f"{len(active)} active, {len(cfg.identities) - len(active)} disabled"
+        + (f"; {oidc} OIDC-backed" if oidc else "")
+    )
+
+
+def _oidc(cfg: Config) -> tuple[str, str]:
+    """The OIDC providers and which identities use them (nothing fetched)."""
+    if not cfg.oidc_providers:
+        return OK, "none configured"
+    parts = []
+    for p in cfg.oidc_providers:
+        users = [i.name for i in cfg.identities if i.oidc and i.oidc.provider == p.name]
+        keys = p.jwks or "discovery"
+        parts.append(
+            f"{p.name} ({p.issuer}, keys: {keys}, {', '.join(p.algorithms)}; "
+            f"{len(users)} identit{'y' if len(users) == 1 else 'ies'})"
+        )
+    plaintext = [c.name for c in cfg.connections if c.allow_oidc_without_tls_on_loopback]
+    notls = [c.name for c in cfg.connections if c.tls is None]
+    users = [i for i in cfg.identities if i.oidc is not None]
+    if users and notls and len(notls) == len(cfg.connections) and not plaintext:
+        return WARN, (
+            "; ".join(parts) + ": no connection has tls:, and OIDC tokens are only accepted "
+            "over TLS"
+        )
+    if plaintext:
+        return WARN, "; ".join(parts) + f"; OIDC without TLS allowed on loopback: {plaintext}"
+    return OK, "; ".join(parts)
+
+
+def _oidc_keys(provider) -> tuple[str, str]:
+    """Fetch a provider's key set as the gateway does at start."""
+    from wardgate.identity.oidc import ProviderKeys
+
+    async def fetch() -> tuple[str, str]:
+        keys = ProviderKeys(provider, lambda *_a, **_k: None)
+        if not await keys.refresh(why="config check"):
+            return FAIL, f"keys cannot be fetched from {keys.source}: {keys.error}"
+        kids = ", ".join(k or "(no kid)" for k in sorted(keys.keys))
+        return OK, f"{len(keys.keys)} key(s) from {keys.source}: {kids}"
+
+    return asyncio.run(fetch())
 
 
 def _key_file(cfg: Config) -> tuple[str, str]:
@@ -181,6 +225,7 @@ def run_checks(cfg: Config, *, connect: bool) -> list[Result]:
         _guard("policies", lambda: _policies(cfg)),
         _guard("masking", lambda: _masking(cfg)),
         _guard("identities", lambda: _identities(cfg)),
+        _guard("oidc providers", lambda: _oidc(cfg)),
         _guard("checkpoint key", lambda: _key_file(cfg)),
         _guard("publish", lambda: _publish(cfg)),
         _guard("audit store", lambda: _store(cfg)),
@@ -189,6 +234,9 @@ def run_checks(cfg: Config, *, connect: bool) -> list[Result]:
         results.append(_guard(f"listener {c.name}", lambda c=c: _listener(*c.listen)))
         if connect:
             results.append(_guard(f"target {c.name}", lambda c=c: _connect(c)))
+    if connect:
+        for p in cfg.oidc_providers:
+            results.append(_guard(f"oidc {p.name}", lambda p=p: _oidc_keys(p)))
     if cfg.api.listen is not None:
         results.append(_guard("api listener", lambda: _listener(*cfg.api.listen)))
     return results
@@ -204,7 +252,7 @@ def register(app: typer.Typer) -> None:
     def check(
         config: ConfigOpt,
         connect: Annotated[
-            bool, typer.Option("--connect", help="Also log in to every target.")
+            bool, typer.Option("--connect", help="Also log in to every target and fetch OIDC keys.")
         ] = False,
     ) -> None:
         """Check everything `serve` needs: secrets, policies, masking, keys, store, ports."""

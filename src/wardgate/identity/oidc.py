@@ -313,7 +313,7 @@ class OidcVerifier:
             )
         try:
             key = PyJWK(jwk, algorithm=alg)
-        except jwt.PyJWTError:
+        except Exception:  # noqa: BLE001 - a key of the wrong type or a malformed one
             raise OidcError(
                 f"key {kid!s:.64} of OIDC provider {cfg.name} cannot verify {alg} signatures",
                 reason="oidc: algorithm not allowed",

@@ -1,0 +1,60 @@
+"""`wardgate config check` reports OIDC providers and, with --connect, fetches their keys."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.identity.oidc_provider import FakeOidcProvider
+from wardgate.testing.gateway_process import write_config
+from wardgate.testing.pgcluster import PgCluster, free_port
+
+IDENTITY = {"name": "ci-deploy", "oidc": {"provider": "ci", "claims": {"repository": "acme/*"}}}
+
+
+def _check(cfg: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "wardgate", "config", "check", "--config", str(cfg), *args],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env, "COLUMNS": "250"},
+    )  # fmt: skip
+
+
+def test_providers_are_reported_and_their_keys_fetched(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    idp = FakeOidcProvider()
+    try:
+        cfg, env = write_config(
+            tmp_path,
+            pg_cluster,
+            extra={
+                "oidc_providers": [{"name": "ci", "issuer": idp.issuer, "audience": "wardgate"}]
+            },
+            extra_identities=[IDENTITY],
+        )
+        r = _check(cfg, env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "oidc providers" in r.stdout and f"ci ({idp.issuer}, keys: discovery" in r.stdout
+        assert "1 OIDC-backed" in r.stdout
+        assert "oidc ci" not in r.stdout  # nothing fetched without --connect
+        assert not idp.requests
+        r = _check(cfg, env, "--connect")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "oidc ci" in r.stdout and "2 key(s) from" in r.stdout and "e1, k1" in r.stdout
+    finally:
+        idp.stop()
+
+
+def test_keys_that_cannot_be_fetched_fail_the_check(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    cfg, env = write_config(
+        tmp_path,
+        pg_cluster,
+        extra={"oidc_providers": [{"name": "ci", "issuer": down, "audience": "wardgate"}]},
+        extra_identities=[IDENTITY],
+    )
+    r = _check(cfg, env, "--connect")
+    assert r.returncode == 1, r.stdout
+    assert "oidc ci" in r.stdout and "keys cannot be fetched" in r.stdout
