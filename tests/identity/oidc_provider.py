@@ -48,7 +48,7 @@ class SigningKey:
 class FakeOidcProvider:
     """Serves `/.well-known/openid-configuration` and `/jwks` on 127.0.0.1:<free port>."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.keys: list[SigningKey] = [SigningKey("k1"), SigningKey("e1", "EC")]
         self.requests: list[str] = []
         provider = self
@@ -73,7 +73,7 @@ class FakeOidcProvider:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.issuer = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -14,9 +14,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
 
-from tests.identity.oidc_provider import SigningKey, forged_token
+from tests.identity.oidc_provider import FakeOidcProvider, SigningKey, forged_token
 from wardgate.config import OidcBinding, OidcProviderConfig
 from wardgate.identity.oidc import OidcError, OidcVerifier, describe_age
+from wardgate.testing.pgcluster import free_port
 
 ISSUER = "https://idp.example.com"
 
@@ -191,3 +192,73 @@ def test_describe_age() -> None:
     assert [describe_age(s) for s in (5, 180, 3600, 3900, 200000)] == [
         "5s", "3m", "1h", "1h5m", "2d"
     ]  # fmt: skip
+
+
+def _http_verifier(issuer: str, **cfg: Any) -> OidcVerifier:
+    provider = OidcProviderConfig(
+        name="p", issuer=issuer, audience=("wardgate",), **{"jwks_min_refetch": 60, **cfg}
+    )
+    return OidcVerifier([provider])
+
+
+async def test_many_unknown_kids_at_once_cause_one_fetch() -> None:
+    idp = FakeOidcProvider()
+    v = _http_verifier(idp.issuer, jwks_min_refetch=1)
+    try:
+        await v.start()
+        assert idp.requests == ["/.well-known/openid-configuration", "/jwks"]
+        await asyncio.sleep(1.1)
+        tokens = [idp.token(key=SigningKey(f"x{i}")) for i in range(2)] * 5
+        results = await asyncio.gather(
+            *(v.verify("ident", _binding(), t) for t in tokens), return_exceptions=True
+        )
+        assert all(isinstance(r, OidcError) and "is not among" in str(r) for r in results)
+        assert idp.requests.count("/jwks") == 2  # at start, and once for all ten
+    finally:
+        await v.aclose()
+        idp.stop()
+
+
+async def test_a_provider_down_at_start_is_retried_in_the_background() -> None:
+    port = free_port()
+    v = _http_verifier(f"http://127.0.0.1:{port}", jwks_min_refetch=1)
+    await v.start()
+    idp = None
+    try:
+        assert v.providers["p"].error == "connection refused or host unreachable"
+        idp = FakeOidcProvider(port)
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            if v.providers["p"].keys:
+                break
+        token = idp.token(iss=idp.issuer)
+        claims = await v.verify("ident", _binding(), token)
+        assert claims.iss == idp.issuer
+    finally:
+        await v.aclose()
+        if idp is not None:
+            idp.stop()
+
+
+async def test_a_discovery_document_for_another_issuer_is_refused() -> None:
+    idp = FakeOidcProvider()
+    v = _http_verifier(idp.issuer)
+    idp.issuer = "https://impostor.example"  # what the discovery document now claims
+    try:
+        await v.start()
+        assert "discovery document names issuer" in (v.providers["p"].error or "")
+    finally:
+        await v.aclose()
+        idp.stop()
+
+
+async def test_iat_in_the_future_is_not_valid_yet(tmp_path: Path) -> None:
+    a = SigningKey("a")
+    v = _setup(tmp_path, [a.jwk], leeway=5)
+    await v.start()
+    now = int(time.time())
+    token = jwt.encode(
+        _claims(iat=now + 600, exp=now + 900), a.private, algorithm="RS256", headers={"kid": "a"}
+    )
+    with pytest.raises(OidcError, match=r"token is not valid yet \(for (9|10)m\)"):
+        await _verify(v, token)

@@ -122,9 +122,15 @@ class ProviderKeys:
             return self.cfg.jwks
         return self.cfg.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
-    async def refresh(self, *, why: str) -> bool:
-        """Fetch the set again; True if it could be fetched. Never raises."""
+    async def refresh(self, *, why: str, only_if_due: bool = False) -> bool:
+        """Fetch the set again; True if it could be fetched. Never raises.
+
+        only_if_due: skip it (False) unless `jwks_min_refetch` has passed since the last
+        attempt, checked under the lock so that many tokens with unknown key ids arriving
+        together cause one fetch, not one each."""
         async with self._lock:
+            if only_if_due and not self.may_refetch():
+                return False
             self.attempted_at = time.monotonic()
             try:
                 keys = await asyncio.wait_for(self._fetch(), self.cfg.jwks_timeout)
@@ -176,6 +182,13 @@ class ProviderKeys:
             return self.keys.get(kid)
         # a token without kid: only unambiguous when the set holds exactly one key
         return next(iter(self.keys.values())) if len(self.keys) == 1 else None
+
+    def next_due(self) -> float:
+        """When (monotonic) the background task should fetch this set again."""
+        last = self.attempted_at if self.attempted_at is not None else time.monotonic()
+        if self.error is not None:
+            return last + max(self.cfg.jwks_min_refetch, 1.0)
+        return last + self.cfg.jwks_refresh
 
     def may_refetch(self) -> bool:
         last = self.attempted_at
@@ -271,13 +284,16 @@ class OidcVerifier:
             self._task = None
 
     async def _refresh_loop(self) -> None:
-        every = min(p.cfg.jwks_refresh for p in self.providers.values())
+        # each provider every jwks_refresh; one whose last fetch failed (down at start,
+        # say) every jwks_min_refetch, so its identities work soon after it is back
         while True:
-            await asyncio.sleep(max(every, 1.0))
+            now = time.monotonic()
+            due = {p.cfg.name: p.next_due() for p in self.providers.values()}
+            await asyncio.sleep(min(max(min(due.values()) - now, 1.0), 3600.0))
             now = time.monotonic()
             for p in self.providers.values():
-                if p.attempted_at is None or now - p.attempted_at >= p.cfg.jwks_refresh - 0.5:
-                    await p.refresh(why="periodic")
+                if p.next_due() <= now + 0.5:
+                    await p.refresh(why="periodic" if p.error is None else "retry")
 
     async def verify(self, identity: str, binding: OidcBinding, token: str) -> OidcClaims:
         keys = self.providers[binding.provider]
@@ -343,7 +359,8 @@ class OidcVerifier:
         if jwk is not None:
             return jwk
         if keys.may_refetch():
-            await keys.refresh(why="unknown key id" if keys.keys else "no keys yet")
+            why = "unknown key id" if keys.keys else "no keys yet"
+            await keys.refresh(why=why, only_if_due=True)
             jwk = keys.lookup(kid)
             if jwk is not None:
                 return jwk
@@ -382,8 +399,11 @@ class OidcVerifier:
             ago = describe_age(self._clock() - exp) if isinstance(exp, int | float) else "?"
             raise OidcError(f"token expired {ago} ago", reason="oidc: expired") from None
         except jwt.ImmatureSignatureError:
-            nbf = _unverified(token).get("nbf")
-            left = describe_age(nbf - self._clock()) if isinstance(nbf, int | float) else "?"
+            # nbf in the future, or iat (PyJWT checks both)
+            payload = _unverified(token)
+            starts = [payload.get(c) for c in ("nbf", "iat")]
+            starts = [t for t in starts if isinstance(t, int | float)]
+            left = describe_age(max(starts) - self._clock()) if starts else "?"
             raise OidcError(
                 f"token is not valid yet (for {left})", reason="oidc: not yet valid"
             ) from None
