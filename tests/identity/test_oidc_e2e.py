@@ -335,3 +335,36 @@ def test_no_token_in_logs_or_record(oidc_gw: RunningGateway, idp: FakeOidcProvid
             # nor its signature alone
             assert token.rsplit(".", 1)[1].encode() not in blob, f"a signature appears in {name}"
     assert AGENT_TOKENS["ci-bot"].encode() not in blobs["stderr"]
+
+
+def test_psql_with_the_token_in_pgpassword(oidc_gw: RunningGateway, idp: FakeOidcProvider) -> None:
+    """What the GitHub Actions example in docs/configuration.md does."""
+    import os
+    import shutil
+    import subprocess
+
+    token = idp.token(jti="psql-job")
+    env = {
+        **os.environ,
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(oidc_gw.port),
+        "PGUSER": "ci-deploy",
+        "PGDATABASE": "orders",
+        "PGSSLMODE": "require",
+        "PGPASSWORD": token,
+    }
+    psql = shutil.which("psql")
+    assert psql is not None
+    r = subprocess.run(
+        [psql, "-XAtc", "select current_user, 6 * 7"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "app|42"  # the target role: the agent never sees its credential
+    r = subprocess.run(
+        [psql, "-XAtc", "select 1"],
+        env={**env, "PGPASSWORD": idp.token(aud="other")},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert r.returncode != 0
+    assert "FATAL" in r.stderr and "token audience is not wardgate" in r.stderr
