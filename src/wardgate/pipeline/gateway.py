@@ -229,10 +229,21 @@ class Gateway:
 
     def _masked_statement(self, text: str, c: _DecisionConstants) -> str:
         """The statement text masked for the record, remembered per text and mask set."""
-        key = (text, c.mask_set)
+        # EXECUTE name(...) names no column: its arguments go to what the name was
+        # prepared as, which the decision's facts say (the same text can be prepared
+        # as another statement later: part of the key)
+        facts = c.decision.facts or {}
+        executes_covered = (
+            c.column_rules
+            and facts.get("executes") is not None
+            and ruled_column_read(c.masks, facts.get("objects", [])) is not None
+        )
+        key = (text, c.mask_set, executes_covered)
         masked = self._masked_texts.get(key)
         if masked is None:
-            if c.column_rules and self.masking.names_covered_column(text, c.masks):
+            if c.column_rules and (
+                executes_covered or self.masking.names_covered_column(text, c.masks)
+            ):
                 # the statement may carry a covered column's value in any literal
                 # spelling: the record keeps it with every constant replaced
                 text_out = without_constants(text) or text
@@ -461,6 +472,17 @@ class Gateway:
         info = relay.info
         command = Command(info, command.text, command.parameters, command.index, command.via)
         fingerprint = statement_key(command.text)
+        # `EXECUTE name(...)` alone does not say what runs: the reviewer is shown the
+        # PREPARE too, and a standing grant covers the pair (a grant for `EXECUTE x`
+        # must not cover whatever x is prepared as later)
+        prepared = None
+        policy = getattr(relay, "policy", None)
+        if policy is not None and hasattr(policy, "prepared_text"):
+            prepared = policy.prepared_text((decision.facts or {}).get("executes"))
+        if prepared is not None:
+            fingerprint = hashlib.sha256(
+                (statement_key(prepared) + fingerprint).encode()
+            ).hexdigest()
         ttl = decision.review_ttl_seconds or self.config.approvals.default_ttl
         if self.broker is None:
             return (
@@ -477,6 +499,9 @@ class Gateway:
             command.parameters, self._masks_for(decision), command.text
         )[0]
         text = self._masked_statement(command.text, self._constants(decision))
+        if prepared is not None:
+            shown = self._masked_statement(prepared, self._constants(decision))
+            text = f"{text}\n-- prepared as: {shown}"
         masked = Command(info, text, params, command.index, command.via)
         approval = await self.broker.request(masked, decision, fingerprint=fingerprint)
         notice(

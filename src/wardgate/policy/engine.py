@@ -206,6 +206,9 @@ class PolicySession:
         self._memo_ok = not self.uses_text and not any(r.uses_time for r in self.rules)
         self._memo: dict[tuple[int, bool], tuple[StatementFacts, Decision]] = {}
         self.prepared: dict[str, StatementFacts] = {}
+        # PREPAREd name -> the PREPARE statement's text: what a reviewer of `EXECUTE name`
+        # is shown, and what a standing grant for it is keyed on (see prepared_text)
+        self.prepared_texts: dict[str, str] = {}
         # DECLAREd cursor name -> (its query's facts, WITH HOLD)
         self.cursors: dict[str, tuple[StatementFacts, bool]] = {}
         self.functions: dict[str, StatementFacts] = {}
@@ -230,6 +233,8 @@ class PolicySession:
         for index, (stmt_text, facts) in enumerate(classified):
             command = self._command(stmt_text, index, via, parameters)
             effective, problem = self._with_session_state(facts)
+            if facts.prepares is not None and facts.prepared_facts is not None:
+                self.prepared_texts[facts.prepares] = stmt_text
             if problem is not None:
                 decision = problem
             elif effective is facts and self._memo_ok:
@@ -246,6 +251,13 @@ class PolicySession:
                 decision = self.decide(effective, stmt_text)
             out.append((command, decision))
         return out
+
+    def prepared_text(self, name: str | None) -> str | None:
+        """The PREPARE that made `name`, while the session holds it (for a review of
+        `EXECUTE name`: the EXECUTE's text alone does not say what runs)."""
+        if not name or name not in self.prepared:
+            return None
+        return self.prepared_texts.get(name)
 
     def _command(self, text: str, index: int, via: str, parameters: tuple) -> Command:
         return Command(session=self.info, text=text, parameters=parameters, index=index, via=via)

@@ -206,6 +206,8 @@ class StatementFacts:
         }
         if self.deallocates is not None:  # the relay forgets the name once it ran
             out["deallocates"] = self.deallocates
+        if self.executes is not None:  # a review shows what the name was prepared as
+            out["executes"] = self.executes
         if self.declares is not None:  # ... and a protocol portal of a name now a cursor
             out["declares"] = self.declares
         if self.closes_cursor is not None:
