@@ -12,6 +12,7 @@ import concurrent.futures
 import hashlib
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 __all__ = ["Gateway", "format_ttl", "statement_key"]
 
 log = logging.getLogger("wardgate.gateway")
+
+
+# PostgreSQL's DETAIL texts that echo a row's or a key's values (constraint failures)
+_ROW_ECHO = re.compile(r"(failing row contains|\bkey \(.*\)=\()", re.IGNORECASE | re.DOTALL)
+ROW_DETAIL_WITHHELD = "wardgate: detail withheld (it shows row values; a column mask rule applies)"
 
 
 def statement_key(text: str) -> str:
@@ -430,13 +436,31 @@ class Gateway:
             )
         return None
 
-    def mask_error(self, raw: bytes, body: bytes, *, notice: bool = False) -> bytes:
-        """ErrorResponse / NoticeResponse with values echoed by PostgreSQL masked."""
+    def mask_error(
+        self,
+        raw: bytes,
+        body: bytes,
+        *,
+        notice: bool = False,
+        decision: Decision | None = None,
+    ) -> bytes:
+        """ErrorResponse / NoticeResponse with values echoed by PostgreSQL masked.
+
+        A DETAIL that echoes row values ("Failing row contains (...)", "Key (...)=(...)")
+        is withheld whole when a column rule may apply (the statement's, or unknown):
+        the values carry no column names to match rules with, and an agent can provoke
+        such an error to read a covered column."""
         from wardgate.wire.pg.backend import decode_fields
         from wardgate.wire.pg.writers import error_response, notice_response
 
         fields = decode_fields(body)
         changed = False
+        detail = fields.get("D")
+        if detail and _ROW_ECHO.search(detail):
+            masks = self._masks_for(decision)
+            if decision is None or any(getattr(m, "columns", None) for m in masks):
+                fields["D"] = ROW_DETAIL_WITHHELD
+                changed = True
         for key in ("M", "D", "H", "W", "q"):
             if key in fields:
                 masked = self.mask_text(fields[key])

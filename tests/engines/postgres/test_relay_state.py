@@ -158,3 +158,28 @@ def test_a_close_the_server_skipped_keeps_the_statement(gw: Any) -> None:
         _run_or_held(gw, s, w.bind("", "d", (), (), ()) + w.execute("", 0) + w.sync(), "rs_close")
     finally:
         s.close()
+
+
+def test_an_error_that_echoes_a_row_does_not_show_a_covered_value(gw: Any) -> None:
+    """PostgreSQL echoes the failing row in an error's DETAIL ("Failing row contains
+    (...)", "Key (...)=(...)"): an agent can provoke one to read a covered column."""
+    gw.cluster.psql(
+        "orders",
+        "alter table rs_pay alter column id set not null",
+    )
+    s = _Session(gw)
+    try:
+        for msgs in (
+            s.send(w.query("UPDATE rs_pay SET id = NULL WHERE id = 1")),
+            s.send(
+                w.parse("", "UPDATE rs_pay SET id = $1 WHERE id = 1")
+                + w.bind("", "", (), (None,), ())
+                + w.execute("", 0)
+                + w.sync()
+            ),
+        ):
+            [err] = _errors(msgs)
+            assert err["C"] == "23502" and "D" in err, err
+            assert SECRET_SALARY not in str(err), err
+    finally:
+        s.close()

@@ -372,7 +372,9 @@ class ResponseSide:
                 # the target made, bound or closed none of these: their names mean what
                 # they meant before
                 self._undo(skipped)
-            out.append(self.gw.mask_error(raw, body))
+            out.append(
+                self.gw.mask_error(raw, body, decision=ex.decision if ex is not None else None)
+            )
         elif t == _PARSE_OK or t == _BIND_OK or t == _CLOSE_OK or t == _NODATA:
             if op is not None and op.kind == "describe_cursor" and t == _NODATA:
                 ops.popleft()  # the relay's own Describe: not forwarded
