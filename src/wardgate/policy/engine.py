@@ -175,6 +175,31 @@ class PolicyEngine:
         return result
 
 
+# functions that keep a value past the statement, where it can be read back without the
+# statement's columns (see the masked-column-copy check in PolicyEngine.decide)
+_STORING_FUNCTIONS = frozenset(
+    {
+        "set_config",
+        "pg_notify",
+        "setval",
+        "lo_from_bytea",
+        "lo_put",
+        "lo_create",
+        "lo_import",
+        "lo_export",
+        "pg_logical_emit_message",
+        "pg_advisory_lock",
+        "pg_advisory_lock_shared",
+        "pg_advisory_xact_lock",
+        "pg_advisory_xact_lock_shared",
+        "pg_try_advisory_lock",
+        "pg_try_advisory_lock_shared",
+        "pg_try_advisory_xact_lock",
+        "pg_try_advisory_xact_lock_shared",
+    }
+)
+
+
 class PolicySession:
     """Policy state of one agent connection."""
 
@@ -401,6 +426,22 @@ class PolicySession:
                 facts=fact_dict,
                 cacheable=cacheable,
             )
+        stores = sorted({n.lower() for _, n in facts.functions} & _STORING_FUNCTIONS)
+        if verdict is not Verdict.DENY and stores:
+            # a value handed to one of these outlives the statement where the agent can
+            # read it back unmasked (current_setting, a NOTIFY payload, currval, a large
+            # object, pg_locks): reading a covered column in the same statement is a copy
+            hit = ruled_column_read(masks, fact_dict.get("objects", []))
+            if hit is not None:
+                return Decision(
+                    verdict=Verdict.DENY,
+                    rule="builtin/masked-column-copy",
+                    reason=f"copies {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under "
+                    f"a mask rule, out of the result through {stores[0]}()",
+                    masks=masks,
+                    facts=fact_dict,
+                    cacheable=cacheable,
+                )
         if verdict is not Verdict.DENY and facts.writes and facts.reads:
             # reading a column under a column rule while writing elsewhere would copy the
             # value out from under its rule (INSERT ... SELECT, CREATE TABLE AS, CREATE VIEW)

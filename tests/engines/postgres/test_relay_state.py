@@ -183,3 +183,32 @@ def test_an_error_that_echoes_a_row_does_not_show_a_covered_value(gw: Any) -> No
             assert SECRET_SALARY not in str(err), err
     finally:
         s.close()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT set_config('wg.x', (SELECT salary::text FROM rs_pay LIMIT 1), false)",
+        "SELECT pg_notify('wg_chan', salary::text) FROM rs_pay",
+        "SELECT setval('rs_seq', salary::bigint) FROM rs_pay",
+    ],
+)
+def test_a_covered_value_is_not_laundered_through_session_state(gw: Any, sql: str) -> None:
+    """set_config, pg_notify, setval... keep a value where a later statement (or the
+    LISTENing agent) reads it without its column: reading a covered column into one is
+    refused as a copy."""
+    gw.cluster.psql(
+        "orders", "create sequence if not exists rs_seq; grant all on sequence rs_seq to app"
+    )
+    s = _Session(gw)
+    try:
+        s.send(w.query("LISTEN wg_chan"))
+        msgs = s.send(w.query(sql))
+        [err] = _errors(msgs)
+        assert err["C"] == "42501" and "masked-column-copy" in err["M"], err
+        for later in ("SELECT current_setting('wg.x', true)", "SELECT last_value FROM rs_seq"):
+            msgs += s.send(w.query(later))
+        assert all(SECRET_SALARY.encode() not in m[1] for m in msgs), msgs
+        assert all(b"987654" not in m[1] for m in msgs), msgs
+    finally:
+        s.close()
