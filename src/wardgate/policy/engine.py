@@ -37,7 +37,7 @@ from wardgate.pipeline.command import Command, Decision, MaskDirective, SessionI
 from wardgate.policy.baseline import BASELINE_NAME, baseline_policy
 from wardgate.policy.classify import classify_message
 from wardgate.policy.facts import StatementFacts
-from wardgate.policy.masked_columns import ruled_column_read
+from wardgate.policy.masked_columns import ruled_column_read, ruled_rename
 from wardgate.policy.match import CompiledRule, MatchContext
 from wardgate.policy.model import PolicySpec, parse_duration
 from wardgate.policy.settings import wardgate_setting
@@ -438,6 +438,39 @@ class PolicySession:
                     rule="builtin/masked-column-copy",
                     reason=f"copies {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under "
                     f"a mask rule, out of the result through {stores[0]}()",
+                    masks=masks,
+                    facts=fact_dict,
+                    cacheable=cacheable,
+                )
+        if verdict is not Verdict.DENY and "create_function" in facts.kinds:
+            # a trigger function sees the row of whatever table a trigger names later:
+            # NEW.ssn / OLD.ssn may carry a ruled column anywhere (a NOTICE, another table)
+            rows = [
+                o
+                for o in fact_dict.get("objects", [])
+                if o.lower().startswith(("column:new.", "column:old."))
+            ]
+            hit = ruled_column_read(masks, rows) if rows else None
+            if hit is not None:
+                return Decision(
+                    verdict=Verdict.DENY,
+                    rule="builtin/masked-column-copy",
+                    reason=f"a trigger function that uses NEW/OLD.{hit[1]}, a column under a "
+                    "mask rule, could carry its value out from under the rule",
+                    masks=masks,
+                    facts=fact_dict,
+                    cacheable=cacheable,
+                )
+        if verdict is not Verdict.DENY and "rename" in facts.kinds:
+            # renaming a ruled column (or its table) would leave the rule matching
+            # nothing: `SELECT dx FROM cw` after `RENAME COLUMN ssn TO dx` reads it raw
+            hit = ruled_rename(masks, fact_dict.get("objects", []))
+            if hit is not None:
+                return Decision(
+                    verdict=Verdict.DENY,
+                    rule="builtin/masked-column-rename",
+                    reason=f"renames {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under a "
+                    "mask rule (the rule names it; change the rule first)",
                     masks=masks,
                     facts=fact_dict,
                     cacheable=cacheable,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import fnmatch
 
-__all__ = ["ruled_column_read"]
+__all__ = ["ruled_column_read", "ruled_rename"]
+
+# the row records of a trigger function: bound to whichever table a trigger names later
+_TRIGGER_ROWS = frozenset({"new", "old"})
 
 
 def ruled_column_read(masks: tuple, objects: list[str]) -> tuple[str, str] | None:
@@ -22,6 +25,8 @@ def ruled_column_read(masks: tuple, objects: list[str]) -> tuple[str, str] | Non
             continue
         table, _, column = obj[7:].lower().rpartition(".")
         bare_table = table.rpartition(".")[2]
+        if bare_table in _TRIGGER_ROWS:
+            table = bare_table = ""  # NEW.x / OLD.x in a trigger function: any table's row
         for pattern in patterns:
             t_pat, _, c_pat = pattern.rpartition(".")
             # an unqualified column in a statement over several tables: any table (fail closed)
@@ -38,4 +43,30 @@ def ruled_column_read(masks: tuple, objects: list[str]) -> tuple[str, str] | Non
                 return (table, c_pat)
             if fnmatch.fnmatchcase(column, c_pat):
                 return (table, column)
+    return None
+
+
+def ruled_rename(masks: tuple, objects: list[str]) -> tuple[str, str] | None:
+    """(table, column) of a column rule a RENAME would slip out of: a renamed column a
+    rule covers, or a renamed table a rule names by its table (`cw.ssn`; a rule for
+    `*.ssn` still holds after the table's rename)."""
+    patterns = [p.lower() for m in masks for p in (getattr(m, "columns", ()) or ())]
+    for obj in objects:
+        if not obj.startswith("column:"):
+            continue
+        table, _, column = obj[7:].lower().rpartition(".")
+        if column != "*":
+            hit = ruled_column_read(masks, [obj])
+            if hit is not None:
+                return hit
+            continue
+        bare_table = table.rpartition(".")[2]
+        for pattern in patterns:
+            t_pat, _, c_pat = pattern.rpartition(".")
+            if (
+                t_pat
+                and t_pat != "*"
+                and (fnmatch.fnmatchcase(table, t_pat) or fnmatch.fnmatchcase(bare_table, t_pat))
+            ):
+                return (table, c_pat)
     return None

@@ -431,8 +431,30 @@ def _h_constant(w: Walker, body: dict[str, Any]) -> None:
     return
 
 
+def _h_rename(w: Walker, body: dict[str, Any]) -> None:
+    """ALTER TABLE/VIEW ... RENAME [COLUMN]: the renamed column (or, for the relation
+    itself, all its columns) is recorded as a column the statement touches, so the
+    policy can refuse moving a column out from under a column mask rule."""
+    w.add_kind("rename")
+    relation = body.get("relation")
+    rename_type = body.get("renameType")
+    if isinstance(relation, dict) and relation.get("relname"):
+        table = relation["relname"]
+        if rename_type == "OBJECT_COLUMN" and body.get("subname"):
+            w.facts.columns.add((table, body["subname"]))
+        elif rename_type in (
+            "OBJECT_TABLE",
+            "OBJECT_VIEW",
+            "OBJECT_MATVIEW",
+            "OBJECT_FOREIGN_TABLE",
+        ):
+            w.facts.columns.add((table, "*"))
+    w.walk_fields(body)
+
+
 HANDLERS = {
     "SelectStmt": _h_select,
+    "RenameStmt": _h_rename,
     "InsertStmt": _h_dml("insert"),
     "UpdateStmt": _h_dml("update"),
     "DeleteStmt": _h_dml("delete"),
