@@ -48,25 +48,37 @@ def ruled_column_read(masks: tuple, objects: list[str]) -> tuple[str, str] | Non
 
 def ruled_rename(masks: tuple, objects: list[str]) -> tuple[str, str] | None:
     """(table, column) of a column rule a RENAME would slip out of: a renamed column a
-    rule covers, or a renamed table a rule names by its table (`cw.ssn`; a rule for
-    `*.ssn` still holds after the table's rename)."""
+    rule covers; a renamed table a rule names by its table (`t.ssn`; a rule for `*.ssn`
+    still holds after the table's rename); a renamed schema a rule names (`s.t.ssn`).
+    Tables are also compared by bare name, since the statement may name the table
+    without its schema (fail closed)."""
     patterns = [p.lower() for m in masks for p in (getattr(m, "columns", ()) or ())]
     for obj in objects:
-        if not obj.startswith("column:"):
+        kind, _, name = obj.lower().partition(":")
+        if kind != "column":
             continue
-        table, _, column = obj[7:].lower().rpartition(".")
-        if column != "*":
-            hit = ruled_column_read(masks, [obj])
-            if hit is not None:
-                return hit
+        table, _, column = name.rpartition(".")
+        if table.endswith(".*"):  # a renamed schema: every table in it
+            schema = table[:-2]
+            for pattern in patterns:
+                t_pat, _, c_pat = pattern.rpartition(".")
+                s_pat, dot, _ = t_pat.rpartition(".")
+                if dot and s_pat != "*" and fnmatch.fnmatchcase(schema, s_pat):
+                    return (t_pat, c_pat)
             continue
         bare_table = table.rpartition(".")[2]
         for pattern in patterns:
             t_pat, _, c_pat = pattern.rpartition(".")
-            if (
-                t_pat
-                and t_pat != "*"
-                and (fnmatch.fnmatchcase(table, t_pat) or fnmatch.fnmatchcase(bare_table, t_pat))
-            ):
-                return (table, c_pat)
+            named = bool(t_pat) and t_pat != "*"
+            t_ok = (
+                fnmatch.fnmatchcase(table, t_pat)
+                or fnmatch.fnmatchcase(bare_table, t_pat.rpartition(".")[2])
+                if named
+                else True
+            )
+            if column == "*":  # the table itself: only rules that name it
+                if named and t_ok:
+                    return (table, c_pat)
+            elif t_ok and fnmatch.fnmatchcase(column, c_pat):
+                return (table, column)
     return None

@@ -439,7 +439,8 @@ def _h_rename(w: Walker, body: dict[str, Any]) -> None:
     relation = body.get("relation")
     rename_type = body.get("renameType")
     if isinstance(relation, dict) and relation.get("relname"):
-        table = relation["relname"]
+        schema = relation.get("schemaname")
+        table = f"{schema}.{relation['relname']}" if schema else relation["relname"]
         if rename_type == "OBJECT_COLUMN" and body.get("subname"):
             w.facts.columns.add((table, body["subname"]))
         elif rename_type in (
@@ -449,6 +450,9 @@ def _h_rename(w: Walker, body: dict[str, Any]) -> None:
             "OBJECT_FOREIGN_TABLE",
         ):
             w.facts.columns.add((table, "*"))
+    elif rename_type == "OBJECT_SCHEMA" and body.get("subname"):
+        # every table in it, as "<schema>.*" (see ruled_rename)
+        w.facts.columns.add((f"{body['subname']}.*", "*"))
     w.walk_fields(body)
 
 
