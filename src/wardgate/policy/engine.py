@@ -414,81 +414,16 @@ class PolicySession:
                 (w[3].spec.review.approvals for w in winners if w[3] and w[3].spec.review),
                 default=1,
             )
-        copied = [f"column:{t + '.' if t else ''}{c}" for t, c in facts.copied]
-        hit = ruled_column_read(masks, copied) if copied and verdict is not Verdict.DENY else None
-        if hit is not None:
+        refusal = None if verdict is Verdict.DENY else _column_rule_refusal(facts, fact_dict, masks)
+        if refusal is not None:
             return Decision(
                 verdict=Verdict.DENY,
-                rule="builtin/masked-column-copy",
-                reason=f"copies {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under a mask "
-                "rule, into another column",
+                rule=refusal[0],
+                reason=refusal[1],
                 masks=masks,
                 facts=fact_dict,
                 cacheable=cacheable,
             )
-        stores = sorted({n.lower() for _, n in facts.functions} & _STORING_FUNCTIONS)
-        if verdict is not Verdict.DENY and stores:
-            # a value handed to one of these outlives the statement where the agent can
-            # read it back unmasked (current_setting, a NOTIFY payload, currval, a large
-            # object, pg_locks): reading a covered column in the same statement is a copy
-            hit = ruled_column_read(masks, fact_dict.get("objects", []))
-            if hit is not None:
-                return Decision(
-                    verdict=Verdict.DENY,
-                    rule="builtin/masked-column-copy",
-                    reason=f"copies {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under "
-                    f"a mask rule, out of the result through {stores[0]}()",
-                    masks=masks,
-                    facts=fact_dict,
-                    cacheable=cacheable,
-                )
-        if verdict is not Verdict.DENY and "create_function" in facts.kinds:
-            # a trigger function sees the row of whatever table a trigger names later:
-            # NEW.ssn / OLD.ssn may carry a ruled column anywhere (a NOTICE, another table)
-            rows = [
-                o
-                for o in fact_dict.get("objects", [])
-                if o.lower().startswith(("column:new.", "column:old."))
-            ]
-            hit = ruled_column_read(masks, rows) if rows else None
-            if hit is not None:
-                return Decision(
-                    verdict=Verdict.DENY,
-                    rule="builtin/masked-column-copy",
-                    reason=f"a trigger function that uses NEW/OLD.{hit[1]}, a column under a "
-                    "mask rule, could carry its value out from under the rule",
-                    masks=masks,
-                    facts=fact_dict,
-                    cacheable=cacheable,
-                )
-        if verdict is not Verdict.DENY and "rename" in facts.kinds:
-            # renaming a ruled column (or its table) would leave the rule matching
-            # nothing: `SELECT dx FROM cw` after `RENAME COLUMN ssn TO dx` reads it raw
-            hit = ruled_rename(masks, fact_dict.get("objects", []))
-            if hit is not None:
-                return Decision(
-                    verdict=Verdict.DENY,
-                    rule="builtin/masked-column-rename",
-                    reason=f"renames {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under a "
-                    "mask rule (the rule names it; change the rule first)",
-                    masks=masks,
-                    facts=fact_dict,
-                    cacheable=cacheable,
-                )
-        if verdict is not Verdict.DENY and facts.writes and facts.reads:
-            # reading a column under a column rule while writing elsewhere would copy the
-            # value out from under its rule (INSERT ... SELECT, CREATE TABLE AS, CREATE VIEW)
-            hit = ruled_column_read(masks, fact_dict.get("objects", []))
-            if hit is not None:
-                return Decision(
-                    verdict=Verdict.DENY,
-                    rule="builtin/masked-column-copy",
-                    reason=f"copies {hit[0] + '.' if hit[0] else ''}{hit[1]}, a column under "
-                    "a mask rule, into a table or view the rule does not cover",
-                    masks=masks,
-                    facts=fact_dict,
-                    cacheable=cacheable,
-                )
         return Decision(
             verdict=verdict,
             rule=name,
@@ -499,3 +434,62 @@ class PolicySession:
             facts=fact_dict,
             cacheable=cacheable,
         )
+
+
+def _column_rule_refusal(
+    facts: StatementFacts, fact_dict: dict, masks: tuple
+) -> tuple[str, str] | None:
+    """(rule, reason) when a statement not already denied would move a column under a
+    column rule out from under it; None otherwise."""
+
+    def named(hit: tuple[str, str]) -> str:
+        return f"{hit[0] + '.' if hit[0] else ''}{hit[1]}"
+
+    objects = fact_dict.get("objects", [])
+    # UPDATE t SET other = ruled_column
+    copied = [f"column:{t + '.' if t else ''}{c}" for t, c in facts.copied]
+    hit = ruled_column_read(masks, copied) if copied else None
+    if hit is not None:
+        return "builtin/masked-column-copy", (
+            f"copies {named(hit)}, a column under a mask rule, into another column"
+        )
+    # a value handed to one of these outlives the statement where the agent can read it
+    # back unmasked (current_setting, a NOTIFY payload, currval, a large object,
+    # pg_locks): reading a covered column in the same statement is a copy
+    stores = sorted({n.lower() for _, n in facts.functions} & _STORING_FUNCTIONS)
+    if stores:
+        hit = ruled_column_read(masks, objects)
+        if hit is not None:
+            return "builtin/masked-column-copy", (
+                f"copies {named(hit)}, a column under a mask rule, out of the result "
+                f"through {stores[0]}()"
+            )
+    # a trigger function sees the row of whatever table a trigger names later: NEW.ssn /
+    # OLD.ssn may carry a ruled column anywhere (a NOTICE, another table)
+    if "create_function" in facts.kinds:
+        rows = [o for o in objects if o.lower().startswith(("column:new.", "column:old."))]
+        hit = ruled_column_read(masks, rows) if rows else None
+        if hit is not None:
+            return "builtin/masked-column-copy", (
+                f"a trigger function that uses NEW/OLD.{hit[1]}, a column under a mask rule, "
+                "could carry its value out from under the rule"
+            )
+    # renaming a ruled column (or its table) would leave the rule matching nothing:
+    # `SELECT dx FROM cw` after `RENAME COLUMN ssn TO dx` reads it raw
+    if "rename" in facts.kinds:
+        hit = ruled_rename(masks, objects)
+        if hit is not None:
+            return "builtin/masked-column-rename", (
+                f"renames {named(hit)}, a column under a mask rule (the rule names it; "
+                "change the rule first)"
+            )
+    # reading a column under a column rule while writing elsewhere would copy the value
+    # out from under its rule (INSERT ... SELECT, CREATE TABLE AS, CREATE VIEW)
+    if facts.writes and facts.reads:
+        hit = ruled_column_read(masks, objects)
+        if hit is not None:
+            return "builtin/masked-column-copy", (
+                f"copies {named(hit)}, a column under a mask rule, into a table or view the "
+                "rule does not cover"
+            )
+    return None
