@@ -24,6 +24,7 @@ from wardgate.audit.records import StoreUnavailable
 from wardgate.audit.retention import apply_retention
 from wardgate.audit.store import AuditStore, parse_store_url
 from wardgate.audit.verify import verify_store
+from wardgate.termtext import shown
 
 __all__ = ["register", "AuditSettings"]
 
@@ -93,7 +94,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(rep.to_json(), indent=2))
         else:
             for line in rep.lines():
-                typer.echo(line)
+                typer.echo(shown(line))
         raise typer.Exit(0 if rep.ok else 1)
 
     @keys.command("init")
@@ -161,9 +162,11 @@ def register(app: typer.Typer) -> None:
                 if as_json:
                     sys.stdout.write(json.dumps(e.fields(), ensure_ascii=False) + "\n")
                 else:
+                    # an auth_failure's identity is what the client claimed: shown, not obeyed
                     typer.echo(
-                        f"{e.seq:>8} {e.time} {e.kind:<18} {e.identity or '-':<16} "
-                        f"{e.connection or '-':<12} {e.verdict or '-':<6} {e.rule or ''}"
+                        f"{e.seq:>8} {shown(e.time)} {shown(e.kind):<18} "
+                        f"{shown(e.identity or '-'):<16} {shown(e.connection or '-'):<12} "
+                        f"{shown(e.verdict or '-'):<6} {shown(e.rule or '')}"
                     )
         finally:
             store.close()

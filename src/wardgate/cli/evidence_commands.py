@@ -26,6 +26,7 @@ from wardgate.audit.keys import KeyringError, load_keyring
 from wardgate.audit.records import StoreUnavailable
 from wardgate.audit.store import AuditStore, parse_store_url
 from wardgate.cli import audit_commands
+from wardgate.termtext import shown
 
 __all__ = ["register"]
 
@@ -118,6 +119,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(rep.to_json(), indent=2))
         else:
-            for line in rep.lines():
-                typer.echo(line)
+            for line in rep.lines():  # a bundle is untrusted input: names shown, not obeyed
+                typer.echo(shown(line))
         raise typer.Exit(0 if rep.ok else 1)
