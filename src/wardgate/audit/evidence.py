@@ -197,9 +197,17 @@ def export_bundle(
     origin: str,
     out: Path,
     filters: Mapping[str, str | None] | None = None,
+    *,
+    published: Path | None = None,
 ) -> ExportResult:
-    """Write the evidence bundle of the events `filters` select; see the module docstring."""
+    """Write the evidence bundle of the events `filters` select; see the module docstring.
+
+    The whole store is verified first (`verify_store`, against `published` too when
+    given), and a store that fails is refused: a bundle proves each event it holds, but
+    not that the filters found every matching one, and the filters read columns an
+    insider can edit (or rows one can delete) without touching what the proofs cover."""
     filters = {k: (filters or {}).get(k) for k in FILTER_KEYS}
+    _refuse_unverified(store, keyring, published)
     conn = store._reader()
     version = layout_version(conn)
     cps = conn.execute("SELECT size, note, created FROM checkpoints ORDER BY size").fetchall()
@@ -309,6 +317,19 @@ def export_bundle(
     tmp.write_bytes(raw)
     tmp.replace(out)
     return ExportResult(out, len(bodies), left_out, tree_size, len(anchors), len(raw))
+
+
+def _refuse_unverified(store: AuditStore, keyring: Keyring, published: Path | None) -> None:
+    from wardgate.audit.verify import verify_store  # verify imports the store; keep it lazy
+
+    rep = verify_store(store.path, keyring.public_keys(), published=published)
+    if rep.ok:
+        return
+    first = "; ".join(rep.failures[:3]) + ("; ..." if len(rep.failures) > 3 else "")
+    raise EvidenceError(
+        f"the audit store does not verify ({len(rep.failures)} problems: {first}); a bundle "
+        "from it could leave matching events out unseen. Run `wardgate verify` for the list"
+    )
 
 
 # -- verification ---------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         filters = {"identity": identity, "connection": connection, "session": session,
                    "verdict": verdict, "kind": kind, "since": since, "until": until}  # fmt: skip
         try:
-            res = export_bundle(store, ring, s.origin, output, filters)
+            res = export_bundle(store, ring, s.origin, output, filters, published=s.publish)
         except EvidenceError as exc:
             raise _fail(str(exc), 1) from exc
         finally:
