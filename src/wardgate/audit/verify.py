@@ -166,8 +166,8 @@ def _verify(
         rep.published_checked = True
         try:
             notes = read_published(published)
-        except OSError as exc:
-            rep.fail(f"published checkpoints unreadable: {exc}")
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, a zip not a bundle
+            rep.fail(f"published checkpoints unreadable: {type(exc).__name__}: {exc}"[:300])
     pub_parsed = []
     for i, note in enumerate(notes):
         try:

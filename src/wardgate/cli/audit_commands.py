@@ -76,7 +76,11 @@ def register(app: typer.Typer) -> None:
     def verify_cmd(
         config: ConfigOpt,
         published: Annotated[
-            Path | None, typer.Option(help="Published checkpoints file to compare with.")
+            Path | None,
+            typer.Option(
+                help="Published checkpoints file, or an evidence bundle received earlier, "
+                "to compare with."
+            ),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
     ) -> None:
