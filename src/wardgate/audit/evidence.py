@@ -387,6 +387,8 @@ def parse_verifier_key(text: str) -> PublicKey:
     Splits at the first two `+` (a key name has none; base64 may): `keys.parse_vkey`
     splits from the right and so rejects about half of all keys.
     """
+    if not isinstance(text, str):
+        raise KeyringError("not a verifier key: not a string")
     try:
         name, hexid, b64 = text.strip().split("+", 2)
         raw = base64.b64decode(b64, validate=True)
@@ -475,15 +477,32 @@ def _matches(ev: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
     for k in ("identity", "connection", "session", "verdict", "kind"):
         if filters.get(k) is not None and ev.get(k) != filters[k]:
             return False
+    if not isinstance(ev.get("time"), str):
+        return False
     if filters.get("since") is not None and not ev["time"] >= filters["since"]:
         return False
     return not (filters.get("until") is not None and not ev["time"] < filters["until"])
 
 
 def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None) -> BundleReport:
-    """Check everything in a bundle with nothing but the bundle (and pinned keys, if given)."""
+    """Check everything in a bundle with nothing but the bundle (and pinned keys, if given).
+
+    A bundle is untrusted input: whatever shape its members have, the answer is a report
+    with failures named, never an exception (OSError reading `path` aside)."""
     rep = BundleReport(keys_from_bundle=pinned is None)
     raw = path if isinstance(path, bytes) else Path(path).read_bytes()
+    try:
+        return _verify_bundle(rep, raw, pinned)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError,
+            RecursionError, MemoryError) as exc:  # fmt: skip
+        # a shape no check above foresaw: a failure, never a traceback or a pass
+        rep.fail(f"bundle: malformed ({type(exc).__name__})")
+        return rep
+
+
+def _verify_bundle(
+    rep: BundleReport, raw: bytes, pinned: Sequence[PublicKey] | None
+) -> BundleReport:
     try:
         members = read_zip(raw)
     except ZipFormatError as exc:
@@ -504,6 +523,8 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
     try:
         origin, tree_size = str(manifest["origin"]), int(manifest["tree_size"])
         filters, hashes = dict(manifest["filters"]), dict(manifest["files"])
+        if any(v is not None and not isinstance(v, str) for v in filters.values()):
+            raise TypeError("a filter is not a string")
         anchors = [int(s) for s in manifest["checkpoints"]]
         n_events = int(manifest["events"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -526,6 +547,9 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
     # checkpoints
     roots: dict[int, bytes] = {}
     cps = _canonical_doc(rep, "checkpoints.json", files["checkpoints.json"]) or []
+    if not isinstance(cps, list):
+        rep.fail("checkpoints.json: not a list")
+        cps = []
     rep.checkpoints_total = len(cps)
     if [c.get("size") for c in cps if isinstance(c, dict)] != anchors:
         rep.fail("checkpoints.json: sizes differ from the manifest")
@@ -613,7 +637,9 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
         elif not _matches(ev, filters):
             problems.append("does not match the bundle's filters")
         ph = ev.get("payload_hash")
-        if ph is not None:
+        if ph is not None and not isinstance(ph, str):
+            problems.append("payload_hash is not a string")
+        elif ph is not None:
             used.add(ph)
             st = status.get(ph)
             if st is None:
