@@ -26,8 +26,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from wardgate.config import Config, ConfigError, load_config
+from wardgate.termtext import shown
 
 __all__ = ["register", "run_checks"]
 
@@ -271,7 +273,9 @@ def register(app: typer.Typer) -> None:
             table.add_column(col)
         colors = {OK: "green", WARN: "yellow", FAIL: "red"}
         for name, status, detail in results:
-            table.add_row(name, f"[{colors[status]}]{status}[/]", detail)
+            # a detail can quote a target's error text or a provider's key ids: plain text,
+            # control characters shown as escapes
+            table.add_row(name, f"[{colors[status]}]{status}[/]", Text(shown(detail)))
         console.print(table, highlight=False)
         failed = [r for r in results if r[1] == FAIL]
         if failed:
