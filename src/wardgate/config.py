@@ -501,18 +501,23 @@ class Config(_Model):
                 value = ref.resolve()
             except SecretError as exc:
                 raise ConfigError(f"{self.source or 'config'}: {where}: {exc}") from None
-            if not where.startswith("identities["):
-                continue
             # one token, two identities: whoever holds it logs in, and calls the API, as
             # either (an agent approved its own held statement through a reviewer sharing
-            # its token); compared by digest, never printed
+            # its token); a target password that is also a token is a credential the agent
+            # holds. Compared by digest, never printed. (Tokens come first in `refs`.)
             digest = hashlib.sha256(value.encode()).digest()
-            if digest in tokens:
+            if digest in tokens and where.startswith("identities["):
                 raise ConfigError(
                     f"{self.source or 'config'}: {where}: the same token as {tokens[digest]}: "
                     "each identity needs a token of its own"
                 )
-            tokens[digest] = where
+            if digest in tokens:
+                raise ConfigError(
+                    f"{self.source or 'config'}: {where}: the same secret as {tokens[digest]}: "
+                    "an agent would hold the target's credential"
+                )
+            if where.startswith("identities["):
+                tokens[digest] = where
 
 
 # --------------------------------------------------------------------------- loading

@@ -49,3 +49,18 @@ def test_registry_refuses_a_shared_token() -> None:
     )
     with pytest.raises(ValueError, match="'a' and 'b' have the same token"):
         IdentityRegistry(idents)
+
+
+def test_a_target_password_that_is_an_agent_token_is_refused(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    cfg, env = write_config(tmp_path, pg_cluster)
+    env = {**env, "WG_TARGET_PASSWORD": AGENT_TOKENS["ci-bot"]}
+    r = subprocess.run(
+        [sys.executable, "-m", "wardgate", "config", "check", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **env},
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    said = " ".join(r.stderr.split())
+    assert "(orders).target.password: the same secret as identities[0] (ci-bot).token" in said
+    assert AGENT_TOKENS["ci-bot"] not in r.stdout + r.stderr
