@@ -88,7 +88,8 @@ def test_agent_text_is_shown_not_obeyed(gw: RunningGateway) -> None:
         conn.execute("INSERT INTO term_t VALUES (1), (2)")
         conn.execute(
             f"SELECT 1 AS x /* {UP_ERASE} */, '{BIDI}evil{ZWSP}' AS \"y{TITLE}\", "
-            "'[/x] [black on black]hidden[/]' AS z, %s::text AS p",
+            "'[/x] [black on black]hidden[/]' AS z, %s::text AS p, "
+            "E'line\\u2028sep\\u0085nel\\u001cfs' AS seps",
             (f"param\r{UP_ERASE}",),
         ).fetchall()
     # a refused login with a claimed user name full of escapes (recorded as auth_failure)
@@ -169,12 +170,17 @@ def test_agent_text_is_shown_not_obeyed(gw: RunningGateway) -> None:
     assert "/* \\x1b[1A\\x1b[2K */" in timeline  # the statement, escapes visible
     assert "[/x] [black on black]hidden[/]" in timeline  # markup printed, not applied
     assert "\\u202eevil\\u200b" in timeline and "y\\x1b]0;owned\\x07" in timeline
+    # a row value with U+2028, NEL and FS: one row still (the record splits at \\n only)
+    assert "line\\u2028sep\\x85nel\\x1cfs" in timeline
 
     # --json stays exact: the recorded bytes, JSON-escaped
     raw = subprocess.run(
         [sys.executable, "-m", "wardgate", "replay", ids[0], "--json", "-c", str(gw.config)],
         capture_output=True, text=True, env={**os.environ, **gw.env}, timeout=30, check=True,
     ).stdout  # fmt: skip
+    # JSON Lines split at "\n"; splitlines() works too (no raw U+2028 or NEL), and the
+    # values are exact: the escape sequences are JSON escapes, not raw bytes
+    assert raw.splitlines() == raw.rstrip("\n").split("\n") and "\x1b" not in raw
     texts = [json.loads(line).get("text") or "" for line in raw.splitlines()]
     assert any(UP_ERASE in t for t in texts)
 

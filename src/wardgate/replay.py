@@ -54,7 +54,9 @@ def _ts(value: str) -> datetime:
 def _rows(payload: bytes | None, limit: int | None) -> tuple[list[str] | None, list[Any]]:
     if payload is None:
         return None, []
-    lines = payload.decode("utf-8", "replace").splitlines()
+    # one JSON document per line, split at "\n" only: str.splitlines() also splits at
+    # U+2028, NEL and FS, which a row value may hold raw (the record keeps non-ASCII as is)
+    lines = payload.decode("utf-8", "replace").split("\n")
     if not lines:
         return None, []
     columns = json.loads(lines[0]).get("columns")

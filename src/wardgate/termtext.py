@@ -17,9 +17,11 @@ and breaks code spans, so a statement cannot close its code block and write the 
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
-__all__ = ["shown", "slack_text"]
+__all__ = ["json_line", "shown", "slack_text"]
 
 # Unicode categories Cc (C0, DEL, C1), Cf (format: bidi controls, zero-width characters,
 # soft hyphen, BOM, tags), Zl/Zp (line and paragraph separators) and Cs (lone surrogates
@@ -48,6 +50,22 @@ def shown(value: object, *, newlines: bool = False) -> str:
     stays a line break (a multi-line statement), everything else is still escaped."""
     text = value if isinstance(value, str) else str(value)
     return (_UNSAFE_BUT_NEWLINE if newlines else _UNSAFE).sub(_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    cp = ord(match.group())
+    if cp < 0x10000:
+        return f"\\u{cp:04x}"
+    cp -= 0x10000  # outside the BMP: a UTF-16 surrogate pair, as JSON spells it
+    return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
+
+
+def json_line(value: Any, **kw: Any) -> str:
+    """`json.dumps(value, ensure_ascii=False)` with every character `shown` would escape
+    written as a JSON `\\uXXXX` escape: the same value to any JSON parser, but nothing a
+    terminal obeys, and no raw U+2028, NEL or FS for a line splitter to break a line at
+    (str.splitlines() splits there). Other non-ASCII text stays readable."""
+    return _UNSAFE.sub(_json_escape, json.dumps(value, ensure_ascii=False, **kw))
 
 
 _SLACK = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "\u02cb"})

@@ -14,7 +14,6 @@ audit store unavailable), 2 bad configuration or arguments.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from wardgate.approvals.model import (
     format_parameters,
     iso_time,
 )
-from wardgate.termtext import shown
+from wardgate.termtext import json_line, shown
 
 __all__ = ["register", "ConfigReviewers"]
 
@@ -102,7 +101,7 @@ def _list(config: ConfigOpt, as_json: Annotated[bool, typer.Option("--json")] = 
     with _broker(config) as broker:
         pending = broker.pending()
     if as_json:
-        sys.stdout.write(json.dumps([a.to_json() for a in pending], ensure_ascii=False) + "\n")
+        sys.stdout.write(json_line([a.to_json() for a in pending]) + "\n")
         return
     if not pending:
         console.print("no approval requests are pending")
@@ -165,7 +164,7 @@ def _show(
     if a is None:
         raise _fail(f"no approval request {shown(approval_id)!r}")
     if as_json:
-        sys.stdout.write(json.dumps(a.to_json(), ensure_ascii=False) + "\n")
+        sys.stdout.write(json_line(a.to_json()) + "\n")
         return
     now = time.time()
     app = f" [{a.application_name}]" if a.application_name else ""

@@ -24,7 +24,7 @@ from wardgate.audit.records import StoreUnavailable
 from wardgate.audit.retention import apply_retention
 from wardgate.audit.store import AuditStore, parse_store_url
 from wardgate.audit.verify import verify_store
-from wardgate.termtext import shown
+from wardgate.termtext import json_line, shown
 
 __all__ = ["register", "AuditSettings"]
 
@@ -164,7 +164,7 @@ def register(app: typer.Typer) -> None:
                                   verdict=verdict, kind=kind, since=since, until=until,
                                   limit=limit):  # fmt: skip
                 if as_json:
-                    sys.stdout.write(json.dumps(e.fields(), ensure_ascii=False) + "\n")
+                    sys.stdout.write(json_line(e.fields()) + "\n")
                 else:
                     # an auth_failure's identity is what the client claimed: shown, not obeyed
                     typer.echo(

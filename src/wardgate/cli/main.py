@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from wardgate.config import Config, ConfigError, load_config
-from wardgate.termtext import shown
+from wardgate.termtext import json_line, shown
 
 __all__ = ["app", "open_config"]
 
@@ -217,7 +217,7 @@ def replay(
             raise typer.Exit(1)
         if as_json:
             for item in timeline.items:
-                sys.stdout.write(json.dumps(item, default=str, ensure_ascii=False) + "\n")
+                sys.stdout.write(json_line(item, default=str) + "\n")
             return
         render_timeline(console, timeline, max_rows=max_rows)
     finally:
