@@ -206,6 +206,12 @@ def test_slack_text_cannot_close_its_code_block() -> None:
     assert "&lt;!channel&gt;" in text and "&amp;" in text
 
 
+def body_text(a: object) -> str:
+    from wardgate.approvals.notify import notification_body
+
+    return notification_body("approval_requested", a, "json")["text"]
+
+
 def test_webhook_text_cannot_be_written_by_the_agent() -> None:
     """A statement that closes its code block and mentions @channel with a link, and a
     reason with a cursor-up: the Slack body shows them inert, the JSON `approval` exact."""
@@ -222,6 +228,8 @@ def test_webhook_text_cannot_be_written_by_the_agent() -> None:
     slack = notification_body("approval_requested", a, "slack")
     blob = json.dumps(slack, ensure_ascii=False)
     assert "<!channel>" not in blob and "<https://" not in blob and "```\\n*approved" not in blob
+    # the one-line summary keeps no line break of the statement's (a fake next line)
+    assert "\n" not in slack["text"] and "\n" not in body_text(a)
     code = slack["blocks"][2]["text"]["text"]
     assert code.startswith("```") and code.endswith("```") and code.count("```") == 2
     assert_inert(blob)

@@ -71,7 +71,9 @@ def json_line(value: Any, **kw: Any) -> str:
 _SLACK = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "`": "\u02cb"})
 
 
-def slack_text(value: object) -> str:
+def slack_text(value: object, *, newlines: bool = False) -> str:
     """`shown(value)` for Slack mrkdwn: `&`, `<`, `>` escaped as Slack asks, and a
-    backtick written as U+02CB so no code span or block can be closed from inside."""
-    return shown(value, newlines=True).translate(_SLACK)
+    backtick written as U+02CB so no code span or block can be closed from inside. A line
+    break stays one only with `newlines` (a code block): in a one-line summary it could
+    start a line that reads as the gateway's own."""
+    return shown(value, newlines=newlines).translate(_SLACK)

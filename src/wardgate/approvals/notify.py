@@ -151,7 +151,13 @@ def notification_body(kind: str, approval: Approval, fmt: str) -> dict[str, Any]
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "section", "fields": fields[:10]},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{_cut(esc(a.statement))}```"}},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"```{_cut(slack_text(a.statement, newlines=True))}```",
+            },
+        },
     ]
     if a.parameters:
         shown_params = _cut(esc(format_parameters(a.parameters)))
