@@ -105,3 +105,26 @@ def test_archives_that_are_not_bundles(members, tmp_path: Path) -> None:
         assert isinstance(r.exception, SystemExit), repr(r.exception)
         assert r.exit_code == 1 and "FAILED" in r.output, r.output
     assert not Path("/etc/cron.d/x").exists()
+
+
+def test_a_member_that_inflates_past_its_header_is_refused_unread(tmp_path: Path) -> None:
+    """A deflate bomb whose header declares 10 bytes: refused after inflating 11 (it
+    was inflated whole, 200 MB here, before its length was compared)."""
+    import tracemalloc
+    import zlib
+
+    from wardgate.audit.bundle_zip import _DEFLATE, ZipFormatError, _layout
+
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    comp = c.compress(b"\0" * (200 * 1024 * 1024)) + c.flush()
+    raw = _layout([("events.jsonl", comp, _DEFLATE, zlib.crc32(b"x" * 10), 10)])
+    tracemalloc.start()
+    try:
+        with pytest.raises(ZipFormatError, match="inflates beyond its recorded size"):
+            read_zip(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024, peak
+    r = _verify(tmp_path, raw)
+    assert r.exit_code == 1 and "inflates beyond" in r.output, r.output
