@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import os
 import socket
 import sqlite3
@@ -188,6 +189,22 @@ def _listener(host: str, port: int) -> tuple[str, str]:
     return OK, f"{host}:{port} free"
 
 
+def _api_listener(host: str, port: int) -> tuple[str, str]:
+    """The API speaks plain HTTP: off loopback, reviewers' bearer tokens (which may also
+    log agents in) cross the network in clear."""
+    status, detail = _listener(host, port)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if status == OK and not loopback:
+        return WARN, (
+            f"{detail}; the API has no TLS: bearer tokens cross the network in clear "
+            "(listen on 127.0.0.1 behind a TLS proxy)"
+        )
+    return status, detail
+
+
 def _connect(conn) -> tuple[str, str]:
     from wardgate.engines.postgres import handshake as hs
 
@@ -240,7 +257,7 @@ def run_checks(cfg: Config, *, connect: bool) -> list[Result]:
         for p in cfg.oidc_providers:
             results.append(_guard(f"oidc {p.name}", lambda p=p: _oidc_keys(p)))
     if cfg.api.listen is not None:
-        results.append(_guard("api listener", lambda: _listener(*cfg.api.listen)))
+        results.append(_guard("api listener", lambda: _api_listener(*cfg.api.listen)))
     return results
 
 
