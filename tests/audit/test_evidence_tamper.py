@@ -92,3 +92,31 @@ def test_export_refuses_a_store_that_hides_events(world, name: str, checkpoint: 
     # and `wardgate verify` names it
     v = cli("verify", "-c", "x.yaml")
     assert v.exit_code == 1 and f"event {seq}" in v.output, v.output
+
+
+def test_an_unfiltered_bundle_missing_an_event_fails(tmp_path: Path, monkeypatch) -> None:
+    """A bundle without filters holds every event below its checkpoint, so the verifier
+    can see a hole: one written by an exporter that did not verify the store (an older
+    wardgate), from a store with a row deleted inside a stored tile, verified as OK."""
+    from wardgate.audit import evidence
+    from wardgate.audit.checkpoint import Checkpointer
+    from wardgate.audit.evidence import export_bundle, verify_bundle
+    from wardgate.audit.keys import init_keyring
+    from wardgate.audit.store import AuditStore
+
+    store = AuditStore.open(tmp_path / "audit.db")
+    ring = init_keyring(tmp_path / "cp.key", ORIGIN)
+    for i in range(600):  # two complete tiles: the deleted leaf stays in a stored tile
+        store.append_sync("command", identity="ci", connection="prod", verdict="allow",
+                          meta={"i": i})  # fmt: skip
+    Checkpointer(store, ring, ORIGIN).checkpoint_now()
+    with sqlite3.connect(tmp_path / "audit.db", isolation_level=None) as db:
+        db.execute("DELETE FROM events WHERE seq IN (100, 101)")
+    monkeypatch.setattr(evidence, "_refuse_unverified", lambda *a, **k: None)
+    export_bundle(store, ring, ORIGIN, tmp_path / "all.zip", {})
+    store.close()
+    rep = verify_bundle(tmp_path / "all.zip")
+    assert not rep.ok
+    assert "events.jsonl: events 100-101 missing (the bundle has no filter: it holds every event)" in (
+        rep.failures
+    ), rep.failures

@@ -484,6 +484,27 @@ def _matches(ev: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
     return not (filters.get("until") is not None and not ev["time"] < filters["until"])
 
 
+def _check_complete(
+    rep: BundleReport, seqs: Sequence[int], filters: Mapping[str, Any], tree_size: int
+) -> None:
+    """What a bundle can prove about what it leaves out. A selection by a filter cannot
+    be checked from the bundle: the auditor relies on the export having verified the
+    store first (it does). A bundle exported without any filter holds every event below
+    its last checkpoint, seq 0 to tree_size - 1: a hole is an event missing from the
+    evidence, and is named. (A --since/--until selection is one run of seqs only in a
+    store whose times are in seq order, which older stores need not be.)"""
+    if any(v is not None for v in filters.values()):
+        return
+    present = sorted({s for s in seqs if 0 <= s < tree_size})
+    bounds = [-1, *present, tree_size]  # the gaps between neighbours, ends included
+    missing = [(a + 1, b - 1) for a, b in zip(bounds, bounds[1:], strict=False) if b > a + 1]
+    for lo, hi in missing[:20]:
+        what = f"event {lo}" if lo == hi else f"events {lo}-{hi}"
+        rep.fail(f"events.jsonl: {what} missing (the bundle has no filter: it holds every event)")
+    if len(missing) > 20:
+        rep.fail("events.jsonl: ... more events missing")
+
+
 def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None) -> BundleReport:
     """Check everything in a bundle with nothing but the bundle (and pinned keys, if given).
 
@@ -678,6 +699,7 @@ def _verify_bundle(
             rep.events_valid += 1
     if rep.events_total != n_events:
         rep.fail(f"events.jsonl: {rep.events_total} events, manifest says {n_events}")
+    _check_complete(rep, [s for s, _ in checked if isinstance(s, int)], filters, tree_size)
     if set(status) - used:
         rep.fail(f"payloads.jsonl: {len(set(status) - used)} payloads no event refers to")
 
