@@ -2,14 +2,15 @@
 
 Theory of operation: statements, parameters, row values, application names, claimed
 identities and reasons are chosen by agents, and reviewers read them in `wardgate replay`,
-`events`, `sessions`, `approvals list` and webhook messages. Printed raw, a control
-sequence in them is obeyed by the reviewer's terminal: `ESC[1A ESC[2K` erases the line
-above (a DROP vanishes from the timeline), `ESC]0;...BEL` retitles the window, `\\r`
-overwrites what was printed, and Unicode bidi overrides (U+202E) or zero-width characters
-make a statement read other than it runs. `shown` replaces every such character with a
+`events`, `sessions`, `approvals list|show`, `masking report`, webhook messages and the
+evidence report. Printed raw, a control sequence in them is obeyed by the reviewer's
+terminal: `ESC[1A ESC[2K` erases the line above (a DROP vanishes from the timeline),
+`ESC]0;...BEL` retitles the window, `\\r` overwrites what was printed, and Unicode bidi
+overrides (U+202E) or zero-width characters make a statement read other than it runs. `shown` replaces every such character with a
 visible escape (`\\x1b`, `\\u202e`), so the reviewer sees that it is there and what it is.
-Machine-readable output (`--json`, the API) stays exact: JSON escapes control characters
-itself, and a consumer must see the bytes as recorded.
+Machine-readable output (`--json`, the API) stays exact: `json_line` writes the same
+characters as JSON `\\uXXXX` escapes, so a parser gets the value as recorded and a
+terminal showing the JSON obeys nothing. The evidence report's cells use `shown` too.
 
 `slack_text` escapes what Slack's mrkdwn would act on (`<!channel>`, `<url|label>`, `&`)
 and breaks code spans, so a statement cannot close its code block and write the message.
