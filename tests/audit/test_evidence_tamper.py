@@ -117,6 +117,7 @@ def test_an_unfiltered_bundle_missing_an_event_fails(tmp_path: Path, monkeypatch
     store.close()
     rep = verify_bundle(tmp_path / "all.zip")
     assert not rep.ok
-    assert "events.jsonl: events 100-101 missing (the bundle has no filter: it holds every event)" in (
-        rep.failures
+    assert (
+        "events.jsonl: events 100-101 missing (the bundle has no filter: it holds every event)"
+        in (rep.failures)
     ), rep.failures
