@@ -77,3 +77,21 @@ def test_workers_need_fixed_ports(pg_cluster: PgCluster, tmp_path: Path) -> None
     cfg.write_text(yaml.safe_dump(data))
     r = _check(cfg, env)
     assert r.returncode == 1 and "needs fixed listen ports" in r.stdout, r.stdout
+
+
+def test_an_api_off_loopback_is_a_warning(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """The API is plain HTTP: listening beyond loopback sends reviewers' tokens in clear."""
+    from wardgate.testing.pgcluster import free_port
+
+    def api_line(cfg: Path, env: dict[str, str]) -> str:
+        r = _check(cfg, env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return " ".join(r.stdout.split()).split("api listener", 1)[1]
+
+    cfg, env = write_config(
+        tmp_path, pg_cluster, extra={"api": {"listen": f"0.0.0.0:{free_port()}"}}
+    )
+    line = api_line(cfg, env)
+    assert line.startswith(" warn") and "the API has no TLS" in line, line
+    cfg, env = write_config(tmp_path, pg_cluster, api_port=free_port())  # 127.0.0.1
+    assert api_line(cfg, env).startswith(" ok"), api_line(cfg, env)

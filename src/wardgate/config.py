@@ -11,6 +11,7 @@ The policy and masking sections are validated by the models their packages own
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 from pathlib import Path
@@ -494,11 +495,29 @@ class Config(_Model):
                 refs.append(
                     (f"connections[{i}] ({conn.name}).target.password", conn.target.password)
                 )
+        tokens: dict[bytes, str] = {}
         for where, ref in refs:
             try:
-                ref.resolve()
+                value = ref.resolve()
             except SecretError as exc:
                 raise ConfigError(f"{self.source or 'config'}: {where}: {exc}") from None
+            # one token, two identities: whoever holds it logs in, and calls the API, as
+            # either (an agent approved its own held statement through a reviewer sharing
+            # its token); a target password that is also a token is a credential the agent
+            # holds. Compared by digest, never printed. (Tokens come first in `refs`.)
+            digest = hashlib.sha256(value.encode()).digest()
+            if digest in tokens and where.startswith("identities["):
+                raise ConfigError(
+                    f"{self.source or 'config'}: {where}: the same token as {tokens[digest]}: "
+                    "each identity needs a token of its own"
+                )
+            if digest in tokens:
+                raise ConfigError(
+                    f"{self.source or 'config'}: {where}: the same secret as {tokens[digest]}: "
+                    "an agent would hold the target's credential"
+                )
+            if where.startswith("identities["):
+                tokens[digest] = where
 
 
 # --------------------------------------------------------------------------- loading

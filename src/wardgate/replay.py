@@ -17,7 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+
+from wardgate.termtext import shown
 
 __all__ = ["Timeline", "load_timeline", "render_timeline"]
 
@@ -50,7 +54,9 @@ def _ts(value: str) -> datetime:
 def _rows(payload: bytes | None, limit: int | None) -> tuple[list[str] | None, list[Any]]:
     if payload is None:
         return None, []
-    lines = payload.decode("utf-8", "replace").splitlines()
+    # one JSON document per line, split at "\n" only: str.splitlines() also splits at
+    # U+2028, NEL and FS, which a row value may hold raw (the record keeps non-ASCII as is)
+    lines = payload.decode("utf-8", "replace").split("\n")
     if not lines:
         return None, []
     columns = json.loads(lines[0]).get("columns")
@@ -183,10 +189,25 @@ def _masking_line(masking: dict | None) -> str:
     return "; ".join(parts) + (f"  ({', '.join(rules)})" if rules else "")
 
 
+def _t(value: object, *, newlines: bool = False) -> str:
+    """A recorded value as rich markup that prints it literally: agents choose statements,
+    values, names and messages, so neither a terminal control sequence (termtext.py) nor
+    rich markup (`[/]`, `[black on black]`) in them may act on the reviewer's screen."""
+    return escape(shown(value, newlines=newlines))
+
+
+def _text_block(value: object) -> str:
+    """A multi-line statement keeps its lines, each continued under the text column, so
+    no line of it can pass for a timeline entry of its own."""
+    return _t(value, newlines=True).replace("\n", "\n" + " " * 21)
+
+
 def render_timeline(console: Console, timeline: Timeline, *, max_rows: int = 20) -> None:
     console.print(
-        f"[bold]session[/bold] {timeline.session}  identity [cyan]{timeline.identity}[/cyan]  "
-        f"connection [cyan]{timeline.connection}[/cyan]  started {timeline.start}"
+        f"[bold]session[/bold] {_t(timeline.session)}  identity [cyan]{_t(timeline.identity)}"
+        f"[/cyan]  connection [cyan]{_t(timeline.connection)}[/cyan]  started "
+        f"{_t(timeline.start)}",
+        highlight=False,
     )
     colors = {"allow": "green", "deny": "red", "review": "yellow"}
     for item in timeline.items:
@@ -194,48 +215,49 @@ def render_timeline(console: Console, timeline: Timeline, *, max_rows: int = 20)
         if item["kind"] != "command":
             meta = item.get("meta") or {}
             detail = ", ".join(f"{k}={v}" for k, v in meta.items() if v not in (None, "", [], {}))
-            console.print(f"[dim]{stamp}  {item['kind']}  {detail}[/dim]", highlight=False)
+            console.print(f"[dim]{stamp}  {_t(item['kind'])}  {_t(detail)}[/dim]", highlight=False)
             continue
         verdict = item.get("verdict") or ""
         color = colors.get(verdict, "white")
         console.print(
-            f"{stamp}  [{color}]{verdict:6}[/{color}]  {item.get('text')}", highlight=False
+            f"{stamp}  [{color}]{_t(verdict):6}[/{color}]  {_text_block(item.get('text'))}",
+            highlight=False,
         )
         if item.get("parameters"):
-            console.print(f"{'':13}parameters: {item['parameters']}", highlight=False)
+            console.print(f"{'':13}parameters: {_t(item['parameters'])}", highlight=False)
         if verdict != "allow" and item.get("rule"):
             console.print(
-                f"{'':13}rule {item['rule']}: {item.get('reason') or ''}", highlight=False
-            )
-        if item.get("approval_id"):
-            console.print(
-                f"{'':13}approval {item['approval_id']} by {', '.join(item.get('approved_by') or [])}",
+                f"{'':13}rule {_t(item['rule'])}: {_t(item.get('reason') or '')}",
                 highlight=False,
             )
+        if item.get("approval_id"):
+            by = ", ".join(item.get("approved_by") or [])
+            console.print(f"{'':13}approval {_t(item['approval_id'])} by {_t(by)}", highlight=False)
         result = item.get("result")
         if not result:
             continue
         if result.get("error"):
             e = result["error"]
             console.print(
-                f"{'':13}[red]error {e.get('sqlstate') or ''}: {e.get('message')}[/red]",
+                f"{'':13}[red]error {_t(e.get('sqlstate') or '')}: {_t(e.get('message'))}[/red]",
                 highlight=False,
             )
         else:
             console.print(
-                f"{'':13}-> {result.get('tag')}  rows {result.get('rows')}", highlight=False
+                f"{'':13}-> {_t(result.get('tag'))}  rows {_t(result.get('rows'))}",
+                highlight=False,
             )
         summary = _masking_line(result.get("masking"))
         if summary:
-            console.print(f"{'':13}[magenta]masked[/magenta] {summary}", highlight=False)
+            console.print(f"{'':13}[magenta]masked[/magenta] {_t(summary)}", highlight=False)
         rows = result.get("row_values") or []
         if rows and result.get("columns"):
             table = Table(show_header=True, header_style="dim", box=None, padding=(0, 1))
             for col in result["columns"]:
-                table.add_column(str(col))
+                table.add_column(Text(shown(col)))
             for row in rows[:max_rows]:
                 if isinstance(row, list):
-                    table.add_row(*["NULL" if v is None else str(v) for v in row])
+                    table.add_row(*[Text("NULL" if v is None else shown(v)) for v in row])
             console.print(table)
             extra = (result.get("rows") or 0) - min(len(rows), max_rows)
             if extra > 0:

@@ -265,3 +265,18 @@ async def test_metrics_can_be_turned_off(broker: ApprovalBroker, registry: Ident
     transport = httpx.ASGITransport(app=create_app(broker, registry, metrics=None))
     client = httpx.AsyncClient(transport=transport, base_url="http://wardgate")
     assert (await client.get("/metrics")).status_code == 404
+
+
+async def test_agent_text_is_exact_but_escaped_in_the_json(
+    client: httpx.AsyncClient, broker: ApprovalBroker
+) -> None:
+    """An agent's bidi override, C1 control or line separator arrives as a JSON escape
+    (a reviewer reading `curl` output sees it), and the parsed value is exact."""
+    text = "DELETE FROM orders -- \u202eyrtne\x9b[2J\u2028"
+    a = await broker.request(make_command(text), make_decision(), fingerprint="fp")
+    r = await client.get(f"/api/approvals/{a.id}", headers=auth("alice"))
+    assert r.status_code == 200
+    assert r.json()["approval"]["statement"] == text
+    for raw in ("\u202e", "\x9b", "\u2028"):
+        assert raw not in r.text
+    assert "\\u202e" in r.text and "\\u009b" in r.text and "\\u2028" in r.text

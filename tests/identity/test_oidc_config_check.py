@@ -58,3 +58,22 @@ def test_keys_that_cannot_be_fetched_fail_the_check(pg_cluster: PgCluster, tmp_p
     r = _check(cfg, env, "--connect")
     assert r.returncode == 1, r.stdout
     assert "oidc ci" in r.stdout and "keys cannot be fetched" in r.stdout
+
+
+def test_key_ids_from_a_key_set_are_shown_not_obeyed(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """A key set's kids are the provider's text: rich markup in one crashed the check's
+    table (MarkupError), a control sequence reached the operator's terminal raw."""
+    import json
+
+    from tests.identity.oidc_provider import SigningKey
+
+    key = SigningKey("[/x]\x1b[2Jk1")
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [key.jwk]}))
+    provider = {"name": "ci", "issuer": "https://idp.example", "audience": "wardgate",
+                "jwks": f"file:{tmp_path / 'jwks.json'}"}  # fmt: skip
+    cfg, env = write_config(
+        tmp_path, pg_cluster, extra={"oidc_providers": [provider]}, extra_identities=[IDENTITY]
+    )
+    r = _check(cfg, env, "--connect")
+    assert "Traceback" not in r.stderr and "MarkupError" not in r.stderr, r.stderr
+    assert "[/x]\\x1b[2Jk1" in r.stdout and "\x1b[2J" not in r.stdout, r.stdout

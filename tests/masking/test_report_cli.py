@@ -121,3 +121,24 @@ def test_report_tolerates_malformed_summaries() -> None:
     assert doc["malformed_summaries"] == 1
     assert doc["connections"]["c"]["columns"]["a"]["entities"] == {"EMAIL_ADDRESS": 1}
     assert doc["connections"]["(none)"]["results_unmasked"] == 1
+
+
+def test_column_names_are_shown_not_obeyed(tmp_path: Path) -> None:
+    """A column name is the agent's alias: markup in it crashed the table (MarkupError),
+    a control sequence reached the terminal."""
+    db = tmp_path / "audit.db"
+    store = AuditStore.open(f"sqlite:///{db}")
+    alias = "[/x]\x1b[2Jmail"
+    store.append_sync("result", identity="ci", connection="orders",
+                      meta={"masking": {"columns": {alias: {"EMAIL_ADDRESS": 2}},
+                                        "rows": 2}})  # fmt: skip
+    store.close()
+    cfg = tmp_path / "wardgate.yaml"
+    cfg.write_text(CONFIG.format(db=db))
+    app = typer.Typer()
+    masking_commands.register(app)
+    r = CliRunner().invoke(app, ["masking", "report", "--config", str(cfg)],
+                           env={"COLUMNS": "200"})  # fmt: skip
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    assert r.exit_code == 0, r.output
+    assert "[/x]\\x1b[2Jmail" in r.output and "\x1b[2J" not in r.output

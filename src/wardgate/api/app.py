@@ -31,13 +31,15 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from wardgate.approvals.broker import ApprovalBroker
 from wardgate.approvals.durations import parse_duration
 from wardgate.approvals.model import ApprovalError, iso_time
 from wardgate.metrics import METRICS, Metrics, render_prometheus
+from wardgate.termtext import json_line
 from wardgate.worker_metrics import WorkerMetrics
 
 try:
@@ -58,6 +60,15 @@ class _Identity(Protocol):
 
 class BearerAuthenticator(Protocol):
     def authenticate_bearer(self, token: str) -> _Identity | None: ...
+
+
+class JSONResponse(_StarletteJSON):
+    """Starlette's JSON, with every character a terminal would obey (and U+2028, NEL)
+    written as a `\\uXXXX` escape: the same values to a client, but a reviewer reading
+    `curl` output sees an agent's bidi override or C1 control instead of being fooled."""
+
+    def render(self, content: Any) -> bytes:
+        return json_line(content, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from wardgate.termtext import shown, slack_text
 
 from .durations import format_duration
 from .model import Approval, Status, format_parameters
@@ -87,53 +89,83 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}/…"
 
 
-def _summary(kind: str, a: Approval) -> str:
+def _summary(kind: str, a: Approval, esc: Callable[[object], str] = shown) -> str:
+    """The one-line summary; `esc` makes what agents chose (statement, parameters,
+    reason, application) inert for where it is read: a terminal or chat (`shown`),
+    or Slack mrkdwn (`slack_text`)."""
     statement = a.statement if len(a.statement) <= 300 else a.statement[:297] + "..."
     if kind == "approval_requested":
         ttl = format_duration(max(0.0, a.expires_at - a.requested_at))
-        why = f' — reason: "{a.reason}"' if a.reason else ""
+        why = f' — reason: "{esc(a.reason)}"' if a.reason else ""
         need = f" ({a.approvals_required} approvals needed)" if a.approvals_required > 1 else ""
         params = format_parameters(a.parameters, 300)
-        with_params = f" with {params}" if params else ""
+        with_params = f" with {esc(params)}" if params else ""
         return (
-            f"wardgate: {a.identity} on {a.connection} asks to run `{statement}`{with_params} "
-            f"(rule {a.rule}){why}. Approval {a.id}{need}, expires in {ttl}."
+            f"wardgate: {esc(a.identity)} on {esc(a.connection)} asks to run "
+            f"`{esc(statement)}`{with_params} (rule {esc(a.rule)}){why}. "
+            f"Approval {a.id}{need}, expires in {ttl}."
         )
     if kind == "approval_expired":
-        return f"wardgate: approval {a.id} for {a.identity} on {a.connection} expired undecided."
+        return (
+            f"wardgate: approval {a.id} for {esc(a.identity)} on {esc(a.connection)} "
+            "expired undecided."
+        )
     reviewers = ", ".join(d.reviewer for d in a.decisions) or "nobody"
     reason = a.deciding_reason
     verb = "approved" if a.status == Status.APPROVED else "denied"
-    return f"wardgate: approval {a.id} for {a.identity} on {a.connection} {verb} by {reviewers}" + (
-        f': "{reason}"' if reason else "."
+    return (
+        f"wardgate: approval {a.id} for {esc(a.identity)} on {esc(a.connection)} {verb} "
+        f"by {esc(reviewers)}" + (f': "{esc(reason)}"' if reason else ".")
     )
 
 
+def _cut(text: str, limit: int = 2900) -> str:
+    """At most `limit` characters (Slack's section limit is 3,000), the cut said."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 40] + f" … [cut: {len(text):,} characters in all]"
+
+
 def notification_body(kind: str, approval: Approval, fmt: str) -> dict[str, Any]:
-    """The JSON document POSTed for `kind` in format `fmt`."""
-    text = _summary(kind, approval)
+    """The JSON document POSTed for `kind` in format `fmt`.
+
+    ``json``: `approval` is exact (machine-readable); `text` is for people, with control
+    and invisible characters shown as escapes. ``slack``: every agent-chosen value is
+    escaped for mrkdwn (`slack_text`), so a statement cannot close its code block, mention
+    `@channel` or add a link to the reviewers' channel."""
     if fmt == "json":
-        return {"event": kind, "text": text, "approval": approval.to_json()}
+        return {"event": kind, "text": _summary(kind, approval), "approval": approval.to_json()}
+    text = _summary(kind, approval, slack_text)
     a = approval
+    esc = slack_text
     fields = [
-        {"type": "mrkdwn", "text": f"*Identity*\n{a.identity}"},
-        {"type": "mrkdwn", "text": f"*Connection*\n{a.connection}"},
-        {"type": "mrkdwn", "text": f"*Rule*\n{a.rule}"},
+        {"type": "mrkdwn", "text": f"*Identity*\n{esc(a.identity)}"},
+        {"type": "mrkdwn", "text": f"*Connection*\n{esc(a.connection)}"},
+        {"type": "mrkdwn", "text": f"*Rule*\n{esc(a.rule)}"},
         {"type": "mrkdwn", "text": f"*Status*\n{a.status}"},
     ]
     if a.application_name:
-        fields.append({"type": "mrkdwn", "text": f"*Application*\n{a.application_name}"})
+        fields.append({"type": "mrkdwn", "text": f"*Application*\n{esc(a.application_name)}"})
     if a.reason:
-        fields.append({"type": "mrkdwn", "text": f"*Reason*\n{a.reason}"})
+        fields.append({"type": "mrkdwn", "text": f"*Reason*\n{esc(a.reason)}"})
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "section", "fields": fields[:10]},
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"```{a.statement[:2900]}```"}},
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"```{_cut(slack_text(a.statement, newlines=True))}```",
+            },
+        },
     ]
     if a.parameters:
-        shown = format_parameters(a.parameters, 2900)
+        shown_params = _cut(esc(format_parameters(a.parameters)))
         blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Parameters*\n```{shown}```"}}
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"*Parameters*\n```{shown_params}```"},
+            }
         )
     if kind == "approval_requested":
         blocks.append(

@@ -12,7 +12,9 @@ writes to the same file and would wait on our lock.
 A decision is written in two steps: `reserve_decision` (row with ``recorded = 0``, status
 unchanged) before its audit event, then `confirm_decision` (``recorded = 1``, status
 recomputed) after the event is durable, or `drop_decision` if the event could not be made
-durable. Only recorded decisions count, so nothing is approved without its evidence.
+durable. Only recorded decisions count, so nothing is approved without its evidence. While one
+reviewer's decision is reserved and not yet confirmed, another's on the same request is
+refused, so no decision is recorded that then does not count.
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ _COLUMNS = (
     "application_name, client_addr, requested_at, expires_at, approvals_required, status, "
     "decided_at, parameters"
 )
+
+
+# how long a reserved, unconfirmed decision holds off other reviewers' (its audit event is
+# normally durable within milliseconds; a writer restart takes seconds)
+IN_FLIGHT_SECONDS = 30.0
 
 
 class ApprovalState:
@@ -212,6 +219,19 @@ class ApprovalState:
                 verb = "approved" if done[0] else "denied"
                 raise ApprovalNotPending(
                     f"{decided.reviewer} already {verb} approval {approval_id}"
+                )
+            # another reviewer's decision between its reservation and its confirmation:
+            # taking this one too would append an event that may not count (a denial
+            # recorded next to a statement that ran); one at a time. A reservation older
+            # than IN_FLIGHT_SECONDS was left by a process that died and blocks nothing.
+            busy = db.execute(
+                "SELECT reviewer FROM approval_decisions WHERE approval_id = ? AND recorded = 0"
+                " AND reviewer != ? AND decided_at > ?",
+                (approval_id, decided.reviewer, now - IN_FLIGHT_SECONDS),
+            ).fetchone()
+            if busy is not None:
+                raise ApprovalNotPending(
+                    f"{busy[0]} is deciding approval {approval_id} right now; look again"
                 )
             db.execute(
                 "INSERT INTO approval_decisions (approval_id, reviewer, approve, reason, "

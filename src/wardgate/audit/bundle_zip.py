@@ -124,9 +124,14 @@ def read_zip(raw: bytes) -> list[ZipMember]:
         else:
             d = zlib.decompressobj(-15)
             try:
-                data = d.decompress(comp) + d.flush()
+                # never more than the size the header declares (plus one byte to see that
+                # there is more): a stream that inflates past it is refused without being
+                # inflated whole, so memory is bounded by what the archive says it holds
+                data = d.decompress(comp, usize + 1)
             except zlib.error as exc:
                 raise ZipFormatError(f"member {name}: compressed data corrupted ({exc})") from exc
+            if len(data) > usize or d.unconsumed_tail:
+                raise ZipFormatError(f"member {name}: inflates beyond its recorded size")
             if not d.eof or d.unused_data:
                 raise ZipFormatError(f"member {name}: compressed data corrupted")
         if len(data) != usize or zlib.crc32(data) != crc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -138,11 +139,17 @@ def verify_note(text: str, keys: list[PublicKey], *, at: str | None = None) -> C
 
 
 def read_published(path: Path) -> list[str]:
-    """Signed notes from a publish file (each note followed by one empty line)."""
+    """Signed notes from a publish file (each note followed by one empty line), or the
+    checkpoints of an evidence bundle (a zip): one an auditor received earlier holds
+    checkpoints the log must still agree with. Raises ValueError (a zip that is not a
+    bundle, text that is not UTF-8) or OSError; each note is verified by the caller."""
+    raw = Path(path).read_bytes()
+    if raw.startswith(b"PK\x03\x04"):
+        return _bundle_notes(raw)
     notes: list[str] = []
     cur: list[str] = []
     in_sigs = False
-    for line in Path(path).read_text(encoding="utf-8").split("\n"):
+    for line in raw.decode("utf-8").split("\n"):
         if line:
             cur.append(line)
         elif cur and not in_sigs:
@@ -154,6 +161,20 @@ def read_published(path: Path) -> list[str]:
     if cur:  # a truncated last note: returned as is, so that verifying it fails
         notes.append("\n".join(cur) + "\n")
     return notes
+
+
+def _bundle_notes(raw: bytes) -> list[str]:
+    from wardgate.audit.bundle_zip import read_zip  # stdlib only; imported when needed
+
+    members = {m.name: m.data for m in read_zip(raw)}
+    if "checkpoints.json" not in members:
+        raise ValueError("a zip without checkpoints.json is not an evidence bundle")
+    doc = json.loads(members["checkpoints.json"])
+    if not isinstance(doc, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("note"), str) for c in doc
+    ):
+        raise ValueError("checkpoints.json of the bundle is not a list of signed notes")
+    return [c["note"] for c in doc]
 
 
 def stored_checkpoints(conn: sqlite3.Connection) -> list[tuple[int, bytes, str, str]]:

@@ -197,9 +197,17 @@ def export_bundle(
     origin: str,
     out: Path,
     filters: Mapping[str, str | None] | None = None,
+    *,
+    published: Path | None = None,
 ) -> ExportResult:
-    """Write the evidence bundle of the events `filters` select; see the module docstring."""
+    """Write the evidence bundle of the events `filters` select; see the module docstring.
+
+    The whole store is verified first (`verify_store`, against `published` too when
+    given), and a store that fails is refused: a bundle proves each event it holds, but
+    not that the filters found every matching one, and the filters read columns an
+    insider can edit (or rows one can delete) without touching what the proofs cover."""
     filters = {k: (filters or {}).get(k) for k in FILTER_KEYS}
+    _refuse_unverified(store, keyring, published)
     conn = store._reader()
     version = layout_version(conn)
     cps = conn.execute("SELECT size, note, created FROM checkpoints ORDER BY size").fetchall()
@@ -311,6 +319,19 @@ def export_bundle(
     return ExportResult(out, len(bodies), left_out, tree_size, len(anchors), len(raw))
 
 
+def _refuse_unverified(store: AuditStore, keyring: Keyring, published: Path | None) -> None:
+    from wardgate.audit.verify import verify_store  # verify imports the store; keep it lazy
+
+    rep = verify_store(store.path, keyring.public_keys(), published=published)
+    if rep.ok:
+        return
+    first = "; ".join(rep.failures[:3]) + ("; ..." if len(rep.failures) > 3 else "")
+    raise EvidenceError(
+        f"the audit store does not verify ({len(rep.failures)} problems: {first}); a bundle "
+        "from it could leave matching events out unseen. Run `wardgate verify` for the list"
+    )
+
+
 # -- verification ---------------------------------------------------------------------------
 
 
@@ -366,6 +387,8 @@ def parse_verifier_key(text: str) -> PublicKey:
     Splits at the first two `+` (a key name has none; base64 may): `keys.parse_vkey`
     splits from the right and so rejects about half of all keys.
     """
+    if not isinstance(text, str):
+        raise KeyringError("not a verifier key: not a string")
     try:
         name, hexid, b64 = text.strip().split("+", 2)
         raw = base64.b64decode(b64, validate=True)
@@ -454,15 +477,53 @@ def _matches(ev: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
     for k in ("identity", "connection", "session", "verdict", "kind"):
         if filters.get(k) is not None and ev.get(k) != filters[k]:
             return False
+    if not isinstance(ev.get("time"), str):
+        return False
     if filters.get("since") is not None and not ev["time"] >= filters["since"]:
         return False
     return not (filters.get("until") is not None and not ev["time"] < filters["until"])
 
 
+def _check_complete(
+    rep: BundleReport, seqs: Sequence[int], filters: Mapping[str, Any], tree_size: int
+) -> None:
+    """What a bundle can prove about what it leaves out. A selection by a filter cannot
+    be checked from the bundle: the auditor relies on the export having verified the
+    store first (it does). A bundle exported without any filter holds every event below
+    its last checkpoint, seq 0 to tree_size - 1: a hole is an event missing from the
+    evidence, and is named. (A --since/--until selection is one run of seqs only in a
+    store whose times are in seq order, which older stores need not be.)"""
+    if any(v is not None for v in filters.values()):
+        return
+    present = sorted({s for s in seqs if 0 <= s < tree_size})
+    bounds = [-1, *present, tree_size]  # the gaps between neighbours, ends included
+    missing = [(a + 1, b - 1) for a, b in zip(bounds, bounds[1:], strict=False) if b > a + 1]
+    for lo, hi in missing[:20]:
+        what = f"event {lo}" if lo == hi else f"events {lo}-{hi}"
+        rep.fail(f"events.jsonl: {what} missing (the bundle has no filter: it holds every event)")
+    if len(missing) > 20:
+        rep.fail("events.jsonl: ... more events missing")
+
+
 def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None) -> BundleReport:
-    """Check everything in a bundle with nothing but the bundle (and pinned keys, if given)."""
+    """Check everything in a bundle with nothing but the bundle (and pinned keys, if given).
+
+    A bundle is untrusted input: whatever shape its members have, the answer is a report
+    with failures named, never an exception (OSError reading `path` aside)."""
     rep = BundleReport(keys_from_bundle=pinned is None)
     raw = path if isinstance(path, bytes) else Path(path).read_bytes()
+    try:
+        return _verify_bundle(rep, raw, pinned)
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError,
+            RecursionError, MemoryError) as exc:  # fmt: skip
+        # a shape no check above foresaw: a failure, never a traceback or a pass
+        rep.fail(f"bundle: malformed ({type(exc).__name__})")
+        return rep
+
+
+def _verify_bundle(
+    rep: BundleReport, raw: bytes, pinned: Sequence[PublicKey] | None
+) -> BundleReport:
     try:
         members = read_zip(raw)
     except ZipFormatError as exc:
@@ -483,6 +544,8 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
     try:
         origin, tree_size = str(manifest["origin"]), int(manifest["tree_size"])
         filters, hashes = dict(manifest["filters"]), dict(manifest["files"])
+        if any(v is not None and not isinstance(v, str) for v in filters.values()):
+            raise TypeError("a filter is not a string")
         anchors = [int(s) for s in manifest["checkpoints"]]
         n_events = int(manifest["events"])
     except (KeyError, TypeError, ValueError) as exc:
@@ -505,6 +568,9 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
     # checkpoints
     roots: dict[int, bytes] = {}
     cps = _canonical_doc(rep, "checkpoints.json", files["checkpoints.json"]) or []
+    if not isinstance(cps, list):
+        rep.fail("checkpoints.json: not a list")
+        cps = []
     rep.checkpoints_total = len(cps)
     if [c.get("size") for c in cps if isinstance(c, dict)] != anchors:
         rep.fail("checkpoints.json: sizes differ from the manifest")
@@ -592,7 +658,9 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
         elif not _matches(ev, filters):
             problems.append("does not match the bundle's filters")
         ph = ev.get("payload_hash")
-        if ph is not None:
+        if ph is not None and not isinstance(ph, str):
+            problems.append("payload_hash is not a string")
+        elif ph is not None:
             used.add(ph)
             st = status.get(ph)
             if st is None:
@@ -631,6 +699,7 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
             rep.events_valid += 1
     if rep.events_total != n_events:
         rep.fail(f"events.jsonl: {rep.events_total} events, manifest says {n_events}")
+    _check_complete(rep, [s for s, _ in checked if isinstance(s, int)], filters, tree_size)
     if set(status) - used:
         rep.fail(f"payloads.jsonl: {len(set(status) - used)} payloads no event refers to")
 
@@ -639,9 +708,15 @@ def verify_bundle(path: Path | bytes, pinned: Sequence[PublicKey] | None = None)
         try:
             key_docs = json.loads(files["keys.json"])
             blocks = build_report(manifest, events, payloads, cps, key_docs)
-            if render_markdown(blocks).encode() != files["report.md"]:
+            # bundles of versions that wrote agents' control characters raw still verify
+            # (the same evidence, rendered as they rendered it)
+            if render_markdown(blocks).encode() != files["report.md"] and (
+                render_markdown(blocks, legacy=True).encode() != files["report.md"]
+            ):
                 rep.fail("report.md: does not match the evidence in the bundle")
-            if render_html(blocks).encode() != files["report.html"]:
+            if render_html(blocks).encode() != files["report.html"] and (
+                render_html(blocks, legacy=True).encode() != files["report.html"]
+            ):
                 rep.fail("report.html: does not match the evidence in the bundle")
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             rep.fail(f"report: cannot be regenerated ({exc})")

@@ -107,6 +107,15 @@ TILE_WIDTH = 256
 _HASH = 32
 TILE_BYTES = (TILE_WIDTH - 1) * _HASH  # levels 1..8 of a tile: 128 + 64 + ... + 1 hashes
 _ZERO = bytes(_HASH)
+
+
+def _as_hash_bytes(value: object) -> bytes:
+    """A stored hash or tile as bytes. The writer stores BLOBs; a value of another type
+    was put there by hand and reads as b"" (which matches nothing), never `bytes(int)`,
+    which allocates that many bytes."""
+    return bytes(value) if isinstance(value, (bytes, bytearray, memoryview)) else b""
+
+
 _BUCKET_BITS = 16
 
 
@@ -203,7 +212,7 @@ class TileBuilder:
             if base % TILE_WIDTH >= 2:  # the edge tile holds at least one node
                 if tl == 0:
                     buf = bytearray(TILE_BYTES)
-                    leaves = [bytes(h) for (h,) in conn.execute(
+                    leaves = [_as_hash_bytes(h) for (h,) in conn.execute(
                         "SELECT leaf FROM events WHERE seq >= ? AND seq < ? ORDER BY seq",
                         (n * TILE_WIDTH, size))]  # fmt: skip
                     _fill_from_base(buf, leaves)
@@ -330,7 +339,7 @@ def _migrate_v1(conn: sqlite3.Connection) -> None:
     cur = conn.execute("SELECT leaf FROM events ORDER BY seq")
     conn.executemany(
         "INSERT INTO tiles(level, idx, hashes) VALUES (?,?,?)",
-        list(tiles_from_leaves(bytes(h) for (h,) in cur)),
+        list(tiles_from_leaves(_as_hash_bytes(h) for (h,) in cur)),
     )
     if "nodes" in tables:
         conn.execute("DROP TABLE nodes")
@@ -439,7 +448,7 @@ class ConnNodeReader:
             chunk = leaves[i : i + 500]
             sql = f"SELECT seq, leaf FROM events WHERE seq IN ({','.join('?' * len(chunk))})"
             for seq, h in self._conn.execute(sql, chunk):
-                out[(0, seq)] = bytes(h)
+                out[(0, seq)] = _as_hash_bytes(h)
         if self._version < 2:
             self._v1_nodes(inner, out)
         else:
@@ -463,14 +472,14 @@ class ConnNodeReader:
                     f"AND idx IN ({','.join('?' * len(chunk))})"
                 )
                 for n, blob in self._conn.execute(sql, [tl, *chunk]):
-                    got[(tl, n)] = bytes(blob)
+                    got[(tl, n)] = _as_hash_bytes(blob)
         for (tl, n), wanted in slots.items():
             blob = got.get((tl, n))
             if blob is None and tl == 0:  # the right-edge tile: from the leaves
                 blob = self._edge_cache.get(n)
                 if blob is None or any(blob[off : off + _HASH] == _ZERO for _, off in wanted):
                     buf = bytearray(TILE_BYTES)
-                    leaves = [bytes(h) for (h,) in self._conn.execute(
+                    leaves = [_as_hash_bytes(h) for (h,) in self._conn.execute(
                         "SELECT leaf FROM events WHERE seq >= ? AND seq < ? ORDER BY seq",
                         (n * TILE_WIDTH, (n + 1) * TILE_WIDTH))]  # fmt: skip
                     _fill_from_base(buf, leaves)
@@ -499,4 +508,4 @@ class ConnNodeReader:
                     f"AND idx IN ({','.join('?' * len(chunk))})"
                 )
                 for idx, h in self._conn.execute(sql, [level, *chunk]):
-                    out[(level, idx)] = bytes(h)
+                    out[(level, idx)] = _as_hash_bytes(h)

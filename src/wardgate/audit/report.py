@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wardgate.termtext import shown
+
 __all__ = ["Block", "SOC2_MAPPING", "build_report", "render_markdown", "render_html"]
 
 MAX_ROWS = 1000  # per detail table; the rest stay in events.jsonl
@@ -246,11 +248,16 @@ def build_report(
     return out
 
 
-def _md_cell(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+def _md_cell(s: str, legacy: bool = False) -> str:
+    s = s.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return s if legacy else shown(s)
 
 
-def render_markdown(blocks: Sequence[Block]) -> str:
+def render_markdown(blocks: Sequence[Block], *, legacy: bool = False) -> str:
+    """The report in Markdown. Cells hold what agents sent (statements, names, reasons):
+    control, format and invisible characters are written as visible escapes (termtext),
+    so neither a terminal (`cat report.md`) nor a viewer obeys them. `legacy`: as
+    versions before that wrote it, so their bundles still verify."""
     out: list[str] = []
     for b in blocks:
         if b.kind == "h1":
@@ -261,7 +268,7 @@ def render_markdown(blocks: Sequence[Block]) -> str:
             out.append(f"{b.text}\n")
         else:
             lines = ["| " + " | ".join(b.headers) + " |", "|" + "---|" * len(b.headers)]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+            lines += ["| " + " | ".join(_md_cell(c, legacy) for c in row) + " |" for row in b.rows]
             out.append("\n".join(lines) + "\n")
     return "\n".join(out)
 
@@ -273,8 +280,13 @@ _CSS = (
 )
 
 
-def render_html(blocks: Sequence[Block]) -> str:
-    esc = html.escape
+def render_html(blocks: Sequence[Block], *, legacy: bool = False) -> str:
+    """The report in HTML; cells as in `render_markdown` (a bidi override would reorder a
+    statement in a browser: it is shown as `\\u202e`)."""
+
+    def esc(text: str) -> str:
+        return html.escape(text if legacy else shown(text.replace("\r", " "), newlines=True))
+
     title = next((b.text for b in blocks if b.kind == "h1"), "wardgate evidence report")
     out = [f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}'
            f"</title><style>{_CSS}</style></head><body>"]  # fmt: skip

@@ -5,8 +5,10 @@ pass over the events in seq order (joined with their payloads): each row's colum
 re-canonicalised and compared with the stored body (so a field edit shows), the body's
 leaf hash with the stored leaf, the payload bytes with the payload hash (a missing payload
 is "purged" only if a recorded retention_purge cutoff covers the event's time), and seq
-must have no gaps. The leaves feed a `MerkleFrontier`, which yields the recomputed root at
-every size a checkpoint or published note names. Each stored checkpoint must carry a valid
+must have no gaps (after a gap the tree is not rebuilt: every later checkpoint fails). The
+leaves feed a `MerkleFrontier`, which yields the recomputed root at every size a
+checkpoint or published note names. A value of a type the writer never stores (a body
+that is an integer, a note that is a BLOB) fails its check, never raises. Each stored checkpoint must carry a valid
 signature by a key that was active when it was made, and match the recomputed root at its
 size; successive checkpoints must be consistent (a proof from the stored nodes is
 checked). Every published note must verify and agree with the log and the stored
@@ -114,7 +116,7 @@ class _TileCheck:
         ).fetchone()
         if row is None:
             self._rep.fail(f"stored tree tile ({tl}, {n}) missing")
-        elif bytes(row[0]) != blob:
+        elif not isinstance(row[0], bytes) or row[0] != blob:
             self._rep.fail(f"stored tree tile ({tl}, {n}) does not match the events")
 
     def finish(self) -> None:
@@ -150,6 +152,10 @@ def verify_store(
         _verify(conn, keys, published, rep)
     except sqlite3.Error as exc:
         rep.fail(f"store unreadable: {exc}")
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, ProofError) as exc:
+        # a value of a shape no writer stores, that no check above foresaw: a failure,
+        # never a traceback (the message could quote a value: only the type is shown)
+        rep.fail(f"store malformed ({type(exc).__name__})")
     finally:
         conn.close()
     return rep
@@ -166,8 +172,8 @@ def _verify(
         rep.published_checked = True
         try:
             notes = read_published(published)
-        except OSError as exc:
-            rep.fail(f"published checkpoints unreadable: {exc}")
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, a zip not a bundle
+            rep.fail(f"published checkpoints unreadable: {type(exc).__name__}: {exc}"[:300])
     pub_parsed = []
     for i, note in enumerate(notes):
         try:
@@ -187,6 +193,11 @@ def _verify(
     roots: dict[int, bytes] = {}
     frontier = MerkleFrontier()
     expected = 0
+    # after a gap (or a seq out of order) every later leaf index is off, so no later root
+    # can match: the tree is no longer fed, every checkpoint past the gap fails its root
+    # check, and a gap of any width costs nothing (filling it leaf by leaf did: a seq
+    # edited to 10**12 kept verify busy for ever)
+    broken = False
     # layout 1: payloads (keyed by hash, in random order to the events) are checked in one
     # pass in storage order and only the hashes that fail are kept, so the event pass needs
     # no payload data. Layouts 2, 3: payload rows are in seq order, joined and hashed in the
@@ -247,40 +258,50 @@ def _verify(
             p_hash,
         ) in rows:  # noqa: E501
             if seq != expected:
-                if seq > expected:
-                    rep.fail(f"{_range(expected, seq - 1)} missing")
-                    rep.events_total += seq - expected
-                # a gap means every later leaf index is off: the tree cannot match anyway
-                while frontier.size < seq:
-                    frontier.append_flat(b"\x00" * 32, created)
-                    if frontier.size in wanted:
-                        roots[frontier.size] = b""  # unknowable: forces checkpoint mismatch
+                broken = True
+                if not isinstance(seq, int) or seq < expected:  # e.g. a negative seq
+                    rep.events_total += 1
+                    rep.fail(f"event {seq!r}: seq out of order (not part of the log)")
+                    continue
+                rep.fail(f"{_range(expected, seq - 1)} missing")
+                rep.events_total += seq - expected
                 expected = seq
             rep.events_total += 1
             problems = []
-            body = bytes(body)
+            if not isinstance(body, bytes):  # the writer stores a BLOB; never bytes(int)
+                problems.append("body is not a blob")
+                body = str(body).encode()
             # the columns, spliced in canonical key order exactly as the writer builds the
             # body (meta is stored as its canonical JSON text), must give the hashed bytes;
             # only on a mismatch is the slower full re-canonicalisation run, to name it
-            spliced = (
-                f'{{"connection":{jc.get(conn_) or J(conn_)},"identity":{jc.get(ident) or J(ident)},'
-                f'"kind":{jc.get(kind) or J(kind)},"meta":{meta},"payload_hash":{_j(ph)},'
-                f'"rule":{jc.get(rule) or J(rule)},"seq":{seq},"session":{jc.get(sess) or J(sess)},'
-                f'"time":{_j(time)},"verdict":{jc.get(verdict) or J(verdict)}}}'
-            ).encode()
+            try:
+                spliced = (
+                    f'{{"connection":{jc.get(conn_) or J(conn_)},"identity":{jc.get(ident) or J(ident)},'
+                    f'"kind":{jc.get(kind) or J(kind)},"meta":{meta},"payload_hash":{_j(ph)},'
+                    f'"rule":{jc.get(rule) or J(rule)},"seq":{seq},"session":{jc.get(sess) or J(sess)},'
+                    f'"time":{_j(time)},"verdict":{jc.get(verdict) or J(verdict)}}}'
+                ).encode()
+            except (TypeError, ValueError):  # a column of a type no writer stores (a BLOB)
+                spliced = None
             if spliced != body:
                 try:
+                    meta_doc = json.loads(meta)
+                except (ValueError, TypeError):
+                    problems.append("meta is not valid JSON")
+                else:
                     fields = {
                         "seq": seq, "time": time, "session": sess, "identity": ident,
                         "connection": conn_, "kind": kind, "verdict": verdict, "rule": rule,
-                        "payload_hash": ph, "meta": json.loads(meta),
+                        "payload_hash": ph, "meta": meta_doc,
                     }  # fmt: skip
-                    if event_body(fields) != body:
+                    try:
+                        same = event_body(fields) == body
+                    except (TypeError, ValueError):
+                        same = False
+                    if not same:
                         problems.append("fields do not match the hashed body")
-                except (ValueError, TypeError):
-                    problems.append("meta is not valid JSON")
             lh = leaf_hash(body)
-            if leaf is None or bytes(leaf) != lh:
+            if not isinstance(leaf, bytes) or leaf != lh:
                 problems.append("hash does not match")
             if ph is not None:
                 if by_seq and data is not None:  # layouts 2, 3: the payload bytes
@@ -290,7 +311,7 @@ def _verify(
                 elif not by_seq and data:  # layout 1: present (checked above)
                     if ph in bad_payloads:
                         problems.append("payload does not match its hash")
-                elif cutoff and time < cutoff:
+                elif cutoff and isinstance(time, str) and time < cutoff:
                     rep.payloads_purged += 1
                 elif has_row and purged:
                     problems.append("payload purged outside recorded retention")
@@ -300,23 +321,26 @@ def _verify(
                 rep.fail(f"event {seq}: {'; '.join(problems)}")
             else:
                 rep.events_valid += 1
-            frontier.append_flat(lh, created)
             expected = seq + 1
+            if broken:
+                continue
+            frontier.append_flat(lh, created)
             if frontier.size in wanted:
                 roots[frontier.size] = frontier.root()
         if tiles is not None:
             tiles.feed(created)
         created.clear()
-    if tiles is not None:
-        tiles.finish()
 
-    size = frontier.size
+    size = expected  # the log's extent (one past its last seq), gaps included
     reader = _ConnNodeReader(conn)
-    try:
-        if size and MerkleFrontier.load(reader, size).root() != frontier.root():
-            rep.fail("stored tree nodes do not match the events")
-    except ProofError:
-        rep.fail("stored tree nodes missing")
+    if not broken:  # after a gap the tree cannot be rebuilt: the gap is the failure named
+        if tiles is not None:
+            tiles.finish()
+        try:
+            if size and MerkleFrontier.load(reader, size).root() != frontier.root():
+                rep.fail("stored tree nodes do not match the events")
+        except ProofError:
+            rep.fail("stored tree nodes missing")
 
     prev: tuple[int, bytes] | None = None
     rep.checkpoints_total = len(checkpoints)
@@ -324,11 +348,15 @@ def _verify(
     for csize, croot, note, created in checkpoints:
         label = f"checkpoint at size {csize}"
         try:
-            cp = verify_note(note, keys, at=created)
+            # a signed note is text, its signing time a string: any other type was put
+            # there by hand and verifies as nothing
+            if not isinstance(note, str):
+                raise CheckpointError("note is not text")
+            cp = verify_note(note, keys, at=created if isinstance(created, str) else "")
         except CheckpointError as exc:
             rep.fail(f"{label}: {exc}")
             continue
-        if cp.size != csize or cp.root != bytes(croot):
+        if cp.size != csize or not isinstance(croot, bytes) or cp.root != croot:
             rep.fail(f"{label}: row does not match its signed note")
             continue
         stored_by_size[csize] = cp.root

@@ -1,4 +1,4 @@
-"""`wardgate approvals list|approve|deny`: reviewers decide held statements from a shell.
+"""`wardgate approvals list|show|approve|deny`: reviewers decide held statements from a shell.
 
 Theory of operation: each command loads the configuration, opens the same audit store as
 the running gateway (``cfg.store``) and builds an `ApprovalBroker` on it *without*
@@ -14,7 +14,6 @@ audit store unavailable), 2 bad configuration or arguments.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from wardgate.approvals.broker import ApprovalBroker
 from wardgate.approvals.durations import format_duration, parse_duration
@@ -35,6 +35,7 @@ from wardgate.approvals.model import (
     format_parameters,
     iso_time,
 )
+from wardgate.termtext import json_line, shown
 
 __all__ = ["register", "ConfigReviewers"]
 
@@ -100,7 +101,7 @@ def _list(config: ConfigOpt, as_json: Annotated[bool, typer.Option("--json")] = 
     with _broker(config) as broker:
         pending = broker.pending()
     if as_json:
-        sys.stdout.write(json.dumps([a.to_json() for a in pending], ensure_ascii=False) + "\n")
+        sys.stdout.write(json_line([a.to_json() for a in pending]) + "\n")
         return
     if not pending:
         console.print("no approval requests are pending")
@@ -119,24 +120,86 @@ def _list(config: ConfigOpt, as_json: Annotated[bool, typer.Option("--json")] = 
                 a.reason or "",
                 _shorten(a.statement, 200),
             )  # unchanged fields for scripts; the parameters are in --json
-            sys.stdout.write("\t".join(f.replace("\t", " ") for f in fields) + "\n")
+            # tabs and line breaks would split fields and lines; every control character
+            # an agent put in a statement, reason or name is shown as an escape
+            sys.stdout.write("\t".join(shown(f) for f in fields) + "\n")
         return
     table = Table(show_lines=False)
     for column in ("id", "identity", "connection", "rule", "statement", "reason", "expires in"):
         table.add_column(column, overflow="fold")
     for a in pending:
         need = f" ({len(a.approvers)}/{a.approvals_required})" if a.approvals_required > 1 else ""
-        table.add_row(
+        # the statement, reason and application name are the agent's: each cell is plain
+        # text (no rich markup) with control and invisible characters shown as escapes,
+        # so the reviewer sees what will run
+        cells = (
             a.id + need,
             a.identity + (f" [{a.application_name}]" if a.application_name else ""),
             a.connection,
             a.rule,
-            _shorten(a.statement)
-            + (f"\n{format_parameters(a.parameters, 120)}" if a.parameters else ""),
+            shown(_shorten(a.statement))
+            + (f"\n{shown(format_parameters(a.parameters, 120))}" if a.parameters else ""),
             a.reason or "",
             format_duration(max(0.0, a.expires_at - now)),
         )
+        table.add_row(*(Text(c if i == 4 else shown(c)) for i, c in enumerate(cells)))
     console.print(table)
+    if any(len(" ".join(a.statement.split())) > 60 for a in pending):
+        console.print(
+            "statements are cut to 60 characters: `wardgate approvals show ID` prints one whole",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _show(
+    approval_id: Annotated[str, typer.Argument(help="The approval id, e.g. ap-7k3mq9xz.")],
+    config: ConfigOpt,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One request in full: the whole statement (as it will run), every parameter shown,
+    who asked and why, and the decisions so far."""
+    with _broker(config) as broker:
+        a = broker.get(approval_id)
+    if a is None:
+        raise _fail(f"no approval request {shown(approval_id)!r}")
+    if as_json:
+        sys.stdout.write(json_line(a.to_json()) + "\n")
+        return
+    now = time.time()
+    app = f" [{a.application_name}]" if a.application_name else ""
+    lines = [
+        f"approval    {a.id}  {a.status}",
+        f"identity    {a.identity}{app} on {a.connection}",
+        f"client      {a.client_addr or '-'}",
+        f"rule        {a.rule}",
+        f"reason      {a.reason or '-'}",
+        f"requested   {iso_time(a.requested_at)}",
+        f"expires in  {format_duration(max(0.0, a.expires_at - now))}"
+        if a.pending
+        else f"decided     {iso_time(a.decided_at) if a.decided_at else '-'}",
+        f"approvals   {len(a.approvers)}/{a.approvals_required}",
+    ]
+    lines += [
+        f"decision    {d.reviewer}: {'approve' if d.approve else 'deny'}"
+        + (f" ({d.reason})" if d.reason else "")
+        for d in a.decisions
+    ]
+    for line in lines:
+        console.print(shown(line), highlight=False, markup=False)
+    # the statement keeps its line breaks; every other control or invisible character
+    # is shown as an escape, so what is printed is what will run
+    console.print("statement:", highlight=False, markup=False)
+    for line in shown(a.statement, newlines=True).split("\n"):
+        console.print("    " + line, highlight=False, markup=False)
+    if a.parameters:
+        console.print("parameters:", highlight=False, markup=False)
+        for i, p in enumerate(a.parameters, 1):
+            if p is not None and p.startswith("… ["):  # a cut said by shown_parameters
+                text = f"    {p}"
+            else:
+                text = f"    ${i} = " + ("NULL" if p is None else "'" + p.replace("'", "''") + "'")
+            console.print(shown(text), highlight=False, markup=False)
 
 
 def _report(a: Approval, verb: str, reviewer: str) -> None:
@@ -209,6 +272,7 @@ def register(app: typer.Typer) -> None:
         no_args_is_help=True,
     )
     group.command("list")(_list)
+    group.command("show")(_show)
     group.command("approve")(_approve)
     group.command("deny")(_deny)
     app.add_typer(group, name="approvals")

@@ -24,6 +24,7 @@ from wardgate.audit.records import StoreUnavailable
 from wardgate.audit.retention import apply_retention
 from wardgate.audit.store import AuditStore, parse_store_url
 from wardgate.audit.verify import verify_store
+from wardgate.termtext import json_line, shown
 
 __all__ = ["register", "AuditSettings"]
 
@@ -75,7 +76,11 @@ def register(app: typer.Typer) -> None:
     def verify_cmd(
         config: ConfigOpt,
         published: Annotated[
-            Path | None, typer.Option(help="Published checkpoints file to compare with.")
+            Path | None,
+            typer.Option(
+                help="Published checkpoints file, or an evidence bundle received earlier, "
+                "to compare with."
+            ),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
     ) -> None:
@@ -93,7 +98,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(rep.to_json(), indent=2))
         else:
             for line in rep.lines():
-                typer.echo(line)
+                typer.echo(shown(line))
         raise typer.Exit(0 if rep.ok else 1)
 
     @keys.command("init")
@@ -159,11 +164,13 @@ def register(app: typer.Typer) -> None:
                                   verdict=verdict, kind=kind, since=since, until=until,
                                   limit=limit):  # fmt: skip
                 if as_json:
-                    sys.stdout.write(json.dumps(e.fields(), ensure_ascii=False) + "\n")
+                    sys.stdout.write(json_line(e.fields()) + "\n")
                 else:
+                    # an auth_failure's identity is what the client claimed: shown, not obeyed
                     typer.echo(
-                        f"{e.seq:>8} {e.time} {e.kind:<18} {e.identity or '-':<16} "
-                        f"{e.connection or '-':<12} {e.verdict or '-':<6} {e.rule or ''}"
+                        f"{e.seq:>8} {shown(e.time)} {shown(e.kind):<18} "
+                        f"{shown(e.identity or '-'):<16} {shown(e.connection or '-'):<12} "
+                        f"{shown(e.verdict or '-'):<6} {shown(e.rule or '')}"
                     )
         finally:
             store.close()

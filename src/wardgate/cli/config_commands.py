@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import os
 import socket
 import sqlite3
@@ -26,8 +27,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from wardgate.config import Config, ConfigError, load_config
+from wardgate.termtext import shown
 
 __all__ = ["register", "run_checks"]
 
@@ -186,6 +189,22 @@ def _listener(host: str, port: int) -> tuple[str, str]:
     return OK, f"{host}:{port} free"
 
 
+def _api_listener(host: str, port: int) -> tuple[str, str]:
+    """The API speaks plain HTTP: off loopback, reviewers' bearer tokens (which may also
+    log agents in) cross the network in clear."""
+    status, detail = _listener(host, port)
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if status == OK and not loopback:
+        return WARN, (
+            f"{detail}; the API has no TLS: bearer tokens cross the network in clear "
+            "(listen on 127.0.0.1 behind a TLS proxy)"
+        )
+    return status, detail
+
+
 def _connect(conn) -> tuple[str, str]:
     from wardgate.engines.postgres import handshake as hs
 
@@ -238,7 +257,7 @@ def run_checks(cfg: Config, *, connect: bool) -> list[Result]:
         for p in cfg.oidc_providers:
             results.append(_guard(f"oidc {p.name}", lambda p=p: _oidc_keys(p)))
     if cfg.api.listen is not None:
-        results.append(_guard("api listener", lambda: _listener(*cfg.api.listen)))
+        results.append(_guard("api listener", lambda: _api_listener(*cfg.api.listen)))
     return results
 
 
@@ -271,7 +290,9 @@ def register(app: typer.Typer) -> None:
             table.add_column(col)
         colors = {OK: "green", WARN: "yellow", FAIL: "red"}
         for name, status, detail in results:
-            table.add_row(name, f"[{colors[status]}]{status}[/]", detail)
+            # a detail can quote a target's error text or a provider's key ids: plain text,
+            # control characters shown as escapes
+            table.add_row(name, f"[{colors[status]}]{status}[/]", Text(shown(detail)))
         console.print(table, highlight=False)
         failed = [r for r in results if r[1] == FAIL]
         if failed:

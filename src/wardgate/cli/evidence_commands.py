@@ -26,6 +26,7 @@ from wardgate.audit.keys import KeyringError, load_keyring
 from wardgate.audit.records import StoreUnavailable
 from wardgate.audit.store import AuditStore, parse_store_url
 from wardgate.cli import audit_commands
+from wardgate.termtext import shown
 
 __all__ = ["register"]
 
@@ -82,7 +83,7 @@ def register(app: typer.Typer) -> None:
         filters = {"identity": identity, "connection": connection, "session": session,
                    "verdict": verdict, "kind": kind, "since": since, "until": until}  # fmt: skip
         try:
-            res = export_bundle(store, ring, s.origin, output, filters)
+            res = export_bundle(store, ring, s.origin, output, filters, published=s.publish)
         except EvidenceError as exc:
             raise _fail(str(exc), 1) from exc
         finally:
@@ -118,6 +119,6 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(rep.to_json(), indent=2))
         else:
-            for line in rep.lines():
-                typer.echo(line)
+            for line in rep.lines():  # a bundle is untrusted input: names shown, not obeyed
+                typer.echo(shown(line))
         raise typer.Exit(0 if rep.ok else 1)

@@ -18,8 +18,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from wardgate.config import Config, ConfigError, load_config
+from wardgate.termtext import json_line, shown
 
 __all__ = ["app", "open_config"]
 
@@ -138,7 +140,9 @@ def sessions(
         table.add_column(col)
     for s in rows:
         d = _session_dict(s)
-        table.add_row(
+        # application names and end reasons come from clients: shown, never obeyed or
+        # read as rich markup
+        cells = (
             d["id"],
             d["identity"] or "",
             d["connection"] or "",
@@ -149,6 +153,7 @@ def sessions(
             str(d.get("statements", 0)),
             d.get("status") or "",
         )
+        table.add_row(*(Text(shown(c)) for c in cells))
     console.print(table)
 
 
@@ -206,11 +211,13 @@ def replay(
         # the store stays open while the timeline streams out of it
         timeline = load_timeline(store, session_id, max_rows=None if as_json else max_rows)
         if timeline is None:
-            err.print(f"wardgate: no session matches {session_id!r}")
+            err.print(
+                f"wardgate: no session matches {shown(session_id)!r}", markup=False, highlight=False
+            )
             raise typer.Exit(1)
         if as_json:
             for item in timeline.items:
-                sys.stdout.write(json.dumps(item, default=str, ensure_ascii=False) + "\n")
+                sys.stdout.write(json_line(item, default=str) + "\n")
             return
         render_timeline(console, timeline, max_rows=max_rows)
     finally:

@@ -54,6 +54,9 @@ def build_report(
 def _render(report: MaskingReport, filters: dict[str, str | None]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from wardgate import termtext
 
     console = Console()
     shown = ", ".join(f"{k}={v}" for k, v in filters.items() if v) or "all result events"
@@ -83,15 +86,10 @@ def _render(report: MaskingReport, filters: dict[str, str | None]) -> None:
             rules = (
                 ", ".join(f"{r} ({s}) {n}" for (r, s), n in sorted(c.column_rules.items())) or "-"
             )
-            table.add_row(
-                column,
-                entities,
-                str(c.masked_values),
-                rules,
-                str(c.nulled),
-                str(c.results),
-                str(c.rows_scanned),
-            )
+            # column names are the agent's (`SELECT email AS "..."`): plain text, shown
+            cells = (column, entities, str(c.masked_values), rules, str(c.nulled),
+                     str(c.results), str(c.rows_scanned))  # fmt: skip
+            table.add_row(*(Text(termtext.shown(x)) for x in cells))
         if not conn.columns:
             table.add_row("(no column carried anything masked)", "-", "0", "-", "0", "0", "0")
         console.print(table)

@@ -56,8 +56,13 @@ class IdentityRegistry:
             if cfg.token is None:
                 continue
             token = cfg.token.resolve()
+            digest = hashlib.sha256(token.encode()).digest()
+            if digest in self._bearer:  # Config.check_secrets says so first, with the file
+                raise ValueError(
+                    f"identities {self._bearer[digest]!r} and {cfg.name!r} have the same token"
+                )
             self._verifiers[cfg.name] = make_scram_verifier(token)
-            self._bearer[hashlib.sha256(token.encode()).digest()] = cfg.name
+            self._bearer[digest] = cfg.name
             del token
 
     @classmethod
