@@ -66,7 +66,15 @@ STORE_UNAVAILABLE = "wardgate: audit store unavailable"
 _Q, _P, _B, _E, _D, _C, _S, _H, _X, _F = (ord(c) for c in "QPBEDCSHXF")
 _COPY_DATA, _COPY_DONE, _COPY_FAIL = ord("d"), ord("c"), ord("f")
 
+# Flow control (DESIGN rule 4): the gateway stops reading the agent while it is busy,
+# while either side's write buffer is over its high-water mark (the agent does not read
+# its results, or the target does not read what it was sent: a PostgreSQL backend
+# likewise stops reading while it cannot write), and while _MAX_IN_FLIGHT forwarded
+# messages await their answers (each holds its execution state); reading resumes at
+# half that. What one read already brought stays framed in `from_agent`, at most
+# _HIGH_WATER bytes more.
 _HIGH_WATER = 1024 * 1024
+_MAX_IN_FLIGHT = 4096
 
 
 class _AgentSide(asyncio.Protocol):
@@ -80,10 +88,16 @@ class _AgentSide(asyncio.Protocol):
         self.relay.agent_lost(exc)
 
     def pause_writing(self) -> None:
+        # the agent does not read: stop reading the target, and the agent too (answers
+        # the gateway makes itself would otherwise pile up)
+        self.relay.agent_full = True
         self.relay.target_t.pause_reading()
+        self.relay.agent_t.pause_reading()
 
     def resume_writing(self) -> None:
+        self.relay.agent_full = False
         self.relay.target_t.resume_reading()
+        self.relay.unblocked()
 
 
 class PgRelay(ResponseSide):
@@ -114,6 +128,11 @@ class PgRelay(ResponseSide):
         self.busy = False
         self._waiting = False
         self._holding = False
+        # flow control (see _MAX_IN_FLIGHT): a write buffer over its high-water mark,
+        # or reading stopped at the in-flight limit
+        self.agent_full = False
+        self.target_full = False
+        self._capped = False
         self.discarding = False  # extended-protocol error: skip to Sync
         self.tx_status = "I"
         self.closed = False
@@ -200,16 +219,30 @@ class PgRelay(ResponseSide):
         if self.closed:
             return
         self.from_agent.feed(data)
-        if self.busy:
+        if self.busy or self.agent_full or self.target_full or self._capped:
             if self.from_agent.buffered > _HIGH_WATER:
                 self.agent_t.pause_reading()
             return
         self._process_agent()
 
+    def unblocked(self) -> None:
+        """A reason to stop reading the agent went away: carry on if none is left."""
+        if not (self.busy or self.agent_full or self.target_full or self.closed):
+            if self._capped and len(self.ops) > _MAX_IN_FLIGHT // 2:
+                return
+            self._capped = False
+            self._resume()
+
     def _process_agent(self) -> None:
         reader = self.from_agent
+        room = _MAX_IN_FLIGHT - len(self.ops)
         try:
             while not self.busy and not self.closed:
+                if len(self._batch) >= room or self.agent_full or self.target_full:
+                    if len(self._batch) >= room:
+                        self._capped = True
+                    self.agent_t.pause_reading()
+                    break
                 msg = reader.next_message()
                 if msg is None:
                     break
@@ -514,7 +547,12 @@ class PgRelay(ResponseSide):
     def _take_setting(self, key: str, value: str) -> None:
         if key == "reason":
             self.info = _replace_reason(self.info, value)
-            self.gw.record("session_reason", self.info, meta={"reason": value})
+            # durable before the answer (or the statement) goes out, like a command
+            # event: an agent repeating the setting without end is held to the store's
+            # pace instead of queueing events faster than they are written
+            self._futures.append(
+                self.gw.record("session_reason", self.info, meta={"reason": value})
+            )
 
     def _record_command(self, command: Command, decision: Decision, **extra: Any) -> Any:
         self.statement_count += 1
@@ -612,7 +650,7 @@ class PgRelay(ResponseSide):
         if self.busy:
             return
         self._flush_batch()
-        if not self.busy:
+        if not (self.busy or self.agent_full or self.target_full or self._capped):
             self.agent_t.resume_reading()
             self._process_agent()
 
@@ -686,6 +724,8 @@ class PgRelay(ResponseSide):
                 skipping = True
             elif kind == "inject":
                 out.append((raw, op))
+            elif kind == "local":  # SET wardgate.reason, not recorded: refused too
+                out.append((raw, Op("local", payload=self._local_refusal(err))))
             elif kind is None and raw[:1] in (b"d", b"c", b"f", b"H"):
                 out.append((raw, op))
         return out
@@ -710,9 +750,12 @@ class PgRelay(ResponseSide):
             self._drain_local(local)
             self.agent_t.write(b"".join(local))
 
+    def _local_refusal(self, err: bytes) -> Any:
+        return lambda: err + w.ready_for_query(self.tx_status)
+
     def _push_local(self, make: Any) -> None:
         op = Op("local", payload=make)
-        if not self.ops and not self._batch:
+        if not self.ops and not self._batch and not self._futures:
             self.agent_t.write(make())
         else:
             self._batch.append((b"", op))

@@ -1,0 +1,283 @@
+"""One bad or malicious agent against a real gateway: it must not grow the gateway's
+memory without bound, and a well-behaved session keeps working meanwhile.
+
+Memory is the gateway's own RSS (and its audit writer's), read from /proc while the bad
+agent does its worst; each test starts a fresh gateway so earlier tests' garbage does
+not count."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from tests.conftest import RunningGateway, start_gateway
+from tests.engines.postgres.test_robustness import _login
+from wardgate.wire.pg import writers as w
+from wardgate.wire.pg.backend import decode_fields
+from wardgate.wire.pg.framing import MessageReader
+
+MiB = 1 << 20
+
+
+def _rss(pid: int) -> int:
+    """The gateway's RSS plus its children's (the audit writer)."""
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+class _Watch:
+    """Peak RSS of the gateway, and a well-behaved session running queries meanwhile."""
+
+    def __init__(self, gw: RunningGateway) -> None:
+        self.pid = gw.proc.proc.pid  # type: ignore[union-attr]
+        self.dsn = gw.dsn()
+        self.base = _rss(self.pid)
+        self.peak = self.base
+        self.ok = 0
+        self.slowest = 0.0
+        self.errors: list[str] = []
+        self._done = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._sample, daemon=True),
+            threading.Thread(target=self._bystander, daemon=True),
+        ]
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.peak = max(self.peak, _rss(self.pid))
+            except psutil.Error:
+                pass
+            time.sleep(0.05)
+
+    def _bystander(self) -> None:
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+                while not self._done.is_set():
+                    t0 = time.monotonic()
+                    assert conn.execute("select 'still here'").fetchone() == ("still here",)
+                    self.slowest = max(self.slowest, time.monotonic() - t0)
+                    self.ok += 1
+                    time.sleep(0.1)
+        except Exception as exc:  # reported by the test
+            self.errors.append(repr(exc))
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+    def check(self, limit: int) -> None:
+        assert not self.errors, self.errors
+        assert self.ok >= 5, f"the well-behaved session ran only {self.ok} queries"
+        assert self.slowest < 5, f"the well-behaved session waited {self.slowest:.1f}s"
+        assert self.growth < limit, (
+            f"gateway RSS grew by {self.growth / MiB:.0f} MiB (limit {limit / MiB:.0f})"
+        )
+
+
+@contextmanager
+def _watching(gw: RunningGateway) -> Iterator[_Watch]:
+    watch = _Watch(gw)
+    for t in watch._threads:
+        t.start()
+    try:
+        yield watch
+    finally:
+        watch._done.set()
+        for t in watch._threads:
+            t.join(15)
+
+
+@pytest.fixture
+def fresh(pg_cluster, tmp_path: Path) -> Iterator[RunningGateway]:
+    gw = start_gateway(tmp_path, pg_cluster)
+    try:
+        yield gw
+    finally:
+        gw.proc.stop()
+    assert "Traceback" not in gw.proc.stderr, gw.proc.stderr[-3000:]
+
+
+def _flood(sock: socket.socket, data: bytes, seconds: float) -> bool:
+    """Send `data` over and over for `seconds`; True when the gateway stopped reading
+    (a send blocked for 3 s), which is what a bounded gateway must do."""
+    sock.settimeout(3)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            sock.sendall(data)
+    except TimeoutError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # long statements: what piles up is bytes waiting for the target
+        "select repeat('x', 100000) -- " + "p" * 10000,
+        # short ones: what piles up is per-statement state (one per statement in flight)
+        "select repeat('x', 100000)",
+    ],
+    ids=["long-statements", "short-statements"],
+)
+def test_agent_that_pipelines_queries_and_never_reads_is_stopped_being_read(
+    fresh: RunningGateway, query: str
+) -> None:
+    """The agent sends Query after Query and reads nothing back: the target's results
+    back up, the target stops reading, and the gateway must stop reading the agent
+    (DESIGN rule 4) instead of queueing what the agent sends."""
+    sock, _ = _login(fresh.port)
+    try:
+        with _watching(fresh) as watch:
+            blocked = _flood(sock, w.query(query) * 10, 20)
+            time.sleep(1)
+        assert blocked, "the gateway kept reading an agent that reads nothing"
+        watch.check(120 * MiB)
+    finally:
+        sock.close()
+
+
+def test_agent_that_never_reads_a_huge_result_holds_flat_memory(fresh: RunningGateway) -> None:
+    sock, _ = _login(fresh.port)
+    try:
+        with _watching(fresh) as watch:
+            sock.sendall(w.query("select g, repeat('r', 200) from generate_series(1, 50000000) g"))
+            time.sleep(8)
+        watch.check(60 * MiB)
+    finally:
+        sock.close()
+
+
+def test_agent_that_repeats_a_local_setting_and_never_reads_is_stopped_being_read(
+    fresh: RunningGateway,
+) -> None:
+    """`SET wardgate.reason` is answered by the gateway itself, without the target: the
+    answers back up in the gateway unless it stops reading the agent."""
+    sock, _ = _login(fresh.port)
+    try:
+        with _watching(fresh) as watch:
+            blocked = _flood(sock, w.query("SET wardgate.reason = 'x'") * 200, 15)
+        assert blocked, "the gateway kept reading an agent that reads nothing"
+        watch.check(120 * MiB)
+    finally:
+        sock.close()
+
+
+def test_copy_in_to_a_target_that_does_not_read_holds_flat_memory(
+    fresh: RunningGateway, pg_cluster
+) -> None:
+    """COPY FROM STDIN into a table another session has locked: the target reads
+    nothing, so the gateway must stop reading the agent's CopyData."""
+    pg_cluster.psql(
+        "orders", "create table if not exists t_copy_lock (v text); grant all on t_copy_lock to app"
+    )
+    locker = psycopg.connect(fresh.dsn())
+    locker.execute("lock table t_copy_lock in access exclusive mode")
+    sock, _ = _login(fresh.port)
+    try:
+        with _watching(fresh) as watch:
+            sock.sendall(w.query("copy t_copy_lock from stdin"))
+            row = b"d" + struct.pack("!I", 4 + 65536) + b"z" * 65535 + b"\n"
+            blocked = _flood(sock, row * 16, 15)
+        assert blocked, "the gateway kept reading CopyData the target does not take"
+        watch.check(120 * MiB)
+    finally:
+        sock.close()
+        locker.close()
+
+
+def _expect_fatal(sock: socket.socket, timeout: float = 10) -> dict:
+    sock.settimeout(timeout)
+    reader = MessageReader()
+    while True:
+        msg = reader.next_message()
+        if msg is None:
+            data = sock.recv(65536)
+            assert data, "closed without an ErrorResponse"
+            reader.feed(data)
+            continue
+        if msg[0] == ord("E"):
+            return decode_fields(msg[1])
+
+
+def test_huge_message_during_authentication_is_refused_at_its_header(
+    fresh: RunningGateway,
+) -> None:
+    """Before authentication anyone can connect: a SASL message announcing 60 MB must be
+    refused when its length is read, not buffered (ten of them were 600 MB of RSS)."""
+    socks = []
+    try:
+        with _watching(fresh) as watch:
+            for _ in range(10):
+                sock = socket.create_connection(("127.0.0.1", fresh.port))
+                socks.append(sock)
+                sock.sendall(w.startup_message({"user": "nobody", "database": "orders"}))
+                sock.recv(1000)  # AuthenticationSASL
+                sock.sendall(b"p" + struct.pack("!I", 60_000_004))
+                try:
+                    sock.settimeout(5)
+                    for _ in range(20):
+                        sock.sendall(b"x" * MiB)
+                except OSError:
+                    pass
+                err = _expect_fatal(sock)
+                assert err["S"] == "FATAL" and err["C"] == "08P01", err
+                assert "limit" in err["M"]
+            time.sleep(1)
+        watch.check(60 * MiB)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _events(gw: RunningGateway, kind: str) -> list:
+    from wardgate.audit.store import AuditStore
+
+    store = AuditStore.open(str(gw.directory / "audit.db"))
+    try:
+        return list(store.events(kind=kind))
+    finally:
+        store.close()
+
+
+def test_agent_that_leaves_while_held_ends_its_approval_request(fresh: RunningGateway) -> None:
+    """A held statement whose agent disconnects can never run: its request must not stay
+    pending for reviewers (nor count in wardgate_approvals_pending) until the gateway
+    restarts, and its end is evidence. Repeated, it would flood the reviewers' queue."""
+    fresh.cluster.psql(
+        "orders", "create table if not exists t_held_left (v int); grant all on t_held_left to app"
+    )
+    for _ in range(3):
+        sock, _ = _login(fresh.port)
+        sock.sendall(w.query("delete from t_held_left"))
+        sock.settimeout(10)
+        got = b""
+        while b"approval" not in got:
+            got += sock.recv(65536)
+        sock.close()
+    deadline = time.monotonic() + 10
+    while True:
+        abandoned = _events(fresh, "approval_abandoned")
+        if len(abandoned) == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(abandoned) == 3, f"{len(abandoned)} of 3 requests were ended"
+    assert all(e.session for e in abandoned)
+    assert all("session ended" in json.dumps(e.meta) for e in abandoned), abandoned[0].meta
