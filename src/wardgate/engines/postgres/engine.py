@@ -39,6 +39,12 @@ __all__ = ["PostgresEngine", "log_line"]
 log = logging.getLogger("wardgate.postgres")
 
 SETUP_TIMEOUT = 30.0
+# Before and during authentication anyone may send: no set-up message (SASL, password,
+# an OIDC ID token) may be longer than PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH, and the
+# stream buffers at most twice _SETUP_READ_LIMIT, so an unauthenticated connection
+# costs kilobytes, not the 64 MiB a statement may have.
+SETUP_MAX_MESSAGE = 65535
+_SETUP_READ_LIMIT = 65536
 
 
 def log_line(event: str, **fields: Any) -> None:
@@ -85,7 +91,7 @@ class PostgresEngine:
             port,
             reuse_address=True,
             reuse_port=self.reuse_port or None,
-            limit=1 << 20,
+            limit=_SETUP_READ_LIMIT,
         )
 
     @property
@@ -148,7 +154,7 @@ class PostgresEngine:
     async def _setup(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         client_addr = f"{peer[0]}:{peer[1]}"
-        mr = MessageReader(startup=True)
+        mr = MessageReader(startup=True, max_message_size=SETUP_MAX_MESSAGE)
         tls_required = bool(self.conn.tls and self.conn.tls.required)
         startup = await hs.read_agent_startup(
             reader, writer, mr, self.ssl_context, tls_required=tls_required
