@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from tests.conftest import RunningGateway, start_gateway
-from tests.engines.postgres.test_robustness import _login
+from tests.engines.postgres.test_robustness import _login, _read_until
 from wardgate.wire.pg import writers as w
 from wardgate.wire.pg.backend import decode_fields
 from wardgate.wire.pg.framing import MessageReader
@@ -281,3 +281,30 @@ def test_agent_that_leaves_while_held_ends_its_approval_request(fresh: RunningGa
     assert len(abandoned) == 3, f"{len(abandoned)} of 3 requests were ended"
     assert all(e.session for e in abandoned)
     assert all("session ended" in json.dumps(e.meta) for e in abandoned), abandoned[0].meta
+
+
+def test_a_query_of_very_many_statements_is_refused_before_it_is_parsed(
+    fresh: RunningGateway,
+) -> None:
+    """Each statement of a message is parsed, decided and recorded before the first runs:
+    100,000 `select 1;` in one Query (900 KB) grew the gateway by ~400 MiB, and a 64 MiB
+    message could hold seven million. Refused by rule, recorded, the session usable."""
+    sock, reader = _login(fresh.port)
+    try:
+        with _watching(fresh) as watch:
+            sock.sendall(w.query("select 1;" * 200_000))
+            sock.settimeout(30)
+            got = _read_until(sock, reader, {ord("Z")}, timeout=30)
+            errors = [decode_fields(m[1]) for m in got if m[0] == ord("E")]
+            assert len(errors) == 1 and errors[0]["C"] == "42501", errors
+            assert "gateway/too-many-statements" in errors[0]["M"]
+            assert not [m for m in got if m[0] == ord("D")]
+            sock.sendall(w.query("select 'usable'"))
+            got = _read_until(sock, reader, {ord("Z")})
+            assert [m for m in got if m[0] == ord("D")]
+            time.sleep(1.5)
+        watch.check(150 * MiB)
+    finally:
+        sock.close()
+    refused = [e for e in _events(fresh, "command") if e.rule == "gateway/too-many-statements"]
+    assert len(refused) == 1 and refused[0].verdict == "deny"

@@ -75,6 +75,11 @@ _COPY_DATA, _COPY_DONE, _COPY_FAIL = ord("d"), ord("c"), ord("f")
 # _HIGH_WATER bytes more.
 _HIGH_WATER = 1024 * 1024
 _MAX_IN_FLIGHT = 4096
+# Statements in one message: each is parsed, decided and recorded before any runs
+# (~4 KiB each), so one 64 MiB Query of `select 1;` would take gigabytes. Counted by
+# its ';' (an upper bound: a ';' inside a literal counts too), and only in a message
+# long enough to hold that many.
+MAX_STATEMENTS_PER_MESSAGE = 10000
 
 
 class _AgentSide(asyncio.Protocol):
@@ -530,6 +535,16 @@ class PgRelay(ResponseSide):
     # --- policy, refusal, holds
 
     def _evaluate(self, sql: str, via: str) -> list[tuple[Command, Decision]] | None:
+        if len(sql) > MAX_STATEMENTS_PER_MESSAGE and (sql.count(";") > MAX_STATEMENTS_PER_MESSAGE):
+            decision = Decision(
+                Verdict.DENY,
+                "gateway/too-many-statements",
+                f"more than {MAX_STATEMENTS_PER_MESSAGE} statements (';') in one message; "
+                "send them in several",
+            )
+            self._record_decisions([(Command(self.info, sql, (), 0, via), decision)])
+            self._inject(decision, simple=via == "simple")
+            return None
         try:
             return self.policy.evaluate(sql, via=via)
         except Exception as exc:  # fail closed: a policy that cannot decide refuses
