@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import RunningGateway, start_gateway
 from tests.engines.postgres.test_robustness import _login, _read_until
+from wardgate.testing.gateway_process import GatewayProcess, write_config
 from wardgate.wire.pg import writers as w
 from wardgate.wire.pg.backend import decode_fields
 from wardgate.wire.pg.framing import MessageReader
@@ -308,3 +309,35 @@ def test_a_query_of_very_many_statements_is_refused_before_it_is_parsed(
         sock.close()
     refused = [e for e in _events(fresh, "command") if e.rule == "gateway/too-many-statements"]
     assert len(refused) == 1 and refused[0].verdict == "deny"
+
+
+def test_connections_that_never_finish_set_up_cost_little_and_do_not_lock_out_agents(
+    pg_cluster, tmp_path: Path
+) -> None:
+    """Slowloris: hundreds of connections that send nothing, half a startup packet, or
+    stop in the middle of SCRAM. Each holds a descriptor until the set-up timeout; under
+    a service manager's usual soft limit (1024, here 256) they refused every new session.
+    The gateway raises its soft limit to the hard one at start."""
+    cfg, env = write_config(tmp_path, pg_cluster)
+    proc = GatewayProcess(cfg, env, open_files=(256, 8192)).start()
+    gw = RunningGateway(proc, tmp_path, pg_cluster)
+    socks = []
+    try:
+        with _watching(gw) as watch:
+            for i in range(600):
+                sock = socket.create_connection(("127.0.0.1", gw.port))
+                socks.append(sock)
+                if i % 3 == 1:
+                    sock.sendall(struct.pack("!I", 80) + b"\x00\x03\x00\x00user\x00ci")
+                elif i % 3 == 2:
+                    sock.sendall(w.startup_message({"user": "ci-bot", "database": "orders"}))
+            time.sleep(1)
+            with psycopg.connect(gw.dsn(), connect_timeout=10) as conn:
+                assert conn.execute("select 'new session'").fetchone() == ("new session",)
+        watch.check(40 * MiB)
+        assert psutil.Process(proc.proc.pid).rlimit(psutil.RLIMIT_NOFILE)[0] == 8192  # type: ignore[union-attr]
+    finally:
+        for sock in socks:
+            sock.close()
+        proc.stop()
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
