@@ -8,6 +8,7 @@ not count."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 import threading
@@ -340,4 +341,143 @@ def test_connections_that_never_finish_set_up_cost_little_and_do_not_lock_out_ag
         for sock in socks:
             sock.close()
         proc.stop()
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def _read_to_end(sock: socket.socket, timeout: float = 20) -> list[tuple[int, bytes]]:
+    sock.settimeout(timeout)
+    reader = MessageReader()
+    out = []
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except OSError:
+            break
+        if not data:
+            break
+        reader.feed(data)
+        while (msg := reader.next_message()) is not None:
+            out.append((msg[0], msg[1]))
+    return out
+
+
+def test_target_going_down_mid_session_ends_every_session_natively_and_recorded(
+    fresh: RunningGateway, pg_cluster
+) -> None:
+    """The target stops while one session idles, one is in the middle of a result its
+    agent is not reading, and one waits for an approval: each agent gets an
+    ErrorResponse and EOF, each session_end is recorded, the approval is abandoned, and
+    once the target is back new sessions work."""
+    pg_cluster.psql(
+        "orders", "create table if not exists t_down (v int); grant all on t_down to app"
+    )
+    idle = psycopg.connect(fresh.dsn(), autocommit=True)
+    streaming, _ = _login(fresh.port)
+    streaming.sendall(w.query("select g, repeat('r', 200) from generate_series(1, 5000000) g"))
+    streaming.recv(65536)  # the result has begun; the agent stops reading
+    held, _ = _login(fresh.port)
+    held.sendall(w.query("delete from t_down"))
+    held.settimeout(10)
+    got = b""
+    while b"approval" not in got:
+        got += held.recv(65536)
+    try:
+        pg_cluster.stop()
+        for sock in (streaming, held):
+            msgs = _read_to_end(sock)
+            errors = [decode_fields(body) for t, body in msgs if t == ord("E")]
+            assert errors and errors[-1]["S"] == "FATAL", errors
+        with pytest.raises(psycopg.OperationalError):
+            idle.execute("select 1")
+    finally:
+        pg_cluster.start()
+        for sock in (streaming, held):
+            sock.close()
+        idle.close()
+    with psycopg.connect(fresh.dsn(), connect_timeout=10) as conn:
+        assert conn.execute("select 'back'").fetchone() == ("back",)
+    time.sleep(0.5)
+    ends = [e for e in _events(fresh, "session_end")]
+    assert sum("target" in json.dumps(e.meta) for e in ends) >= 3, [e.meta for e in ends]
+    assert len(_events(fresh, "approval_abandoned")) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 4 MiB filesystem (tmpfs) for the audit store: a disk that fills up."""
+    import subprocess
+
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_disk_refuses_then_service_resumes_when_space_returns(
+    pg_cluster, tmp_path: Path, small_disk: Path
+) -> None:
+    """The store's filesystem fills up (a real ENOSPC, not a file-size limit): statements
+    are refused with 58000 and do not reach the target; once space is freed the same
+    session and new ones work again without a restart, and the log verifies."""
+    import subprocess
+    import sys
+
+    pg_cluster.psql(
+        "orders", "create table if not exists t_enospc (marker text); grant all on t_enospc to app"
+    )
+    cfg, env = write_config(
+        tmp_path / "gw", pg_cluster, extra={"store": f"sqlite:///{small_disk / 'audit.db'}"}
+    )
+    proc = GatewayProcess(cfg, env).start()
+    gw = RunningGateway(proc, tmp_path / "gw", pg_cluster)
+    ballast = small_disk / "ballast"
+    refused = None
+    try:
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            conn.execute("insert into t_enospc values ('before')")
+            # leave ~100 KiB free, then write statements with large text until refused
+            free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+            ballast.write_bytes(b"\0" * max(0, free - 100 * 1024))
+            filler = "f" * 20_000
+            for i in range(200):
+                try:
+                    conn.execute(f"insert into t_enospc values ('full-{i}') -- {filler}")
+                except psycopg.Error as exc:
+                    assert exc.sqlstate == "58000", exc
+                    assert "wardgate: audit store unavailable" in str(exc)
+                    refused = f"full-{i}"
+                    break
+            assert refused is not None, "the disk never filled up"
+            ballast.unlink()
+            deadline = time.monotonic() + 20
+            while True:  # the store may take a moment (a writer restart) to come back
+                try:
+                    conn.execute("insert into t_enospc values ('after')")
+                    break
+                except psycopg.Error as exc:
+                    assert exc.sqlstate == "58000", exc
+                    assert time.monotonic() < deadline, "service did not resume"
+                    time.sleep(0.5)
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            assert conn.execute("select 'new session'").fetchone() == ("new session",)
+    finally:
+        ballast.unlink(missing_ok=True)
+        proc.stop()
+    markers = pg_cluster.psql("orders", "select string_agg(marker, ',') from t_enospc")
+    assert refused not in markers.split(","), "a refused statement reached the target"
+    assert "before" in markers and "after" in markers
+    r = subprocess.run(
+        [sys.executable, "-m", "wardgate", "verify", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
