@@ -481,3 +481,46 @@ def test_full_disk_refuses_then_service_resumes_when_space_returns(
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def _exchange(sock: socket.socket, data: bytes) -> list[tuple[int, bytes]]:
+    sock.sendall(data)
+    return [(m[0], m[1]) for m in _read_until(sock, MessageReader(), {ord("Z")})]
+
+
+def _msg(t: bytes, body: bytes) -> bytes:
+    return t + struct.pack("!I", 4 + len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        _msg(b"Q", b"select '\xff\xfe'\x00"),
+        # a UTF-16 surrogate encoded in UTF-8: not valid UTF-8 either
+        _msg(b"Q", b"select '\xed\xa0\x80'\x00"),
+        _msg(b"P", b"\x00select '\xff'\x00\x00\x00")
+        + w.bind("", "", (), (), ())
+        + w.execute("", 0)
+        + w.sync(),
+    ],
+    ids=["query", "query-surrogate", "parse"],
+)
+def test_invalid_utf8_in_a_statement_is_a_native_error_and_recorded(
+    fresh: RunningGateway, message: bytes
+) -> None:
+    """PostgreSQL answers `ERROR 22021 invalid byte sequence for encoding "UTF8"` and the
+    session goes on. The gateway closed the session with XX000 "internal error" (and a
+    traceback), and the refusal it meant to record could not be recorded."""
+    sock, _ = _login(fresh.port)
+    try:
+        msgs = _exchange(sock, message)
+        errors = [decode_fields(body) for t, body in msgs if t == ord("E")]
+        assert len(errors) == 1 and errors[0]["S"] == "ERROR", errors
+        assert errors[0]["C"] == "22021" and "UTF8" in errors[0]["M"], errors
+        msgs = _exchange(sock, w.query("select 'usable'"))
+        assert [m for m in msgs if m[0] == ord("D")], msgs
+    finally:
+        sock.close()
+    time.sleep(0.3)
+    refused = [e for e in _events(fresh, "command") if e.rule == "gateway/invalid-utf8"]
+    assert len(refused) == 1 and refused[0].verdict == "deny"

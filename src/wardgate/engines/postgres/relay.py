@@ -545,6 +545,19 @@ class PgRelay(ResponseSide):
             self._record_decisions([(Command(self.info, sql, (), 0, via), decision)])
             self._inject(decision, simple=via == "simple")
             return None
+        if not sql.isascii() and not _valid_utf8(sql):
+            # bytes that are not UTF-8 (kept as surrogates by the codec): PostgreSQL's
+            # own error, and the statement recorded with those bytes as \xNN escapes
+            decision = Decision(Verdict.DENY, "gateway/invalid-utf8", "not valid UTF-8")
+            shown = sql.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            self._record_decisions([(Command(self.info, shown, (), 0, via), decision)])
+            self._inject(
+                decision,
+                simple=via == "simple",
+                message='wardgate: invalid byte sequence for encoding "UTF8"',
+                sqlstate="22021",
+            )
+            return None
         try:
             return self.policy.evaluate(sql, via=via)
         except Exception as exc:  # fail closed: a policy that cannot decide refuses
@@ -776,6 +789,15 @@ class PgRelay(ResponseSide):
             self._batch.append((b"", op))
 
     # ------------------------------------------------------------------ target -> agent
+
+
+def _valid_utf8(text: str) -> bool:
+    """False when the codec kept bytes that are not UTF-8 (as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ident(name: str) -> str:
