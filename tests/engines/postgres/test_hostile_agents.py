@@ -524,3 +524,34 @@ def test_invalid_utf8_in_a_statement_is_a_native_error_and_recorded(
     time.sleep(0.3)
     refused = [e for e in _events(fresh, "command") if e.rule == "gateway/invalid-utf8"]
     assert len(refused) == 1 and refused[0].verdict == "deny"
+
+
+def _startup(params: list[tuple[bytes, bytes]]) -> bytes:
+    body = struct.pack("!I", 196608) + b"".join(k + b"\0" + v + b"\0" for k, v in params) + b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [(b"user", b"\xff\xfebot"), (b"database", b"orders")],
+        [(b"user", b"ci-bot"), (b"database", b"orders"), (b"application_name", b"app\xff")],
+        [(b"user", b"ci-bot"), (b"database", b"orders"), (b"search_path", b"pub\xfflic")],
+    ],
+    ids=["user", "application_name", "search_path"],
+)
+def test_invalid_utf8_in_the_startup_packet_is_refused_at_once(
+    fresh: RunningGateway, params: list
+) -> None:
+    """Startup parameters that are not UTF-8 went on into the set-up: a login under such
+    a name failed to be recorded ("could not record an authentication failure"), one
+    with such an application_name was refused as "audit store unavailable", and a
+    search_path went to the target as it was. Refused before authentication instead."""
+    sock = socket.create_connection(("127.0.0.1", fresh.port))
+    try:
+        sock.sendall(_startup(params))
+        err = _expect_fatal(sock)
+        assert err["C"] == "22021" and "UTF8" in err["M"], err
+    finally:
+        sock.close()
+    assert "could not record" not in fresh.proc.stderr
