@@ -555,3 +555,35 @@ def test_invalid_utf8_in_the_startup_packet_is_refused_at_once(
     finally:
         sock.close()
     assert "could not record" not in fresh.proc.stderr
+
+
+def test_named_prepared_statements_per_session_are_bounded(fresh: RunningGateway) -> None:
+    """Each named statement a session prepares stays in the gateway's memory (~1.5 KiB;
+    100,000 of them were 145 MiB) until closed: past 10,000 a Parse is refused with
+    53400, recorded, and the session goes on."""
+    from wardgate.engines.postgres.relay import MAX_PREPARED_STATEMENTS
+
+    sock, reader = _login(fresh.port)
+    try:
+        for start in range(0, MAX_PREPARED_STATEMENTS, 2500):
+            batch = b"".join(w.parse(f"s{i}", "select 1", ()) for i in range(start, start + 2500))
+            got = _exchange(sock, batch + w.sync())
+            assert not [m for m in got if m[0] == ord("E")]
+        got = _exchange(sock, w.parse("one_more", "select 1", ()) + w.sync())
+        errors = [decode_fields(body) for t, body in got if t == ord("E")]
+        assert len(errors) == 1 and errors[0]["C"] == "53400", errors
+        assert "gateway/too-many-prepared-statements" in errors[0]["M"]
+        # closing one makes room
+        got = _exchange(
+            sock, w.close("S", "s0") + w.parse("one_more", "select 'room'", ()) + w.sync()
+        )
+        assert not [m for m in got if m[0] == ord("E")], got
+        got = _exchange(sock, w.query("select 'usable'"))
+        assert [m for m in got if m[0] == ord("D")]
+    finally:
+        sock.close()
+    time.sleep(0.3)
+    refused = [
+        e for e in _events(fresh, "command") if e.rule == "gateway/too-many-prepared-statements"
+    ]
+    assert len(refused) == 1

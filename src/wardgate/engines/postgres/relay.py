@@ -80,6 +80,9 @@ _MAX_IN_FLIGHT = 4096
 # its ';' (an upper bound: a ';' inside a literal counts too), and only in a message
 # long enough to hold that many.
 MAX_STATEMENTS_PER_MESSAGE = 10000
+# Named prepared statements one session may hold (~1.5 KiB of gateway memory each, for
+# as long as the session lasts): statement caches of clients keep 100 to 256.
+MAX_PREPARED_STATEMENTS = 10000
 
 
 class _AgentSide(asyncio.Protocol):
@@ -414,6 +417,22 @@ class PgRelay(ResponseSide):
                 simple=False,
                 message=f'prepared statement "{parse.name}" already exists',
                 sqlstate="42P05",
+            )
+            return
+        if parse.name and len(self.statements) >= MAX_PREPARED_STATEMENTS:
+            decision = Decision(
+                Verdict.DENY,
+                "gateway/too-many-prepared-statements",
+                f"more than {MAX_PREPARED_STATEMENTS} prepared statements in one session",
+            )
+            command = Command(self.info, parse.query, (), 0, "parse")
+            self._record_decisions([(command, decision)])
+            self._inject(
+                decision,
+                simple=False,
+                message=f'wardgate: denied by rule "{decision.rule}": {decision.reason}; '
+                "close some first",
+                sqlstate="53400",
             )
             return
         # a statement for review is held at its Execute, not here: only then are its
