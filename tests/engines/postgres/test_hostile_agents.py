@@ -587,3 +587,55 @@ def test_named_prepared_statements_per_session_are_bounded(fresh: RunningGateway
         e for e in _events(fresh, "command") if e.rule == "gateway/too-many-prepared-statements"
     ]
     assert len(refused) == 1
+
+
+def test_long_pipelines_of_real_clients_pass_the_in_flight_limit(fresh: RunningGateway) -> None:
+    """The in-flight limit stops reading, it does not refuse: a psycopg pipeline and an
+    asyncpg executemany of 20,000 statements each (well past 4,096 messages in flight,
+    Syncs only at the end) complete, every row arrives."""
+    import asyncio
+
+    asyncpg = pytest.importorskip("asyncpg")
+    from wardgate.testing.gateway_process import AGENT_TOKENS
+
+    fresh.cluster.psql(
+        "orders", "create table if not exists t_pipe (v int, src text); grant all on t_pipe to app"
+    )
+    with psycopg.connect(fresh.dsn(), autocommit=True) as conn:
+        with conn.pipeline(), conn.cursor() as cur:
+            for i in range(20_000):
+                cur.execute("insert into t_pipe values (%s, 'psycopg')", (i,))
+
+    async def run() -> None:
+        conn = await asyncpg.connect(
+            host="127.0.0.1",
+            port=fresh.port,
+            user="ci-bot",
+            password=AGENT_TOKENS["ci-bot"],
+            database="orders",
+            ssl=False,
+        )
+        try:
+            await asyncio.wait_for(
+                conn.executemany(
+                    "insert into t_pipe values ($1, 'asyncpg')", [(i,) for i in range(20_000)]
+                ),
+                120,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    # the smallest answers (5 bytes each) and a single Sync at the very end
+    sock, _ = _login(fresh.port)
+    try:
+        got = _exchange(sock, w.parse("", "select 1", ()) * 20_000 + w.sync())
+        assert sum(1 for t, _ in got if t == ord("1")) == 20_000
+    finally:
+        sock.close()
+    counts = fresh.cluster.psql(
+        "orders",
+        "select string_agg(src || '=' || n, ',' order by src) from "
+        "(select src, count(*) n from t_pipe group by src) c",
+    )
+    assert counts == "asyncpg=20000,psycopg=20000"
