@@ -639,3 +639,31 @@ def test_long_pipelines_of_real_clients_pass_the_in_flight_limit(fresh: RunningG
         "(select src, count(*) n from t_pipe group by src) c",
     )
     assert counts == "asyncpg=20000,psycopg=20000"
+
+
+def test_one_identity_cannot_take_every_target_connection(pg_cluster, tmp_path: Path) -> None:
+    """Every agent shares the gateway's one target role, so PostgreSQL's per-role
+    CONNECTION LIMIT cannot tell agents apart: one identity opening sessions without end
+    took the target's connections from everyone. `max_sessions_per_identity` bounds
+    it: the next login gets FATAL 53300, recorded; other identities still get in, and
+    a closed session frees its place."""
+    gw = start_gateway(tmp_path, pg_cluster, connection_extra={"max_sessions_per_identity": 3})
+    conns = []
+    try:
+        conns = [psycopg.connect(gw.dsn(), autocommit=True) for _ in range(3)]
+        with pytest.raises(psycopg.OperationalError) as info:
+            psycopg.connect(gw.dsn(), connect_timeout=10)
+        assert "max_sessions_per_identity" in str(info.value)
+        with psycopg.connect(gw.dsn("alice"), autocommit=True) as other:
+            assert other.execute("select 'other identity'").fetchone() == ("other identity",)
+        conns.pop().close()
+        time.sleep(0.3)
+        conns.append(psycopg.connect(gw.dsn(), autocommit=True))
+        assert all(c.execute("select 1").fetchone() == (1,) for c in conns)
+    finally:
+        for c in conns:
+            c.close()
+        gw.proc.stop()
+    refused = [e for e in _events(gw, "auth_failure") if e.meta.get("reason") == "session limit"]
+    assert len(refused) == 1 and refused[0].identity == "ci-bot"
+    assert refused[0].meta["sqlstate"] == "53300"
