@@ -558,9 +558,10 @@ def test_invalid_utf8_in_the_startup_packet_is_refused_at_once(
 
 
 def test_named_prepared_statements_per_session_are_bounded(fresh: RunningGateway) -> None:
-    """Each named statement a session prepares stays in the gateway's memory (~1.5 KiB;
-    100,000 of them were 145 MiB) until closed: past 10,000 a Parse is refused with
-    53400, recorded, and the session goes on."""
+    """Each named statement a session prepares stays in the gateway's memory (~1.5 KiB
+    by Parse, 100,000 of them were 145 MiB; ~3 KiB by SQL PREPARE) until closed: past
+    10,000 a Parse is refused with 53400, a PREPARE by rule, recorded, and the session
+    goes on."""
     from wardgate.engines.postgres.relay import MAX_PREPARED_STATEMENTS
 
     sock, reader = _login(fresh.port)
@@ -580,13 +581,22 @@ def test_named_prepared_statements_per_session_are_bounded(fresh: RunningGateway
         assert not [m for m in got if m[0] == ord("E")], got
         got = _exchange(sock, w.query("select 'usable'"))
         assert [m for m in got if m[0] == ord("D")]
+        # the same bound for SQL PREPARE (~3 KiB each in the policy's session state)
+        for start in range(0, MAX_PREPARED_STATEMENTS, 5000):
+            sql = ";".join(f"prepare p{i} as select {i}" for i in range(start, start + 5000))
+            assert not [m for m in _exchange(sock, w.query(sql)) if m[0] == ord("E")]
+        got = _exchange(sock, w.query("prepare sql_more as select 1"))
+        errors = [decode_fields(body) for t, body in got if t == ord("E")]
+        assert len(errors) == 1 and "gateway/too-many-prepared-statements" in errors[0]["M"]
+        got = _exchange(sock, w.query("deallocate p0; prepare sql_more as select 1"))
+        assert not [m for m in got if m[0] == ord("E")], got
     finally:
         sock.close()
     time.sleep(0.3)
     refused = [
         e for e in _events(fresh, "command") if e.rule == "gateway/too-many-prepared-statements"
     ]
-    assert len(refused) == 1
+    assert len(refused) == 2
 
 
 def test_long_pipelines_of_real_clients_pass_the_in_flight_limit(fresh: RunningGateway) -> None:

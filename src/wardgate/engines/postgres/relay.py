@@ -44,6 +44,7 @@ from wardgate.engines.postgres.responses import (
 from wardgate.engines.postgres.results import ResultRecorder
 from wardgate.metrics import METRICS
 from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
+from wardgate.policy.engine import MAX_SESSION_OBJECTS
 from wardgate.wire.pg import frontend as fe
 from wardgate.wire.pg import writers as w
 from wardgate.wire.pg.framing import MessageReader, ProtocolError
@@ -81,8 +82,9 @@ _MAX_IN_FLIGHT = 4096
 # long enough to hold that many.
 MAX_STATEMENTS_PER_MESSAGE = 10000
 # Named prepared statements one session may hold (~1.5 KiB of gateway memory each, for
-# as long as the session lasts): statement caches of clients keep 100 to 256.
-MAX_PREPARED_STATEMENTS = 10000
+# as long as the session lasts): statement caches of clients keep 100 to 256. The same
+# bound as the policy's for SQL PREPARE and DECLARE.
+MAX_PREPARED_STATEMENTS = MAX_SESSION_OBJECTS
 
 
 class _AgentSide(asyncio.Protocol):
