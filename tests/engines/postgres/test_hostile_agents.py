@@ -344,9 +344,10 @@ def test_connections_that_never_finish_set_up_cost_little_and_do_not_lock_out_ag
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
-def _read_to_end(sock: socket.socket, timeout: float = 20) -> list[tuple[int, bytes]]:
+def _read_to_end(
+    sock: socket.socket, reader: MessageReader, timeout: float = 20
+) -> list[tuple[int, bytes]]:
     sock.settimeout(timeout)
-    reader = MessageReader()
     out = []
     while True:
         try:
@@ -372,19 +373,19 @@ def test_target_going_down_mid_session_ends_every_session_natively_and_recorded(
         "orders", "create table if not exists t_down (v int); grant all on t_down to app"
     )
     idle = psycopg.connect(fresh.dsn(), autocommit=True)
-    streaming, _ = _login(fresh.port)
+    streaming, streaming_reader = _login(fresh.port)
     streaming.sendall(w.query("select g, repeat('r', 200) from generate_series(1, 5000000) g"))
-    streaming.recv(65536)  # the result has begun; the agent stops reading
-    held, _ = _login(fresh.port)
+    streaming_reader.feed(streaming.recv(65536))  # the result has begun; the agent stops reading
+    held, held_reader = _login(fresh.port)
     held.sendall(w.query("delete from t_down"))
     held.settimeout(10)
-    got = b""
-    while b"approval" not in got:
-        got += held.recv(65536)
+    notices: list = []
+    while not notices:
+        notices = [m for m in _read_until(held, held_reader, {ord("N")}) if m[0] == ord("N")]
     try:
         pg_cluster.stop()
-        for sock in (streaming, held):
-            msgs = _read_to_end(sock)
+        for sock, reader in ((streaming, streaming_reader), (held, held_reader)):
+            msgs = _read_to_end(sock, reader)
             errors = [decode_fields(body) for t, body in msgs if t == ord("E")]
             assert errors and errors[-1]["S"] == "FATAL", errors
         with pytest.raises(psycopg.OperationalError):
