@@ -320,6 +320,10 @@ class ConnectionConfig(_Model):
     # per-statement byte budget for the rows kept in the record
     record_rows_budget: Size = 1024 * 1024
     allowed_identities: tuple[str, ...] | None = None  # None: every identity
+    # sessions one identity may have open at once (per gateway process): every agent
+    # shares the gateway's target role, so the target's per-role CONNECTION LIMIT cannot
+    # keep one agent from taking every connection. None: no limit
+    max_sessions_per_identity: int | None = Field(default=None, ge=1)
     allowed_groups: tuple[str, ...] | None = None
     # OIDC tokens travel as cleartext passwords, so only over TLS; true lets an agent on
     # the same host send one without TLS (tests), never a remote agent

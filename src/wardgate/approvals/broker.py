@@ -16,7 +16,8 @@ with a compare-and-set, so a decision racing the deadline either wins or loses c
 Evidence before effect: a request is recorded before it can be decided; a decision counts
 only after its event is durable (see `ApprovalState.reserve_decision`); a grant exists only
 after its ``approval_grant`` event. Requests left pending when a gateway stops are marked
-``abandoned`` by `close`, or, after a crash, by the next `start`. One gateway process owns
+``abandoned`` when their session ends (the waiter is cancelled), by `close`, or, after a
+crash, by the next `start`. One gateway process owns
 a store's pending requests (the SQLite store is single-node).
 """
 
@@ -220,6 +221,14 @@ class ApprovalBroker:
                 meta={"approval_id": approval_id, "waited_seconds": timeout},
             )
             return self._outcome(approval, timeout)
+        except asyncio.CancelledError:
+            # the waiting session ended (the agent left, the gateway stops): the request
+            # can run nothing now, so it must not wait in the reviewers' queue
+            try:
+                await self._abandon(approval_id, "the session ended while the request was pending")
+            except Exception:  # the store is down: the next start abandons it
+                pass
+            raise
         finally:
             self._wakeups.pop(approval_id, None)
 

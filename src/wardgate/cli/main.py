@@ -54,6 +54,23 @@ def _open_store(cfg: Config):
     return AuditStore.open(cfg.store, durability=cfg.audit.durability)
 
 
+def raise_open_files_limit() -> None:
+    """Every agent connection is two descriptors (agent, target), and connections that
+    never finish set-up hold theirs until SETUP_TIMEOUT: a soft limit of 1024 (the usual
+    default of a service manager) would refuse new sessions after ~500 of them. The soft
+    limit goes up to the hard one, as Go's runtime and most servers do; the workers and
+    the audit writer inherit it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):  # a platform that will not: keep the soft limit
+            pass
+
+
 @app.command()
 def serve(
     config: ConfigOpt,
@@ -69,6 +86,7 @@ def serve(
 ) -> None:
     """Run the gateway: one listener per connection, until SIGTERM or SIGINT."""
     cfg = open_config(config, check_secrets=True)
+    raise_open_files_limit()
     n = workers if workers is not None else cfg.workers
     if n > 1:
         from wardgate.workers import run_supervisor

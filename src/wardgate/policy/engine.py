@@ -51,6 +51,9 @@ _RANK = {Verdict.ALLOW: 0, Verdict.REVIEW: 1, Verdict.DENY: 2}
 _NORMALIZED_CACHE_KINDS = frozenset({"select", "values", "insert", "update", "delete", "merge"})
 _MAX_CACHED_TEXT = 8192  # longer messages are classified every time (bounded memory)
 _MEMO_SIZE = 4096
+# Named objects one session may hold, each tracked here (and by the PostgreSQL relay for
+# protocol-level statements) for as long as the session lasts: ~3 KiB per SQL PREPARE.
+MAX_SESSION_OBJECTS = 10000
 
 
 class PolicyConfigError(ValueError):
@@ -298,6 +301,15 @@ class PolicySession:
 
     def _with_session_state(self, facts: StatementFacts) -> tuple[StatementFacts, Decision | None]:
         effective = facts
+        full = _session_full(facts.prepares, self.prepared, "prepared statements")
+        full = full or _session_full(facts.declares, self.cursors, "cursors")
+        if full is not None:
+            return facts, Decision(
+                verdict=Verdict.DENY,
+                rule=f"gateway/too-many-{full.replace(' ', '-')}",
+                reason=f"more than {MAX_SESSION_OBJECTS} {full} in one session; close some first",
+                facts=facts.as_dict(),
+            )
         if facts.executes is not None:
             prepared = self.prepared.get(facts.executes)
             if prepared is None:
@@ -493,3 +505,11 @@ def _column_rule_refusal(
                 "rule does not cover"
             )
     return None
+
+
+def _session_full(name: str | None, held: dict, what: str) -> str | None:
+    """`what` when a statement would add the named object `name` to a session that
+    already holds MAX_SESSION_OBJECTS of them."""
+    if name is None or name in held or len(held) < MAX_SESSION_OBJECTS:
+        return None
+    return what

@@ -107,16 +107,21 @@ class GatewayProcess:
     ready: dict[str, Any] | None = None
     # limit on the size of any file the gateway writes (RLIMIT_FSIZE): a full disk, simulated
     max_file_size: int | None = None
+    # (soft, hard) RLIMIT_NOFILE to start the gateway with (a service manager's default)
+    open_files: tuple[int, int] | None = None
 
     def start(self, timeout: float = 30) -> GatewayProcess:
         env = {**os.environ, **self.env}
         limit = self.max_file_size
+        nofile = self.open_files
 
         def preexec() -> None:
-            if limit is not None:
-                import resource
+            import resource
 
+            if limit is not None:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wardgate", "serve", "--config", str(self.config)],
@@ -124,7 +129,7 @@ class GatewayProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
-            preexec_fn=preexec if limit is not None else None,
+            preexec_fn=preexec if limit is not None or nofile is not None else None,
         )
         got = threading.Event()
 

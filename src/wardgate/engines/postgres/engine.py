@@ -39,6 +39,12 @@ __all__ = ["PostgresEngine", "log_line"]
 log = logging.getLogger("wardgate.postgres")
 
 SETUP_TIMEOUT = 30.0
+# Before and during authentication anyone may send: no set-up message (SASL, password,
+# an OIDC ID token) may be longer than PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH, and the
+# stream buffers at most twice _SETUP_READ_LIMIT, so an unauthenticated connection
+# costs kilobytes, not the 64 MiB a statement may have.
+SETUP_MAX_MESSAGE = 65535
+_SETUP_READ_LIMIT = 65536
 
 
 def log_line(event: str, **fields: Any) -> None:
@@ -56,6 +62,8 @@ class PostgresEngine:
         self.conn = conn
         self.server: asyncio.AbstractServer | None = None
         self.relays: set[PgRelay] = set()
+        # identity -> sessions open or past authentication (max_sessions_per_identity)
+        self.sessions_of: dict[str, int] = {}
         self._setups: set[asyncio.Task] = set()
         self.reuse_port = False
         # (connection, pid, secret, client) -> None: hands a CancelRequest whose key this
@@ -85,7 +93,7 @@ class PostgresEngine:
             port,
             reuse_address=True,
             reuse_port=self.reuse_port or None,
-            limit=1 << 20,
+            limit=_SETUP_READ_LIMIT,
         )
 
     @property
@@ -148,7 +156,7 @@ class PostgresEngine:
     async def _setup(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         client_addr = f"{peer[0]}:{peer[1]}"
-        mr = MessageReader(startup=True)
+        mr = MessageReader(startup=True, max_message_size=SETUP_MAX_MESSAGE)
         tls_required = bool(self.conn.tls and self.conn.tls.required)
         startup = await hs.read_agent_startup(
             reader, writer, mr, self.ssl_context, tls_required=tls_required
@@ -204,6 +212,40 @@ class PostgresEngine:
                 sqlstate="3D000",
             )
 
+        limit = self.conn.max_sessions_per_identity
+        if limit is not None and self.sessions_of.get(identity.name, 0) >= limit:
+            await self._auth_failure(claimed, client_addr, "session limit", "53300")
+            raise hs.HandshakeError(
+                f'wardgate: identity "{claimed}" already has {limit} sessions on connection '
+                f'"{self.conn.name}" (max_sessions_per_identity)',
+                sqlstate="53300",
+            )
+        self.sessions_of[identity.name] = self.sessions_of.get(identity.name, 0) + 1
+        try:
+            await self._open_session(reader, writer, mr, startup, identity, oidc, client_addr)
+        except BaseException:
+            self._session_gone(identity.name)
+            raise
+
+    def _session_gone(self, name: str) -> None:
+        left = self.sessions_of.get(name, 0) - 1
+        if left > 0:
+            self.sessions_of[name] = left
+        else:
+            self.sessions_of.pop(name, None)
+
+    async def _open_session(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        mr: MessageReader,
+        startup: hs.AgentStartup,
+        identity: Identity,
+        oidc: OidcClaims | None,
+        client_addr: str,
+    ) -> None:
+        """Past authentication: log in to the target, record the start, hand over to the
+        relay (its close frees the identity's place)."""
         target = await hs.connect_target(self.conn, startup.params)
         # column rules follow source columns: the catalog map, read at most every 30 s
         await self.gw.catalogs.refresh_if_old(self.conn)
@@ -262,6 +304,7 @@ class PostgresEngine:
 
         def closed(relay: PgRelay) -> None:
             self.relays.discard(relay)
+            self._session_gone(info.identity)
             METRICS.active[(info.connection,)] -= 1
             self.keys.pop(key, None)
             log_line(

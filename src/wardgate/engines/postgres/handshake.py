@@ -145,6 +145,15 @@ async def read_agent_startup(
                 "wardgate: this listener requires TLS (sslmode=require)", sqlstate="28000"
             )
         params = dict(msg.params)
+        for key, value in params.items():
+            # the codec keeps bytes that are not UTF-8 as surrogates: such a name cannot
+            # be recorded, matched against an identity or handed to the target as is
+            if not (key + value).isascii() and not _valid_utf8(key + value):
+                raise HandshakeError(
+                    'wardgate: invalid byte sequence for encoding "UTF8" in startup '
+                    "parameter " + repr(key.encode("utf-8", "surrogateescape"))[1:],
+                    sqlstate="22021",
+                )
         user = params.get("user")
         if not user:
             raise HandshakeError("no user name in the startup packet", sqlstate="28000")
@@ -154,6 +163,14 @@ async def read_agent_startup(
             )
         return AgentStartup(user, params.get("database") or user, params, tls)
     raise HandshakeError("too many negotiation packets", sqlstate="08P01")
+
+
+def _valid_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def authenticate_agent(

@@ -44,6 +44,7 @@ from wardgate.engines.postgres.responses import (
 from wardgate.engines.postgres.results import ResultRecorder
 from wardgate.metrics import METRICS
 from wardgate.pipeline.command import Command, Decision, SessionInfo, Verdict
+from wardgate.policy.engine import MAX_SESSION_OBJECTS
 from wardgate.wire.pg import frontend as fe
 from wardgate.wire.pg import writers as w
 from wardgate.wire.pg.framing import MessageReader, ProtocolError
@@ -66,7 +67,24 @@ STORE_UNAVAILABLE = "wardgate: audit store unavailable"
 _Q, _P, _B, _E, _D, _C, _S, _H, _X, _F = (ord(c) for c in "QPBEDCSHXF")
 _COPY_DATA, _COPY_DONE, _COPY_FAIL = ord("d"), ord("c"), ord("f")
 
+# Flow control (DESIGN rule 4): the gateway stops reading the agent while it is busy,
+# while either side's write buffer is over its high-water mark (the agent does not read
+# its results, or the target does not read what it was sent: a PostgreSQL backend
+# likewise stops reading while it cannot write), and while _MAX_IN_FLIGHT forwarded
+# messages await their answers (each holds its execution state); reading resumes at
+# half that. What one read already brought stays framed in `from_agent`, at most
+# _HIGH_WATER bytes more.
 _HIGH_WATER = 1024 * 1024
+_MAX_IN_FLIGHT = 4096
+# Statements in one message: each is parsed, decided and recorded before any runs
+# (~4 KiB each), so one 64 MiB Query of `select 1;` would take gigabytes. Counted by
+# its ';' (an upper bound: a ';' inside a literal counts too), and only in a message
+# long enough to hold that many.
+MAX_STATEMENTS_PER_MESSAGE = 10000
+# Named prepared statements one session may hold (~1.5 KiB of gateway memory each, for
+# as long as the session lasts): statement caches of clients keep 100 to 256. The same
+# bound as the policy's for SQL PREPARE and DECLARE.
+MAX_PREPARED_STATEMENTS = MAX_SESSION_OBJECTS
 
 
 class _AgentSide(asyncio.Protocol):
@@ -80,10 +98,16 @@ class _AgentSide(asyncio.Protocol):
         self.relay.agent_lost(exc)
 
     def pause_writing(self) -> None:
+        # the agent does not read: stop reading the target, and the agent too (answers
+        # the gateway makes itself would otherwise pile up)
+        self.relay.agent_full = True
         self.relay.target_t.pause_reading()
+        self.relay.agent_t.pause_reading()
 
     def resume_writing(self) -> None:
+        self.relay.agent_full = False
         self.relay.target_t.resume_reading()
+        self.relay.unblocked()
 
 
 class PgRelay(ResponseSide):
@@ -114,6 +138,11 @@ class PgRelay(ResponseSide):
         self.busy = False
         self._waiting = False
         self._holding = False
+        # flow control (see _MAX_IN_FLIGHT): a write buffer over its high-water mark,
+        # or reading stopped at the in-flight limit
+        self.agent_full = False
+        self.target_full = False
+        self._capped = False
         self.discarding = False  # extended-protocol error: skip to Sync
         self.tx_status = "I"
         self.closed = False
@@ -200,16 +229,30 @@ class PgRelay(ResponseSide):
         if self.closed:
             return
         self.from_agent.feed(data)
-        if self.busy:
+        if self.busy or self.agent_full or self.target_full or self._capped:
             if self.from_agent.buffered > _HIGH_WATER:
                 self.agent_t.pause_reading()
             return
         self._process_agent()
 
+    def unblocked(self) -> None:
+        """A reason to stop reading the agent went away: carry on if none is left."""
+        if not (self.busy or self.agent_full or self.target_full or self.closed):
+            if self._capped and len(self.ops) > _MAX_IN_FLIGHT // 2:
+                return
+            self._capped = False
+            self._resume()
+
     def _process_agent(self) -> None:
         reader = self.from_agent
+        room = _MAX_IN_FLIGHT - len(self.ops)
         try:
             while not self.busy and not self.closed:
+                if len(self._batch) >= room or self.agent_full or self.target_full:
+                    if len(self._batch) >= room:
+                        self._capped = True
+                    self.agent_t.pause_reading()
+                    break
                 msg = reader.next_message()
                 if msg is None:
                     break
@@ -378,6 +421,22 @@ class PgRelay(ResponseSide):
                 sqlstate="42P05",
             )
             return
+        if parse.name and len(self.statements) >= MAX_PREPARED_STATEMENTS:
+            decision = Decision(
+                Verdict.DENY,
+                "gateway/too-many-prepared-statements",
+                f"more than {MAX_PREPARED_STATEMENTS} prepared statements in one session",
+            )
+            command = Command(self.info, parse.query, (), 0, "parse")
+            self._record_decisions([(command, decision)])
+            self._inject(
+                decision,
+                simple=False,
+                message=f'wardgate: denied by rule "{decision.rule}": {decision.reason}; '
+                "close some first",
+                sqlstate="53400",
+            )
+            return
         # a statement for review is held at its Execute, not here: only then are its
         # parameters known, and the reviewer must see the values that will run. Parse
         # itself runs nothing.
@@ -497,6 +556,29 @@ class PgRelay(ResponseSide):
     # --- policy, refusal, holds
 
     def _evaluate(self, sql: str, via: str) -> list[tuple[Command, Decision]] | None:
+        if len(sql) > MAX_STATEMENTS_PER_MESSAGE and (sql.count(";") > MAX_STATEMENTS_PER_MESSAGE):
+            decision = Decision(
+                Verdict.DENY,
+                "gateway/too-many-statements",
+                f"more than {MAX_STATEMENTS_PER_MESSAGE} statements (';') in one message; "
+                "send them in several",
+            )
+            self._record_decisions([(Command(self.info, sql, (), 0, via), decision)])
+            self._inject(decision, simple=via == "simple")
+            return None
+        if not sql.isascii() and not _valid_utf8(sql):
+            # bytes that are not UTF-8 (kept as surrogates by the codec): PostgreSQL's
+            # own error, and the statement recorded with those bytes as \xNN escapes
+            decision = Decision(Verdict.DENY, "gateway/invalid-utf8", "not valid UTF-8")
+            shown = sql.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            self._record_decisions([(Command(self.info, shown, (), 0, via), decision)])
+            self._inject(
+                decision,
+                simple=via == "simple",
+                message='wardgate: invalid byte sequence for encoding "UTF8"',
+                sqlstate="22021",
+            )
+            return None
         try:
             return self.policy.evaluate(sql, via=via)
         except Exception as exc:  # fail closed: a policy that cannot decide refuses
@@ -514,7 +596,12 @@ class PgRelay(ResponseSide):
     def _take_setting(self, key: str, value: str) -> None:
         if key == "reason":
             self.info = _replace_reason(self.info, value)
-            self.gw.record("session_reason", self.info, meta={"reason": value})
+            # durable before the answer (or the statement) goes out, like a command
+            # event: an agent repeating the setting without end is held to the store's
+            # pace instead of queueing events faster than they are written
+            self._futures.append(
+                self.gw.record("session_reason", self.info, meta={"reason": value})
+            )
 
     def _record_command(self, command: Command, decision: Decision, **extra: Any) -> Any:
         self.statement_count += 1
@@ -612,7 +699,7 @@ class PgRelay(ResponseSide):
         if self.busy:
             return
         self._flush_batch()
-        if not self.busy:
+        if not (self.busy or self.agent_full or self.target_full or self._capped):
             self.agent_t.resume_reading()
             self._process_agent()
 
@@ -686,6 +773,8 @@ class PgRelay(ResponseSide):
                 skipping = True
             elif kind == "inject":
                 out.append((raw, op))
+            elif kind == "local":  # SET wardgate.reason, not recorded: refused too
+                out.append((raw, Op("local", payload=self._local_refusal(err))))
             elif kind is None and raw[:1] in (b"d", b"c", b"f", b"H"):
                 out.append((raw, op))
         return out
@@ -710,14 +799,26 @@ class PgRelay(ResponseSide):
             self._drain_local(local)
             self.agent_t.write(b"".join(local))
 
+    def _local_refusal(self, err: bytes) -> Any:
+        return lambda: err + w.ready_for_query(self.tx_status)
+
     def _push_local(self, make: Any) -> None:
         op = Op("local", payload=make)
-        if not self.ops and not self._batch:
+        if not self.ops and not self._batch and not self._futures:
             self.agent_t.write(make())
         else:
             self._batch.append((b"", op))
 
     # ------------------------------------------------------------------ target -> agent
+
+
+def _valid_utf8(text: str) -> bool:
+    """False when the codec kept bytes that are not UTF-8 (as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ident(name: str) -> str:

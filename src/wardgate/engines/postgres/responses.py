@@ -146,11 +146,13 @@ class TargetSide(asyncio.Protocol):
         self.relay.target_lost(exc)
 
     def pause_writing(self) -> None:
+        # the target does not read what it was sent: stop reading the agent
+        self.relay.target_full = True
         self.relay.agent_t.pause_reading()
 
     def resume_writing(self) -> None:
-        if not self.relay.busy:
-            self.relay.agent_t.resume_reading()
+        self.relay.target_full = False
+        self.relay.unblocked()
 
 
 def _withhold(ex: Execution | None, exc: Exception) -> None:
@@ -183,8 +185,12 @@ class ResponseSide:
     _rowdescs: dict[bytes, list[Any]]
     _plans: dict[tuple, Plan]
     _column_heads: dict[int, tuple[list[Any], list[str], bytes]]
+    _capped: bool
 
     def close(self, reason: str, *, fatal: bytes | None = None) -> None:
+        raise NotImplementedError
+
+    def unblocked(self) -> None:
         raise NotImplementedError
 
     def target_data(self, data: bytes) -> None:
@@ -226,6 +232,8 @@ class ResponseSide:
             return
         if out:
             self.agent_t.write(b"".join(out))
+        if self._capped:  # reading stopped at the in-flight limit: answers came
+            self.unblocked()
 
     def _pass_run(self, data: bytes, count: int, out: list[bytes]) -> None:
         rec = self._passthrough
