@@ -28,11 +28,12 @@ from wardgate.policy.facts import (
     LARGE_OBJECT_FILE_FUNCTIONS,
     ROLE_SETTINGS,
     SQL_STRING_FUNCTIONS,
+    XML_READ_FUNCTIONS,
     StatementFacts,
     is_on,
     is_utf8_name,
 )
-from wardgate.policy.pgtree import name_list, sval
+from wardgate.policy.pgtree import literal_text, name_list, qualified_name, sval
 from wardgate.policy.statements import HANDLERS
 
 __all__ = [
@@ -348,12 +349,43 @@ class Walker:
                     facts.add_feature(
                         "client_encoding", f"set_config('client_encoding', {value!r})"
                     )
+        elif name in XML_READ_FUNCTIONS and body is not None:
+            facts.constant_sensitive = True
+            args = body.get("args", [])
+            self.xml_read(name, literal_text(args[0]) if args else None)
         elif name in SQL_STRING_FUNCTIONS and body is not None:
             facts.constant_sensitive = True
             args = body.get("args", [])
             index = SQL_STRING_FUNCTIONS[name]
             query = sval(args[index]) if len(args) > index else None
             self.nested_sql(query, f"{name}() runs a query given as text")
+
+    def xml_read(self, name: str, arg: str | None) -> None:
+        """table_to_xml('hr.pay'), schema_to_xml('hr'), database_to_xml(), cursor_to_xml('c')
+        read rows of a table, a schema, every table or a cursor named by a value, not in
+        the statement's FROM: recorded as that read ("*" for any name; unknown = any)."""
+        facts = self.facts
+        facts.reads = True
+        what = XML_READ_FUNCTIONS[name]
+        if what == "cursor" and arg is not None and facts.fetches is None:
+            facts.fetches = arg  # what the cursor reads, as a FETCH of it (PolicySession)
+            return
+        parts = qualified_name(arg) if what == "table" and arg is not None else None
+        if parts is not None:
+            schema = parts[-2] if len(parts) > 1 else None
+            facts.tables.add((schema, parts[-1]))
+            if schema:
+                facts.schemas.add(schema)
+            facts.columns.add((parts[-1], "*"))
+            return
+        if what == "schema" and arg is not None:
+            facts.schemas.add(arg)
+            facts.tables.add((arg, "*"))
+        else:
+            facts.schemas.add("*")
+            facts.tables.add(("*", "*"))
+        facts.columns.add((None, "*"))
+        facts.notes.append(f"{name}() reads rows of tables named at run time")
 
     def nested_sql(self, query: str | None, what: str) -> None:
         """Classify SQL that arrives as a string; what cannot be read goes to review."""

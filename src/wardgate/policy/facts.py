@@ -25,6 +25,7 @@ __all__ = [
     "ROLE_SETTINGS",
     "LARGE_OBJECT_FILE_FUNCTIONS",
     "SQL_STRING_FUNCTIONS",
+    "XML_READ_FUNCTIONS",
 ]
 
 # Server-side file access (core and adminpack).
@@ -61,6 +62,21 @@ SQL_STRING_FUNCTIONS = {
     "query_to_xml_and_xmlschema": 0,
     "ts_stat": 0,
     "ts_rewrite": 1,
+}
+# Functions that read the rows of what their first argument names (a regclass, a schema
+# name, a cursor name) or of every table: the read is recorded as if it were in FROM.
+XML_READ_FUNCTIONS = {
+    "table_to_xml": "table",
+    "table_to_xmlschema": "table",
+    "table_to_xml_and_xmlschema": "table",
+    "schema_to_xml": "schema",
+    "schema_to_xmlschema": "schema",
+    "schema_to_xml_and_xmlschema": "schema",
+    "database_to_xml": "database",
+    "database_to_xmlschema": "database",
+    "database_to_xml_and_xmlschema": "database",
+    "cursor_to_xml": "cursor",
+    "cursor_to_xmlschema": "cursor",
 }
 
 # Every feature the classifier can report, with a human-readable description.

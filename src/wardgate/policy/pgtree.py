@@ -13,7 +13,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["sval", "name_list", "contains", "const_value", "as_bool", "where_truth", "UNKNOWN"]
+__all__ = [
+    "sval",
+    "name_list",
+    "contains",
+    "const_value",
+    "as_bool",
+    "where_truth",
+    "UNKNOWN",
+    "literal_text",
+    "qualified_name",
+]
 
 _TRUE_STRINGS = frozenset({"t", "true", "y", "yes", "on", "1"})
 _FALSE_STRINGS = frozenset({"f", "false", "n", "no", "off", "0"})
@@ -211,3 +221,48 @@ def where_truth(node: Any) -> bool | None:
     if value is None or value is False:
         return False
     return True  # true, or constant but not evaluated here: possibly every row
+
+
+def literal_text(node: Any) -> str | None:
+    """The string of a literal, through casts (`'hr.pay'::regclass`), else None."""
+    while isinstance(node, dict) and "TypeCast" in node:
+        node = node["TypeCast"].get("arg")
+    const = node.get("A_Const") if isinstance(node, dict) else None
+    if const is not None and "sval" in const:
+        return const["sval"].get("sval", "")
+    return None
+
+
+_IDENT = re.compile(r'\s*(?:"((?:[^"]|"")+)"|([A-Za-z_\x80-\uffff][A-Za-z0-9_$\x80-\uffff]*))\s*')
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _truncated(name: str) -> str:
+    data = name.encode("utf-8")
+    if len(data) <= 63:  # NAMEDATALEN - 1
+        return name
+    return data[:63].decode("utf-8", "ignore")
+
+
+def qualified_name(text: str) -> list[str] | None:
+    """`schema.table` as regclass input reads it (unquoted parts folded to lower case,
+    `"..."` kept); None for anything else (an OID, odd syntax): the caller then
+    assumes any table."""
+    parts: list[str] = []
+    pos = 0
+    while True:
+        m = _IDENT.match(text, pos)
+        if m is None:
+            return None
+        part = m.group(1).replace('""', '"') if m.group(1) is not None else m.group(2)
+        if m.group(1) is None:
+            part = part.translate(_ASCII_LOWER)  # as PostgreSQL folds: ASCII only
+        parts.append(_truncated(part))
+        pos = m.end()
+        if pos == len(text):
+            return parts if len(parts) <= 3 else None
+        if text[pos] != ".":
+            return None
+        pos += 1

@@ -453,6 +453,10 @@ def _h_rename(w: Walker, body: dict[str, Any]) -> None:
     elif rename_type == "OBJECT_SCHEMA" and body.get("subname"):
         # every table in it, as "<schema>.*" (see ruled_rename)
         w.facts.columns.add((f"{body['subname']}.*", "*"))
+        # and for rules naming the schema or its tables: after `ALTER SCHEMA hr RENAME TO
+        # hx`, `SELECT * FROM hx.pay` no longer matches a rule on `hr.pay` or schema `hr`
+        w.facts.schemas.add(body["subname"])
+        w.facts.tables.add((body["subname"], "*"))
     w.walk_fields(body)
 
 

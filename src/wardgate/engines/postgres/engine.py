@@ -205,6 +205,16 @@ class PostgresEngine:
             )
 
         target = await hs.connect_target(self.conn, startup.params)
+        try:
+            schemas = await asyncio.wait_for(
+                hs.read_search_path(target), self.conn.target.connect_timeout
+            )
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolError, ValueError):
+            target.writer.close()
+            raise hs.HandshakeError(
+                f"wardgate: set-up with the target of connection {self.conn.name!r} failed "
+                "(search_path)"
+            ) from None
         # column rules follow source columns: the catalog map, read at most every 30 s
         await self.gw.catalogs.refresh_if_old(self.conn)
         info = SessionInfo(
@@ -281,6 +291,10 @@ class PostgresEngine:
             budget=self.conn.record_rows_budget,
             on_close=closed,
         )
+        if schemas != hs.DEFAULT_SCHEMAS:
+            # unqualified names may resolve outside public (a search_path from the startup
+            # packet, a role's or database's stored one): the policy cannot say where
+            relay.policy.search_path_changed = True
         # StreamWriter.__del__ closes its transport: keep the set-up streams alive as
         # long as the relay uses their transports
         relay.keepalive = (reader, writer, target.reader, target.writer)

@@ -1,0 +1,144 @@
+"""Reads the FROM clause does not show, and unqualified names under an unknown
+search_path: what rules match (see tests/engines/postgres/test_indirect_reads.py for the
+same through a gateway)."""
+
+from __future__ import annotations
+
+import pytest
+
+from wardgate.pipeline.command import SessionInfo, Verdict
+from wardgate.policy import PolicyEngine, PolicySpec
+from wardgate.policy.pgtree import qualified_name
+
+
+def _session(rules: list[dict], default: str = "allow"):
+    spec = PolicySpec.model_validate(
+        {"name": "p", "include": ["baseline"], "default": default, "rules": rules}
+    )
+    engine = PolicyEngine([spec], connection_policies={"prod": ["p"]})
+    return engine.session(SessionInfo("s1", "ci-bot", ("ci",), "prod", "postgres", "127.0.0.1"))
+
+
+def _one(session, sql: str):
+    ((_, decision),) = session.evaluate(sql)
+    return decision
+
+
+DENY_PAY = [{"name": "no-pay", "verdict": "deny", "objects": {"tables": ["hr.pay"]}}]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT table_to_xml('hr.pay', true, false, '')",
+        "SELECT pg_catalog.table_to_xmlschema('hr.pay'::regclass, true, false, '')",
+        "SELECT table_to_xml(16384::regclass, true, false, '')",  # an OID: any table
+        "SELECT table_to_xml(t, true, false, '') FROM (VALUES ('hr.pay')) v(t)",
+        "SELECT schema_to_xml('hr', true, false, '')",
+        "SELECT database_to_xml_and_xmlschema(true, false, '')",
+        "ALTER SCHEMA hr RENAME TO hx",
+    ],
+)
+def test_reads_and_renames_of_a_denied_table_by_another_name(sql: str) -> None:
+    d = _one(_session(DENY_PAY), sql)
+    assert (d.verdict, d.rule) == (Verdict.DENY, "p/no-pay")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT table_to_xml('public.pay', true, false, '')",
+        "SELECT schema_to_xml('public', true, false, '')",
+        "ALTER SCHEMA other RENAME TO hx",
+    ],
+)
+def test_other_tables_and_schemas_are_not_matched(sql: str) -> None:
+    assert _one(_session(DENY_PAY), sql).verdict is Verdict.ALLOW
+
+
+def test_literal_table_names_are_not_reused_across_constants() -> None:
+    s = _session(DENY_PAY)
+    assert _one(s, "SELECT table_to_xml('public.x', true, false, '')").verdict is Verdict.ALLOW
+    assert _one(s, "SELECT table_to_xml('hr.pay', true, false, '')").verdict is Verdict.DENY
+
+
+def test_cursor_to_xml_reads_what_the_cursor_reads() -> None:
+    mask = [
+        {
+            "name": "hide",
+            "verdict": "mask",
+            "mask": {"columns": ["esc.diagnosis"], "strategy": "redact"},
+        }
+    ]
+    s = _session(mask)
+    _one(s, "DECLARE c CURSOR FOR SELECT diagnosis FROM esc")
+    d = _one(s, "SELECT cursor_to_xml('c', 10, false, false, '')")
+    assert "column:esc.diagnosis" in d.facts["objects"]
+    d = _one(s, "SELECT cursor_to_xml('other', 10, false, false, '')")
+    assert "unknown_cursor" in d.facts["features"]
+
+
+def test_after_a_search_path_change_allow_rules_do_not_take_unqualified_names_as_public() -> None:
+    s = _session(
+        [
+            {
+                "name": "public-reads",
+                "verdict": "allow",
+                "kinds": ["select"],
+                "objects": {"tables": ["public.*"]},
+            },
+            {"name": "any-schema", "verdict": "allow", "objects": {"tables": ["*.orders"]}},
+            {"name": "settings", "verdict": "allow", "kinds": ["set"]},
+        ],
+        default="deny",
+    )
+    assert _one(s, "SELECT * FROM pay").rule == "p/public-reads"
+    assert _one(s, "SET search_path = hr").verdict is Verdict.ALLOW
+    d = _one(s, "SELECT * FROM pay")  # hr.pay now
+    assert (d.verdict, d.rule) == (Verdict.DENY, "p/<default>")
+    assert _one(s, "SELECT * FROM public.pay").rule == "p/public-reads"
+    assert _one(s, "SELECT * FROM orders").rule == "p/any-schema"
+
+
+def test_after_a_search_path_change_an_unless_does_not_take_unqualified_names_as_public() -> None:
+    s = _session(
+        [
+            {
+                "name": "no-writes",
+                "verdict": "deny",
+                "writes": True,
+                "unless": {"objects": {"tables": ["public.scratch"]}},
+            }
+        ]
+    )
+    assert _one(s, "INSERT INTO scratch VALUES (1)").verdict is Verdict.ALLOW
+    _one(s, "SET search_path = hr")
+    assert _one(s, "INSERT INTO scratch VALUES (1)").verdict is Verdict.DENY
+
+
+def test_wildcard_reads_do_not_satisfy_allow_rules() -> None:
+    s = _session(
+        [{"name": "orders", "verdict": "allow", "objects": {"tables": ["public.orders"]}}],
+        default="deny",
+    )
+    assert _one(s, "SELECT database_to_xml(true, false, '')").verdict is Verdict.DENY
+    assert _one(s, "SELECT table_to_xml('orders', true, false, '')").verdict is Verdict.ALLOW
+
+
+@pytest.mark.parametrize(
+    ("text", "parts"),
+    [
+        ("pay", ["pay"]),
+        ("HR.Pay", ["hr", "pay"]),
+        (' "HR" . "p""y" ', ["HR", 'p"y']),
+        ("db.hr.pay", ["db", "hr", "pay"]),
+        ("Été", ["Été"]),  # only ASCII letters fold, as in PostgreSQL
+        ("16384", None),
+        ("a.b.c.d", None),
+        ("pay; drop table x", None),
+        ("", None),
+        ("a.", None),
+    ],
+)
+def test_qualified_name(text: str, parts: list[str] | None) -> None:
+    assert qualified_name(text) == parts
