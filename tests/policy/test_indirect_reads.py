@@ -142,3 +142,37 @@ def test_wildcard_reads_do_not_satisfy_allow_rules() -> None:
 )
 def test_qualified_name(text: str, parts: list[str] | None) -> None:
     assert qualified_name(text) == parts
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("DELETE FROM t WHERE x LIKE 'a%'", "DELETE FROM t WHERE x LIKE '%'"),
+        ("UPDATE t SET a = 1 WHERE x ILIKE 'q'", "UPDATE t SET a = 1 WHERE x ILIKE '%%'"),
+        ("DELETE FROM t WHERE x ~ 'abc'", "DELETE FROM t WHERE x ~ '.*'"),
+        ("DELETE FROM t WHERE x = 1 OR 1 = 2", "DELETE FROM t WHERE x = 1 OR 1 = 1"),
+        ("DELETE FROM t WHERE a + 1 = a + 2", "DELETE FROM t WHERE a + 1 = a + 1"),
+        (
+            "MERGE INTO t USING s ON t.id = s.id OR 1 = 2 WHEN MATCHED THEN DELETE",
+            "MERGE INTO t USING s ON t.id = s.id OR 1 = 1 WHEN MATCHED THEN DELETE",
+        ),
+    ],
+)
+def test_constants_that_decide_without_where_are_not_reused_from_the_cache(
+    first: str, second: str
+) -> None:
+    s = _session([])
+    assert _one(s, first).verdict is Verdict.ALLOW
+    d = _one(s, second)
+    assert (d.verdict, d.rule) == (Verdict.REVIEW, "baseline/review-without-where")
+
+
+def test_plain_keyed_writes_stay_in_the_normalized_cache() -> None:
+    from wardgate.policy.classify import classify_message
+
+    for sql in (
+        "UPDATE pgbench_accounts SET abalance = abalance + 5 WHERE aid = 7",
+        "DELETE FROM t WHERE id = 5 AND b > 3",
+        "UPDATE t SET a = 1 WHERE id = $1",
+    ):
+        assert not classify_message(sql)[0][1].constant_sensitive, sql

@@ -57,6 +57,7 @@ def contains(node: Any, types: frozenset[str]) -> bool:
 
 
 _NON_CONSTANT = frozenset({"ColumnRef", "CurrentOfExpr"})
+_CONSTANT = frozenset({"A_Const"})
 
 
 def const_value(node: dict[str, Any]) -> Any:
@@ -134,6 +135,17 @@ def _without_locations(node: Any) -> Any:
     return node
 
 
+def _shape(node: Any) -> Any:
+    """`node` without locations and with every constant's value erased."""
+    if isinstance(node, dict):
+        if "A_Const" in node:
+            return "A_Const"
+        return {k: _shape(v) for k, v in node.items() if k != "location"}
+    if isinstance(node, list):
+        return [_shape(v) for v in node]
+    return node
+
+
 def _stable(node: Any) -> bool:
     if isinstance(node, dict):
         return all(
@@ -144,11 +156,14 @@ def _stable(node: Any) -> bool:
     return True
 
 
-def _tautology(node: dict[str, Any]) -> bool:
+def _tautology(node: dict[str, Any], consulted: list[bool]) -> bool:
     """A condition over columns that holds for (nearly) every row: `id = id`, `name LIKE '%'`.
 
     Each is true on every row where the column is not NULL, so an UPDATE or DELETE
-    with it is as broad as one without a WHERE clause.
+    with it is as broad as one without a WHERE clause. `consulted` gets True when the
+    answer depended on a constant's value (`LIKE 'a%'` is not one, `LIKE '%'` is; `a + 1
+    = a + 2` is not, `a + 1 = a + 1` is): the statement's facts then cannot be reused
+    for another that differs from it in constants only.
     """
     expr = node.get("A_Expr")
     if not isinstance(expr, dict):
@@ -159,10 +174,15 @@ def _tautology(node: dict[str, Any]) -> bool:
     if not contains(lexpr, _NON_CONSTANT):
         return False
     if kind == "AEXPR_NOT_DISTINCT" or (kind == "AEXPR_OP" and op and op[-1] in _REFLEXIVE_OPS):
-        return _stable(lexpr) and _without_locations(lexpr) == _without_locations(rexpr)
+        if not _stable(lexpr) or _shape(lexpr) != _shape(rexpr):
+            return False  # whatever the constants are
+        if contains(lexpr, _CONSTANT):
+            consulted.append(True)
+        return _without_locations(lexpr) == _without_locations(rexpr)
     pattern = sval(rexpr) if isinstance(rexpr, dict) else None
     if pattern is None:
         return False
+    consulted.append(True)
     if kind in ("AEXPR_LIKE", "AEXPR_ILIKE") and op and op[-1] in ("~~", "~~*"):
         return _MATCH_ALL_LIKE.fullmatch(pattern) is not None
     if kind == "AEXPR_OP" and op and op[-1] in ("~", "~*"):
@@ -170,17 +190,21 @@ def _tautology(node: dict[str, Any]) -> bool:
     return False
 
 
-def where_truth(node: Any) -> bool | None:
+def where_truth(node: Any, consulted: list[bool] | None = None) -> bool | None:
     """Whether a WHERE condition is constant: True (maybe every row), False, None (depends on rows).
 
     A condition that references no column is treated as possibly true unless it
-    evaluates to false here: it selects all rows or none.
+    evaluates to false here: it selects all rows or none. `consulted` (if given) gets
+    True when any part of the answer depended on a constant's value: `x = 1 OR 1 = 2`
+    is None, as `x = 1 OR 1 = 1` is not (see facts.constant_sensitive).
     """
+    if consulted is None:
+        consulted = []
     if not isinstance(node, dict):
         return None
     if "BoolExpr" in node:
         body = node["BoolExpr"]
-        parts = [where_truth(a) for a in body.get("args", [])]
+        parts = [where_truth(a, consulted) for a in body.get("args", [])]
         op = body.get("boolop")
         if op == "AND_EXPR":
             if all(p is True for p in parts):
@@ -193,10 +217,11 @@ def where_truth(node: Any) -> bool | None:
         if op == "NOT_EXPR" and parts:
             return None if parts[0] is None else not parts[0]
         return None
-    if _tautology(node):
+    if _tautology(node, consulted):
         return True
     if contains(node, _NON_CONSTANT):
         return None
+    consulted.append(True)
     value: Any = UNKNOWN
     if "A_Expr" in node:
         expr = node["A_Expr"]

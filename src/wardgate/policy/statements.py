@@ -38,8 +38,11 @@ def _where_check(w: Walker, body: dict[str, Any], kind: str, key: str) -> None:
         w.facts.without_where = True
         w.facts.notes.append(f"{kind.upper()} without a WHERE clause")
         return
-    truth = where_truth(where)
-    if truth is not None:
+    consulted: list[bool] = []
+    truth = where_truth(where, consulted)
+    if truth is not None or consulted:
+        # the answer depended on a constant: `x LIKE 'a%'` must not stand in for
+        # `x LIKE '%'` in the normalized-text cache (both are `x LIKE $1`)
         w.facts.constant_sensitive = True
     if truth is True:
         w.facts.without_where = True
