@@ -176,3 +176,25 @@ def test_plain_keyed_writes_stay_in_the_normalized_cache() -> None:
         "UPDATE t SET a = 1 WHERE id = $1",
     ):
         assert not classify_message(sql)[0][1].constant_sensitive, sql
+
+
+def test_upserts_and_rewriting_alters_are_updates() -> None:
+    from wardgate.policy.classify import classify_sql
+
+    f = classify_sql(
+        "INSERT INTO pay (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET nick = pay.ssn"
+    )
+    assert {"insert", "update"} <= f.kinds and ("pay", "nick") in f.columns
+    assert ("pay", "ssn") in f.copied
+    f = classify_sql("INSERT INTO pay VALUES (1) ON CONFLICT (id) DO UPDATE SET ssn = excluded.ssn")
+    assert not f.copied  # the inserted row's own value
+    assert "update" not in classify_sql("INSERT INTO pay VALUES (1) ON CONFLICT DO NOTHING").kinds
+    f = classify_sql("ALTER TABLE pay ALTER COLUMN nick TYPE text USING ssn")
+    assert "update" in f.kinds and f.without_where and ("pay", "ssn") in f.copied
+    for sql in (
+        "ALTER TABLE pay ALTER COLUMN salary TYPE int USING salary::text::int",
+        "ALTER TABLE pay ALTER COLUMN salary TYPE int",
+    ):
+        f = classify_sql(sql)
+        assert "update" not in f.kinds and not f.without_where
+        assert ("pay", "salary") in f.columns

@@ -72,6 +72,32 @@ def _column_refs(node: Any) -> list[list[str]]:
     return out
 
 
+def _copies(w: Walker, table: str, column: str, value: Any, incoming: str = "") -> None:
+    """`SET column = value`: columns of the stored rows that value reads go into another
+    column (`UPDATE t SET nick = ssn`). `incoming` names the row being inserted
+    (`excluded`), whose values the statement itself supplies."""
+    for ref in _column_refs(value):
+        if len(ref) > 1 and ref[-2] == incoming:
+            continue
+        if ref[-1] != column or len(ref) > 1:
+            source = table if len(ref) == 1 else w.aliases.get(ref[-2], ref[-2])
+            w.facts.copied.add((source, ref[-1]))
+
+
+def _on_conflict(w: Walker, table: str, conflict: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE SET c = ...: updates stored rows, so it is an
+    update of those columns too (a rule on `kinds: [update]` or on the column must see it)."""
+    if conflict.get("action") != "ONCONFLICT_UPDATE":
+        return
+    w.add_kind("update")
+    for target in conflict.get("targetList", []):
+        res = target.get("ResTarget", {})
+        column = res.get("name")
+        if column:
+            w.facts.columns.add((table, column))
+            _copies(w, table, column, res.get("val"), incoming="excluded")
+
+
 def _h_dml(kind: str):
     def handler(w: Walker, body: dict[str, Any]) -> None:
         w.add_kind(kind)
@@ -90,10 +116,10 @@ def _h_dml(kind: str):
                 if column and kind in ("insert", "update"):
                     w.facts.columns.add((name, column))
                 if column and kind == "update":
-                    for ref in _column_refs(target.get("ResTarget", {}).get("val")):
-                        if ref[-1] != column or len(ref) > 1:
-                            table = name if len(ref) == 1 else w.aliases.get(ref[-2], ref[-2])
-                            w.facts.copied.add((table, ref[-1]))
+                    _copies(w, name, column, target.get("ResTarget", {}).get("val"))
+            conflict = body.get("onConflictClause")
+            if kind == "insert" and isinstance(conflict, dict):
+                _on_conflict(w, name, conflict)
         if body.get("returningList") or body.get("returningClause"):
             w.facts.reads = True
         if kind in ("update", "delete"):
@@ -195,11 +221,40 @@ def _h_drop(w: Walker, body: dict[str, Any]) -> None:
     w.walk_fields(body, skip=("objects",))
 
 
+def _casts_itself(expr: Any, column: str) -> bool:
+    """`c::int`, `CAST(c AS text)::int`: the column's own value, converted."""
+    while isinstance(expr, dict) and "TypeCast" in expr:
+        expr = expr["TypeCast"].get("arg")
+    refs = _column_refs(expr) if isinstance(expr, dict) and "ColumnRef" in expr else []
+    return len(refs) == 1 and refs[0][-1] == column.lower()
+
+
 def _h_alter_table(w: Walker, body: dict[str, Any]) -> None:
     objtype = body.get("objtype", "OBJECT_TABLE")
     w.add_kind("alter_" + objtype.removeprefix("OBJECT_").lower())
+    relation = body.get("relation") or {}
+    table = relation.get("relname")
     for cmd in body.get("cmds", []):
         c = cmd.get("AlterTableCmd", {})
+        # the column a command changes is an object of the statement (a rule on
+        # `pay.salary` sees ALTER COLUMN salary ...)
+        column = c.get("name") or (c.get("def") or {}).get("ColumnDef", {}).get("colname")
+        if table and column and objtype == "OBJECT_TABLE":
+            w.facts.columns.add((table, column))
+        using = (c.get("def") or {}).get("ColumnDef", {}).get("raw_default")
+        if (
+            c.get("subtype") == "AT_AlterColumnType"
+            and table
+            and column
+            and using is not None
+            and not _casts_itself(using, column)
+        ):
+            # ALTER COLUMN c TYPE ... USING expr rewrites c in every row: an UPDATE of it
+            # without a WHERE clause (`USING c::int` only converts: not one)
+            w.add_kind("update")
+            w.facts.without_where = True
+            w.facts.notes.append(f"ALTER COLUMN {column} TYPE ... USING rewrites every row")
+            _copies(w, table, column, using)
         if c.get("subtype") == "AT_DropColumn":
             w.facts.add_feature("drop_column", f"drops column {c.get('name')}")
             if c.get("behavior") == "DROP_CASCADE":
