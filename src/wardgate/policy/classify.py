@@ -26,9 +26,9 @@ from pglast.parser import ParseError, parse_sql_json
 from wardgate.policy.facts import (
     FILE_FUNCTIONS,
     LARGE_OBJECT_FILE_FUNCTIONS,
+    NAMED_READ_FUNCTIONS,
     ROLE_SETTINGS,
     SQL_STRING_FUNCTIONS,
-    XML_READ_FUNCTIONS,
     StatementFacts,
     is_on,
     is_utf8_name,
@@ -349,24 +349,28 @@ class Walker:
                     facts.add_feature(
                         "client_encoding", f"set_config('client_encoding', {value!r})"
                     )
-        elif name in XML_READ_FUNCTIONS and body is not None:
+        elif name in NAMED_READ_FUNCTIONS and body is not None:
             facts.constant_sensitive = True
             args = body.get("args", [])
-            self.xml_read(name, literal_text(args[0]) if args else None)
+            self.named_read(name, literal_text(args[0]) if args else None)
         elif name in SQL_STRING_FUNCTIONS and body is not None:
             facts.constant_sensitive = True
             args = body.get("args", [])
-            index = SQL_STRING_FUNCTIONS[name]
-            query = sval(args[index]) if len(args) > index else None
-            self.nested_sql(query, f"{name}() runs a query given as text")
+            for index in SQL_STRING_FUNCTIONS[name]:
+                if len(args) <= index:
+                    continue
+                query = sval(args[index])
+                if query is None and "A_Const" in args[index]:
+                    continue  # crosstab(sql, 3): a number, not a query
+                self.nested_sql(query, f"{name}() runs a query given as text")
 
-    def xml_read(self, name: str, arg: str | None) -> None:
+    def named_read(self, name: str, arg: str | None) -> None:
         """table_to_xml('hr.pay'), schema_to_xml('hr'), database_to_xml(), cursor_to_xml('c')
         read rows of a table, a schema, every table or a cursor named by a value, not in
         the statement's FROM: recorded as that read ("*" for any name; unknown = any)."""
         facts = self.facts
         facts.reads = True
-        what = XML_READ_FUNCTIONS[name]
+        what = NAMED_READ_FUNCTIONS[name]
         if what == "cursor" and arg is not None and facts.fetches is None:
             facts.fetches = arg  # what the cursor reads, as a FETCH of it (PolicySession)
             return

@@ -25,7 +25,7 @@ __all__ = [
     "ROLE_SETTINGS",
     "LARGE_OBJECT_FILE_FUNCTIONS",
     "SQL_STRING_FUNCTIONS",
-    "XML_READ_FUNCTIONS",
+    "NAMED_READ_FUNCTIONS",
 ]
 
 # Server-side file access (core and adminpack).
@@ -56,16 +56,21 @@ LARGE_OBJECT_FILE_FUNCTIONS = frozenset({"lo_import", "lo_export"})
 # Settings that change who the session acts as.
 ROLE_SETTINGS = frozenset({"role", "session_authorization"})
 # Functions that run a query given as a string: the string is parsed and classified.
-SQL_STRING_FUNCTIONS = {
-    "query_to_xml": 0,
-    "query_to_xmlschema": 0,
-    "query_to_xml_and_xmlschema": 0,
-    "ts_stat": 0,
-    "ts_rewrite": 1,
+SQL_STRING_FUNCTIONS: dict[str, tuple[int, ...]] = {
+    "query_to_xml": (0,),
+    "query_to_xmlschema": (0,),
+    "query_to_xml_and_xmlschema": (0,),
+    "ts_stat": (0,),
+    "ts_rewrite": (1,),
+    # tablefunc (a trusted extension: any role with CREATE on the database can add it)
+    "crosstab": (0, 1),  # crosstab(source_sql [, category_sql | N])
+    "crosstab2": (0,),
+    "crosstab3": (0,),
+    "crosstab4": (0,),
 }
-# Functions that read the rows of what their first argument names (a regclass, a schema
-# name, a cursor name) or of every table: the read is recorded as if it were in FROM.
-XML_READ_FUNCTIONS = {
+# Functions that read the rows of what their first argument names (a regclass or table
+# name, a schema name, a cursor name) or of every table: recorded as if it were in FROM.
+NAMED_READ_FUNCTIONS = {
     "table_to_xml": "table",
     "table_to_xmlschema": "table",
     "table_to_xml_and_xmlschema": "table",
@@ -77,6 +82,7 @@ XML_READ_FUNCTIONS = {
     "database_to_xml_and_xmlschema": "database",
     "cursor_to_xml": "cursor",
     "cursor_to_xmlschema": "cursor",
+    "connectby": "table",  # tablefunc: connectby('hr.pay', 'id', 'parent', ...)
 }
 
 # Every feature the classifier can report, with a human-readable description.

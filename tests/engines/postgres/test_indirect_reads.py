@@ -157,3 +157,24 @@ def test_sessions_under_the_default_search_path_read_unqualified_names_as_public
 ) -> None:
     with psycopg.connect(gw.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM esc").fetchone() == (1,)
+
+
+def test_tablefunc_queries_and_table_names_are_read_as_sql(gw: RunningGateway) -> None:
+    """tablefunc is a trusted extension: the agent's role can create it, and crosstab()
+    runs the query it is given, connectby() reads the table it names."""
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS tablefunc")
+        _refused(
+            conn,
+            "SELECT * FROM crosstab('SELECT id, 1, salary FROM hr.pay') AS c(id int, s numeric)",
+            "no-pay",
+        )
+        _refused(
+            conn,
+            "SELECT * FROM connectby('hr.pay', 'id', 'id', '1', 0) AS t(a int, b int, l int)",
+            "no-pay",
+        )
+        rows = conn.execute(
+            "SELECT * FROM crosstab('SELECT id, 1, diagnosis FROM esc') AS c(id int, d text)"
+        ).fetchall()
+        assert rows and SECRET not in repr(rows)
