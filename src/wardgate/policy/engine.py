@@ -277,6 +277,28 @@ class PolicySession:
             out.append((command, decision))
         return out
 
+    def protocol_statement(self, name: str, text: str | None) -> None:
+        """A protocol Parse (`text`) or Close (None) of statement `name`: SQL PREPARE and
+        protocol Parse share one namespace on the server, so `EXECUTE name` runs what
+        the protocol made it. A name the session knows from PREPARE that is closed
+        through the protocol is forgotten; one parsed again (the server had dropped it
+        where the gateway could not see) is decided as what was parsed."""
+        if not name or name not in self.prepared:
+            return
+        self.prepared.pop(name, None)
+        self.prepared_texts.pop(name, None)
+        if text is None:
+            return
+        try:
+            classified = self.engine.classify(text)
+        except (ParseError, RecursionError):
+            return  # unknown: EXECUTE of it is refused
+        merged = StatementFacts()
+        for _, facts in classified:
+            merged.merge(facts)
+        self.prepared[name] = merged
+        self.prepared_texts[name] = text
+
     def prepared_text(self, name: str | None) -> str | None:
         """The PREPARE that made `name`, while the session holds it (for a review of
         `EXECUTE name`: the EXECUTE's text alone does not say what runs)."""
@@ -336,6 +358,21 @@ class PolicySession:
                         "session_function", f"calls {name}() created in this session"
                     )
         # remember what this statement does to the session
+        if (
+            (effective.touches_prepared or "dynamic_sql" in effective.features)
+            and facts.prepares is None
+            and facts.deallocates is None
+        ):
+            # a DO block or function that PREPAREs or DEALLOCATEs (or dynamic SQL that
+            # may): the names the session knew may run something else now. All become
+            # unknown (EXECUTE of them is refused until PREPAREd again through the
+            # gateway); the relay forgets its protocol statements too (`forgets_prepared`)
+            self.prepared.clear()
+            self.prepared_texts.clear()
+            if effective is facts:
+                effective = facts.copy()
+            effective.touches_prepared = True
+            effective.forgets_prepared = True
         if facts.prepares is not None and facts.prepared_facts is not None:
             self.prepared[facts.prepares] = facts.prepared_facts
         if facts.deallocates == "*":

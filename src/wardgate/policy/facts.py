@@ -168,6 +168,11 @@ class StatementFacts:
     fetches: str | None = None
     closes_cursor: str | None = None
     ends_transaction: bool = False
+    # a PREPARE or DEALLOCATE anywhere, also inside a DO block or function body, or
+    # dynamic SQL that might be one: what a prepared statement's name runs may have
+    # changed without the session's top-level statements saying so
+    touches_prepared: bool = False
+    forgets_prepared: bool = False  # set by the session: the relay forgets its statements
     # CREATE FUNCTION / PROCEDURE name -> facts of its body
     creates_function: str | None = None
     function_body: StatementFacts | None = None
@@ -192,6 +197,7 @@ class StatementFacts:
         self.reads |= other.reads
         self.without_where |= other.without_where
         self.constant_sensitive |= other.constant_sensitive
+        self.touches_prepared |= other.touches_prepared
         for note in other.notes:
             if note not in self.notes:
                 self.notes.append(note)
@@ -204,6 +210,7 @@ class StatementFacts:
         new.declares, new.cursor_facts = self.declares, self.cursor_facts
         new.cursor_holds, new.fetches = self.cursor_holds, self.fetches
         new.closes_cursor, new.ends_transaction = self.closes_cursor, self.ends_transaction
+        new.forgets_prepared = self.forgets_prepared
         new.creates_function, new.function_body = self.creates_function, self.function_body
         new.fingerprint, new.kind = self.fingerprint, self.kind
         return new
@@ -234,4 +241,6 @@ class StatementFacts:
             out["declares"] = self.declares
         if self.closes_cursor is not None:
             out["closes_cursor"] = self.closes_cursor
+        if self.forgets_prepared:
+            out["forgets_prepared"] = True
         return out

@@ -281,6 +281,7 @@ def _h_explain(w: Walker, body: dict[str, Any]) -> None:
 def _h_prepare(w: Walker, body: dict[str, Any]) -> None:
     w.add_kind("prepare")
     w.facts.constant_sensitive = True
+    w.facts.touches_prepared = True
     inner = type(w)(w.text)
     inner.walk(body.get("query", {}))
     inner._resolve_columns()
@@ -327,6 +328,7 @@ def _h_close_portal(w: Walker, body: dict[str, Any]) -> None:
 def _h_deallocate(w: Walker, body: dict[str, Any]) -> None:
     w.add_kind("deallocate")
     w.facts.constant_sensitive = True
+    w.facts.touches_prepared = True
     w.facts.deallocates = "*" if body.get("isall") else body.get("name", "")
 
 

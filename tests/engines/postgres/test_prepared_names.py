@@ -1,0 +1,89 @@
+"""SQL PREPARE and protocol Parse share one namespace on the server; the gateway's idea of
+what `EXECUTE name` runs must follow every way the name can change:
+
+- a protocol Close of a SQL-prepared name drops it on the server; a protocol Parse of
+  the name then makes it a DELETE (Parse runs nothing, so it is not held), and SQL
+  `EXECUTE name` was decided as the old `SELECT 1`: the DELETE ran unreviewed;
+- a DO block that runs `EXECUTE 'DEALLOCATE name'` did the same without a word the
+  session's top-level statements showed.
+
+Raw protocol bytes through a real gateway and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import start_gateway
+from tests.engines.postgres.test_relay_state import _count, _errors, _Session, _table
+from wardgate.testing.pgcluster import PgCluster
+from wardgate.wire.pg import writers as w
+
+
+@pytest.fixture
+def gw(pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Any]:
+    gateway = start_gateway(
+        tmp_path, pg_cluster, extra={"approvals": {"default_ttl": "0.5s", "poll_interval": "0.1s"}}
+    )
+    try:
+        yield gateway
+    finally:
+        gateway.proc.stop()
+
+
+DROPS = [
+    pytest.param(lambda: w.close("S", "p") + w.sync(), id="protocol-close"),
+    pytest.param(
+        lambda: w.query("DO $$BEGIN EXECUTE 'DEALLOCATE p'; END$$"), id="do-block-deallocate"
+    ),
+]
+
+
+@pytest.mark.parametrize("drop", DROPS)
+def test_execute_of_a_name_prepared_again_through_the_protocol_is_not_run_as_the_old_one(
+    gw: Any, drop: Any
+) -> None:
+    _table(gw, "pn_rows")
+    s = _Session(gw)
+    try:
+        assert not _errors(s.send(w.query("PREPARE p AS SELECT 1")))
+        assert not _errors(s.send(drop()))
+        # a DELETE without WHERE: held for review at Execute, so Parse goes through
+        assert not _errors(s.send(w.parse("p", "DELETE FROM pn_rows") + w.sync()))
+        msgs = s.send(w.query("EXECUTE p"))
+        errors = _errors(msgs)
+        assert errors and "wardgate" in errors[0]["M"], msgs
+        assert _count(gw, "pn_rows") == "3", "the DELETE ran as if it were SELECT 1"
+        # the session still works, and a name PREPAREd again is known again
+        assert not _errors(s.send(w.query("DEALLOCATE ALL; PREPARE p AS SELECT 2")))
+        msgs = s.send(w.query("EXECUTE p"))
+        assert not _errors(msgs) and any(m[0] == ord("D") for m in msgs)
+    finally:
+        s.close()
+
+
+def test_a_protocol_statement_swapped_inside_a_do_block_is_not_run_as_the_old_one(
+    gw: Any,
+) -> None:
+    """The relay's own map of protocol statements: after a DO block that deallocates
+    and prepares `s` again, Bind/Execute of `s` must not be decided as the old one."""
+    _table(gw, "pn_rows2")
+    s = _Session(gw)
+    try:
+        assert not _errors(s.send(w.parse("s", "SELECT 1") + w.sync()))
+        assert not _errors(
+            s.send(
+                w.query(
+                    "DO $$BEGIN EXECUTE 'DEALLOCATE s'; "
+                    "EXECUTE 'PREPARE s AS DELETE FROM pn_rows2 WHERE id > 0'; END$$"
+                )
+            )
+        )
+        msgs = s.send(w.bind("", "s", (), (), ()) + w.execute("", 0) + w.sync())
+        assert _errors(msgs), msgs  # not known any more: refused
+        assert _count(gw, "pn_rows2") == "3"
+    finally:
+        s.close()
