@@ -87,3 +87,28 @@ def test_a_protocol_statement_swapped_inside_a_do_block_is_not_run_as_the_old_on
         assert _count(gw, "pn_rows2") == "3"
     finally:
         s.close()
+
+
+def _function_call(oid: int, args: list[bytes]) -> bytes:
+    body = oid.to_bytes(4, "big") + (1).to_bytes(2, "big") + (0).to_bytes(2, "big")
+    body += len(args).to_bytes(2, "big")
+    for a in args:
+        body += len(a).to_bytes(4, "big") + a
+    body += (0).to_bytes(2, "big")
+    return b"F" + (len(body) + 4).to_bytes(4, "big") + body
+
+
+def test_a_fastpath_function_call_is_refused_and_runs_nothing(gw: Any) -> None:
+    """FunctionCall ('F') calls any function by OID, past statement policy."""
+    oid = int(gw.cluster.psql("orders", "SELECT 'lo_create(oid)'::regprocedure::oid"))
+    before = gw.cluster.psql("orders", "SELECT count(*) FROM pg_largeobject_metadata")
+    s = _Session(gw)
+    try:
+        msgs = s.send(_function_call(oid, [b"424242"]))
+        errors = _errors(msgs)
+        assert errors and "function-call" in errors[0]["M"], msgs
+        assert not _errors(s.send(w.query("SELECT 1")))  # still usable
+    finally:
+        s.close()
+    after = gw.cluster.psql("orders", "SELECT count(*) FROM pg_largeobject_metadata")
+    assert after == before
