@@ -299,6 +299,30 @@ class PolicySession:
         self.prepared[name] = merged
         self.prepared_texts[name] = text
 
+    def protocol_portal(self, name: str, text: str | None) -> None:
+        """A protocol Bind of portal `name` to a statement (`text`), or a Close (None):
+        SQL cursors are portals, so a later `FETCH name` reads what the protocol bound
+        under the name, not what a DECLARE of it once read."""
+        if not name or name not in self.cursors:
+            return
+        del self.cursors[name]
+        if text is None:
+            return
+        try:
+            classified = self.engine.classify(text)
+        except (ParseError, RecursionError):
+            return  # unknown cursor: read as every column
+        merged = StatementFacts()
+        for _, facts in classified:
+            merged.merge(facts)
+            if facts.executes is not None:  # a statement PREPAREd in SQL, bound
+                prepared = self.prepared.get(facts.executes)
+                if prepared is not None:
+                    merged.merge(prepared)
+                else:
+                    merged.columns.add((None, "*"))
+        self.cursors[name] = (merged, False)
+
     def prepared_text(self, name: str | None) -> str | None:
         """The PREPARE that made `name`, while the session holds it (for a review of
         `EXECUTE name`: the EXECUTE's text alone does not say what runs)."""

@@ -112,3 +112,55 @@ def test_a_fastpath_function_call_is_refused_and_runs_nothing(gw: Any) -> None:
         s.close()
     after = gw.cluster.psql("orders", "SELECT count(*) FROM pg_largeobject_metadata")
     assert after == before
+
+
+@pytest.fixture
+def masked_gw(pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Any]:
+    policy = {
+        "name": "p",
+        "include": ["baseline"],
+        "rules": [
+            {
+                "name": "hide",
+                "verdict": "mask",
+                "mask": {"columns": ["pn_pay.salary"], "strategy": "redact"},
+            }
+        ],
+    }
+    gateway = start_gateway(
+        tmp_path, pg_cluster, extra={"policies": [policy]}, connection_extra={"policies": ["p"]}
+    )
+    pg_cluster.psql(
+        "orders",
+        "DROP TABLE IF EXISTS pn_pay; CREATE TABLE pn_pay (id int, salary text); "
+        "INSERT INTO pn_pay VALUES (1, 'SECRET-987'); ALTER TABLE pn_pay OWNER TO app",
+    )
+    try:
+        yield gateway
+    finally:
+        gateway.proc.stop()
+
+
+@pytest.mark.parametrize("prepared_in_sql", [False, True])
+def test_fetch_of_a_cursor_name_bound_again_through_the_protocol_reads_what_was_bound(
+    masked_gw: Any, prepared_in_sql: bool
+) -> None:
+    """SQL cursors are portals: after DECLARE c (SELECT 1) and a protocol Close of c, a
+    protocol Bind of portal c to a query over a covered column made SQL `FETCH c` read
+    it, masked as the old SELECT 1 (not at all)."""
+    s = _Session(masked_gw)
+    try:
+        assert not _errors(s.send(w.query("BEGIN; DECLARE c CURSOR FOR SELECT 1")))
+        query = "SELECT salary || '' FROM pn_pay"
+        if prepared_in_sql:
+            assert not _errors(s.send(w.query(f"PREPARE q AS {query}")))
+            parse = b""
+        else:
+            parse = w.parse("q", query)
+        msgs = s.send(w.close("P", "c") + parse + w.bind("c", "q", (), (), ()) + w.sync())
+        assert not _errors(msgs), msgs
+        msgs = s.send(w.query("FETCH ALL FROM c"))
+        assert b"SECRET-987" not in b"".join(m[1] for m in msgs), msgs
+        s.send(w.query("ROLLBACK"))
+    finally:
+        s.close()

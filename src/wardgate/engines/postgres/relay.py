@@ -279,6 +279,8 @@ class PgRelay(ResponseSide):
             )
             undo.append(("P", bind.portal, self.portals.get(bind.portal), portal))
             self.portals[bind.portal] = portal
+            if bind.portal:
+                self.policy.protocol_portal(bind.portal, stmt.text)
             # if the target refuses or skips this Bind, the name means what it meant
             # before (see ResponseSide._undo)
             self._batch.append((raw, Op("bind", payload=tuple(undo))))
@@ -292,6 +294,8 @@ class PgRelay(ResponseSide):
             before = (self.statements if c.kind == "S" else self.portals).pop(c.name, None)
             if c.kind == "S":
                 self.policy.protocol_statement(c.name, None)  # also drops a SQL PREPARE
+            else:
+                self.policy.protocol_portal(c.name, None)  # also closes a SQL cursor
             self._batch.append((raw, Op("close", payload=((c.kind, c.name, before, None),))))
         elif t == _S:
             self.discarding = False
