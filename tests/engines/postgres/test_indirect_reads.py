@@ -178,3 +178,26 @@ def test_tablefunc_queries_and_table_names_are_read_as_sql(gw: RunningGateway) -
             "SELECT * FROM crosstab('SELECT id, 1, diagnosis FROM esc') AS c(id int, d text)"
         ).fetchall()
         assert rows and SECRET not in repr(rows)
+
+
+@pytest.mark.parametrize(
+    "assignment",
+    [
+        # the first `:=` of the text is inside a string: what followed it was read as
+        # a string and a comment operator, not as the query it is
+        "a[length(':=')] := (SELECT salary::text FROM hr.pay LIMIT 1) /* ' */ || ''",
+        # a subscript of the assignment's target runs too
+        "a[(SELECT salary::int FROM hr.pay LIMIT 1)] := 'x'",
+    ],
+)
+def test_plpgsql_assignments_are_read_whole(gw: RunningGateway, assignment: str) -> None:
+    notices: list[str] = []
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        _refused(
+            conn,
+            f"DO $$DECLARE a text[]; BEGIN {assignment}; "
+            "RAISE NOTICE '% %', a, array_lower(a, 1); END$$",
+            "no-pay",
+        )
+    assert not any("987654" in n for n in notices)
