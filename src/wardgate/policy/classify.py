@@ -337,6 +337,8 @@ class Walker:
                 facts.add_feature("set_role", f"set_config('{setting}', ...) changes the role")
             elif setting.strip().lower() == "search_path":
                 facts.add_feature("search_path", "set_config('search_path', ...)")
+            elif setting.strip().lower().endswith("_preload_libraries"):
+                self.add_kind("load")
             elif setting.strip().lower() == "standard_conforming_strings":
                 value = sval(args[1]) if len(args) > 1 else None
                 if not is_on(value):

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HANDLERS"]
 
+_PRELOAD_SETTINGS = frozenset(
+    {"local_preload_libraries", "session_preload_libraries", "shared_preload_libraries"}
+)
 _FOREIGN_EXTENSIONS = frozenset({"dblink", "postgres_fdw", "file_fdw", "adminpack"})
 
 
@@ -160,6 +163,11 @@ def _h_variable_set(w: Walker, body: dict[str, Any]) -> None:
         w.facts.add_feature("set_role", f"changes {name}")
     elif name == "search_path":
         w.facts.add_feature("search_path", "changes search_path")
+    elif name in _PRELOAD_SETTINGS and body.get("kind") != "VAR_RESET":
+        # libraries loaded when a session starts: `ALTER ROLE ... SET
+        # local_preload_libraries` is a LOAD for every later session of the role
+        w.add_kind("load")
+        w.facts.notes.append(f"sets {name}: a shared library loaded at session start")
     elif name == "standard_conforming_strings" and body.get("kind") == "VAR_SET_VALUE":
         args = body.get("args") or []
         value = sval(args[0]) if args else None

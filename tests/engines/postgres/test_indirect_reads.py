@@ -201,3 +201,18 @@ def test_plpgsql_assignments_are_read_whole(gw: RunningGateway, assignment: str)
             "no-pay",
         )
     assert not any("987654" in n for n in notices)
+
+
+def test_a_preload_library_stored_for_later_sessions_is_a_load(
+    gw: RunningGateway, cluster: PgCluster
+) -> None:
+    """`ALTER ROLE ... SET local_preload_libraries` loads a library into every later
+    session of the role: the LOAD that baseline/deny-load refuses, one session later."""
+    try:
+        with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+            _refused(
+                conn, "ALTER ROLE app SET local_preload_libraries = 'auto_explain'", "deny-load"
+            )
+            conn.execute("ALTER ROLE app RESET local_preload_libraries")
+    finally:
+        cluster.psql("postgres", "ALTER ROLE app RESET local_preload_libraries")
