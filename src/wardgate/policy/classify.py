@@ -112,6 +112,11 @@ _KIND_NAMES = {
     "DropOwnedStmt": "drop_owned",
     "ReassignOwnedStmt": "reassign_owned",
 }
+# catalog views that show values of table columns, or statement texts with their values
+_SAMPLE_VIEWS = frozenset(
+    {"pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic", "pg_statistic_ext_data"}
+)
+_STATEMENT_VIEWS = frozenset({"pg_stat_activity"})
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _FOREIGN_KINDS = frozenset(
     {
@@ -290,6 +295,16 @@ class Walker:
             self.facts.schemas.add(schema)
         if alias:
             self.aliases[alias] = name
+        if name in _SAMPLE_VIEWS and schema in (None, "pg_catalog"):
+            # values sampled from every table's columns (most_common_vals, histograms):
+            # a read of any table and column
+            self.facts.tables.add(("*", "*"))
+            self.facts.columns.add((None, "*"))
+            self.facts.notes.append(f"{name} shows values of every table's columns")
+        elif name in _STATEMENT_VIEWS and schema in (None, "pg_catalog"):
+            # other sessions' statement texts, constants included: under column rules
+            # they may carry a covered value (masked as one)
+            self.facts.columns.add((None, "*"))
 
     def object_with_args(self, body: dict[str, Any]) -> None:
         """A function named by signature (CREATE CAST ... WITH FUNCTION, DROP FUNCTION, ...)."""

@@ -216,3 +216,43 @@ def test_a_preload_library_stored_for_later_sessions_is_a_load(
             conn.execute("ALTER ROLE app RESET local_preload_libraries")
     finally:
         cluster.psql("postgres", "ALTER ROLE app RESET local_preload_libraries")
+
+
+def test_column_statistics_are_a_read_of_every_table(gw: RunningGateway) -> None:
+    """pg_stats shows values sampled from every column (most_common_vals)."""
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        conn.execute("ANALYZE esc")
+        _refused(conn, "SELECT most_common_vals FROM pg_stats WHERE tablename = 'pay'", "no-pay")
+
+
+def test_other_sessions_statement_texts_are_masked_under_column_rules(
+    cluster: PgCluster, tmp_path: Path
+) -> None:
+    """pg_stat_activity.query shows every session's last statement, constants included."""
+    policy = {
+        "name": "m",
+        "include": ["baseline"],
+        "rules": [
+            {
+                "name": "hide",
+                "verdict": "mask",
+                "mask": {"columns": ["esc.diagnosis"], "strategy": "redact"},
+            }
+        ],
+    }
+    gateway = start_gateway(
+        tmp_path, cluster, extra={"policies": [policy]}, connection_extra={"policies": ["m"]}
+    )
+    try:
+        with psycopg.connect(gateway.dsn(), autocommit=True) as other:
+            other.execute(f"SELECT count(*) FROM esc WHERE diagnosis = '{SECRET}'")
+            with psycopg.connect(gateway.dsn(), autocommit=True) as conn:
+                conn.execute("ANALYZE esc")
+                rows = conn.execute("SELECT query FROM pg_stat_activity").fetchall()
+                assert rows and SECRET not in repr(rows)
+                rows = conn.execute(
+                    "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'esc'"
+                ).fetchall()
+                assert rows and SECRET not in repr(rows)
+    finally:
+        gateway.proc.stop()
