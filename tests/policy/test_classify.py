@@ -96,6 +96,7 @@ def test_writes_and_reads() -> None:
         "WHERE name ILIKE '%%'",
         "WHERE name ~ '.*'",
         "WHERE id = 5 OR name = name",
+        "WHERE t.id = id",  # one column of the target table, under two names
     ],
 )
 def test_without_where_detected(where: str) -> None:
@@ -116,7 +117,7 @@ def test_without_where_detected(where: str) -> None:
         "WHERE id = $1",
         "WHERE CURRENT OF c",
         "WHERE a = b",
-        "WHERE t.id = id",
+        "WHERE t.id = s.id",
         "WHERE id <> id",
         "WHERE name LIKE '%x'",
         "WHERE name ~ '^a'",

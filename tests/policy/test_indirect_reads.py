@@ -198,3 +198,18 @@ def test_upserts_and_rewriting_alters_are_updates() -> None:
         f = classify_sql(sql)
         assert "update" not in f.kinds and not f.without_where
         assert ("pay", "salary") in f.columns
+
+
+@pytest.mark.parametrize(
+    ("sql", "held"),
+    [
+        ("DELETE FROM t WHERE t.x = x", True),
+        ("DELETE FROM t WHERE x = public.t.x", True),
+        ("UPDATE t AS a SET y = 1 WHERE a.x = x", True),
+        ("DELETE FROM t USING u WHERE t.id = u.id", False),
+        ("DELETE FROM t WHERE t.x = u.x", False),
+    ],
+)
+def test_the_target_tables_own_column_under_another_name(sql: str, held: bool) -> None:
+    d = _one(_session([]), sql)
+    assert (d.verdict is Verdict.REVIEW) is held

@@ -127,22 +127,34 @@ _MATCH_ALL_LIKE = re.compile(r"%+")
 _MATCH_ALL_REGEX = frozenset({"", ".*", "^", "^.*", ".*$", "^.*$"})
 
 
-def _without_locations(node: Any) -> Any:
+def _own_column(ref: dict[str, Any], target: frozenset[str]) -> dict[str, Any]:
+    """`t.x` as `x` when t is the statement's target table (`t.x = x` is `x = x`)."""
+    fields = ref.get("fields", [])
+    if len(fields) > 1 and sval(fields[-2]) in target:
+        return {"fields": fields[-1:]}
+    return ref
+
+
+def _without_locations(node: Any, target: frozenset[str] = frozenset()) -> Any:
     if isinstance(node, dict):
-        return {k: _without_locations(v) for k, v in node.items() if k != "location"}
+        if target and isinstance(node.get("ColumnRef"), dict):
+            node = {"ColumnRef": _own_column(node["ColumnRef"], target)}
+        return {k: _without_locations(v, target) for k, v in node.items() if k != "location"}
     if isinstance(node, list):
-        return [_without_locations(v) for v in node]
+        return [_without_locations(v, target) for v in node]
     return node
 
 
-def _shape(node: Any) -> Any:
+def _shape(node: Any, target: frozenset[str] = frozenset()) -> Any:
     """`node` without locations and with every constant's value erased."""
     if isinstance(node, dict):
         if "A_Const" in node:
             return "A_Const"
-        return {k: _shape(v) for k, v in node.items() if k != "location"}
+        if target and isinstance(node.get("ColumnRef"), dict):
+            node = {"ColumnRef": _own_column(node["ColumnRef"], target)}
+        return {k: _shape(v, target) for k, v in node.items() if k != "location"}
     if isinstance(node, list):
-        return [_shape(v) for v in node]
+        return [_shape(v, target) for v in node]
     return node
 
 
@@ -156,7 +168,9 @@ def _stable(node: Any) -> bool:
     return True
 
 
-def _tautology(node: dict[str, Any], consulted: list[bool]) -> bool:
+def _tautology(
+    node: dict[str, Any], consulted: list[bool], target: frozenset[str] = frozenset()
+) -> bool:
     """A condition over columns that holds for (nearly) every row: `id = id`, `name LIKE '%'`.
 
     Each is true on every row where the column is not NULL, so an UPDATE or DELETE
@@ -174,11 +188,11 @@ def _tautology(node: dict[str, Any], consulted: list[bool]) -> bool:
     if not contains(lexpr, _NON_CONSTANT):
         return False
     if kind == "AEXPR_NOT_DISTINCT" or (kind == "AEXPR_OP" and op and op[-1] in _REFLEXIVE_OPS):
-        if not _stable(lexpr) or _shape(lexpr) != _shape(rexpr):
+        if not _stable(lexpr) or _shape(lexpr, target) != _shape(rexpr, target):
             return False  # whatever the constants are
         if contains(lexpr, _CONSTANT):
             consulted.append(True)
-        return _without_locations(lexpr) == _without_locations(rexpr)
+        return _without_locations(lexpr, target) == _without_locations(rexpr, target)
     pattern = sval(rexpr) if isinstance(rexpr, dict) else None
     if pattern is None:
         return False
@@ -190,7 +204,9 @@ def _tautology(node: dict[str, Any], consulted: list[bool]) -> bool:
     return False
 
 
-def where_truth(node: Any, consulted: list[bool] | None = None) -> bool | None:
+def where_truth(
+    node: Any, consulted: list[bool] | None = None, target: frozenset[str] = frozenset()
+) -> bool | None:
     """Whether a WHERE condition is constant: True (maybe every row), False, None (depends on rows).
 
     A condition that references no column is treated as possibly true unless it
@@ -204,7 +220,7 @@ def where_truth(node: Any, consulted: list[bool] | None = None) -> bool | None:
         return None
     if "BoolExpr" in node:
         body = node["BoolExpr"]
-        parts = [where_truth(a, consulted) for a in body.get("args", [])]
+        parts = [where_truth(a, consulted, target) for a in body.get("args", [])]
         op = body.get("boolop")
         if op == "AND_EXPR":
             if all(p is True for p in parts):
@@ -217,7 +233,7 @@ def where_truth(node: Any, consulted: list[bool] | None = None) -> bool | None:
         if op == "NOT_EXPR" and parts:
             return None if parts[0] is None else not parts[0]
         return None
-    if _tautology(node, consulted):
+    if _tautology(node, consulted, target):
         return True
     if contains(node, _NON_CONSTANT):
         return None

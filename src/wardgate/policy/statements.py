@@ -42,7 +42,12 @@ def _where_check(w: Walker, body: dict[str, Any], kind: str, key: str) -> None:
         w.facts.notes.append(f"{kind.upper()} without a WHERE clause")
         return
     consulted: list[bool] = []
-    truth = where_truth(where, consulted)
+    # the target table's own names: `t.x` and `x` are one column there
+    relation = body.get("relation") or {}
+    target = frozenset(
+        n for n in (relation.get("relname"), relation.get("alias", {}).get("aliasname")) if n
+    )
+    truth = where_truth(where, consulted, target)
     if truth is not None or consulted:
         # the answer depended on a constant: `x LIKE 'a%'` must not stand in for
         # `x LIKE '%'` in the normalized-text cache (both are `x LIKE $1`)

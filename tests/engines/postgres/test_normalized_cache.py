@@ -53,3 +53,18 @@ def test_a_tautology_is_held_after_a_statement_of_the_same_normalized_text(
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="wardgate"):
             conn.execute(second)
         assert conn.execute("SELECT count(*) FROM ncache").fetchone() == (5,)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["DELETE FROM ncache WHERE ncache.x = x", "DELETE FROM ncache AS n WHERE x = n.x"],
+)
+def test_a_column_compared_with_itself_under_another_name_is_without_where(
+    gw: RunningGateway, sql: str
+) -> None:
+    """`t.x = x` is the same column on both sides: true on every row where x is set."""
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        # held by baseline/review-without-where; nobody approves within the TTL
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="timed out"):
+            conn.execute(sql)
+        assert conn.execute("SELECT count(*) FROM ncache").fetchone() == (5,)
