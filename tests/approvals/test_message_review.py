@@ -51,7 +51,10 @@ def gw(pg_cluster: PgCluster, tmp_path: Path) -> Iterator[Any]:
         "CREATE TABLE ml (id int, v text); INSERT INTO ma SELECT generate_series(1, 3); "
         "INSERT INTO mb SELECT generate_series(1, 3); "
         "INSERT INTO ml VALUES (1, 'keep'), (2, 'zz-old'); "
-        "ALTER TABLE ma OWNER TO app; ALTER TABLE mb OWNER TO app; ALTER TABLE ml OWNER TO app",
+        "ALTER TABLE ma OWNER TO app; ALTER TABLE mb OWNER TO app; ALTER TABLE ml OWNER TO app; "
+        "DROP SCHEMA IF EXISTS mx CASCADE; CREATE SCHEMA mx AUTHORIZATION app; "
+        "CREATE TABLE mx.ml (id int, v text); INSERT INTO mx.ml VALUES (1, 'other'); "
+        "ALTER TABLE mx.ml OWNER TO app",
     )
     try:
         yield gateway
@@ -126,3 +129,20 @@ def test_a_grant_does_not_cover_constants_that_decide_the_verdict(gw: Any) -> No
         run["thread"].join(20)
         assert isinstance(run.get("error"), psycopg.errors.InsufficientPrivilege)
     assert _count(gw.cluster, "ml") == "1"
+
+
+def test_a_grant_does_not_cover_the_same_text_under_another_search_path(gw: Any) -> None:
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        run = _held(conn, "DELETE FROM ml WHERE id = 1")
+        _decide(gw, pending_for(gw, "ml"), "approve", **{"for": "1h"})
+        run["thread"].join(20)
+        assert run.get("rowcount") == 1
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        conn.execute("SET search_path = mx, public")
+        run = _held(conn, "DELETE FROM ml WHERE id = 1")  # mx.ml now: held again
+        item = pending_for(gw, "DELETE FROM ml")
+        assert gw.cluster.psql("orders", "select count(*) from mx.ml") == "1"
+        _decide(gw, item, "deny")
+        run["thread"].join(20)
+        assert isinstance(run.get("error"), psycopg.errors.InsufficientPrivilege)
+    assert gw.cluster.psql("orders", "select count(*) from mx.ml") == "1"

@@ -533,6 +533,10 @@ class Gateway:
             required = max(d.approvals_required for _, d in decisions)
             if required != decision.approvals_required:
                 decision = replace(decision, approvals_required=required)
+        context = getattr(policy, "search_path_context", "")
+        if isinstance(context, str) and context:
+            # the same text names other tables under another search_path
+            fingerprint = hashlib.sha256(f"{fingerprint}\0{context}".encode()).hexdigest()
         ttl = decision.review_ttl_seconds or self.config.approvals.default_ttl
         if self.broker is None:
             return (

@@ -238,6 +238,10 @@ class PolicySession:
         self.cursors: dict[str, tuple[StatementFacts, bool]] = {}
         self.functions: dict[str, StatementFacts] = {}
         self.search_path_changed = False
+        # where unqualified names resolve, when not public: the target's schemas at
+        # set-up, or this session after a SET (see Gateway.review: a standing grant
+        # for `DELETE FROM pay ...` must not cover another schema's pay)
+        self.search_path_context = ""
 
     # -- evaluate ------------------------------------------------------------------
     def evaluate(
@@ -415,6 +419,7 @@ class PolicySession:
             self.functions[facts.creates_function] = facts.function_body
         if "search_path" in facts.features:
             self.search_path_changed = True
+            self.search_path_context = f"changed in session {self.info.session_id}"
         return effective, None
 
     # -- decide --------------------------------------------------------------------

@@ -295,6 +295,7 @@ class PostgresEngine:
             # unqualified names may resolve outside public (a search_path from the startup
             # packet, a role's or database's stored one): the policy cannot say where
             relay.policy.search_path_changed = True
+            relay.policy.search_path_context = f"schemas {schemas}"
         # StreamWriter.__del__ closes its transport: keep the set-up streams alive as
         # long as the relay uses their transports
         relay.keepalive = (reader, writer, target.reader, target.writer)
