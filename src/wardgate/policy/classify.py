@@ -309,6 +309,8 @@ class Walker:
     def object_with_args(self, body: dict[str, Any]) -> None:
         """A function named by signature (CREATE CAST ... WITH FUNCTION, DROP FUNCTION, ...)."""
         names = name_list(body.get("objname", []))
+        if len(names) > 1:
+            self.facts.schemas.add(names[-2])
         if names and (names[-1][:1].isalpha() or names[-1][:1] == "_"):
             self.note_function(names[0] if len(names) > 1 else None, names[-1], None)
         self.walk_fields(body, skip=("objname",))
@@ -334,6 +336,8 @@ class Walker:
     def note_function(self, schema: str | None, name: str, body: dict[str, Any] | None) -> None:
         facts = self.facts
         facts.functions.add((schema, name))
+        if schema:
+            facts.schemas.add(schema)  # a rule on a schema covers its functions too
         if name in FILE_FUNCTIONS:
             facts.add_feature("file_access", f"calls server file function {name}()")
         elif name in LARGE_OBJECT_FILE_FUNCTIONS:

@@ -213,6 +213,16 @@ def _h_drop(w: Walker, body: dict[str, Any]) -> None:
     if body.get("behavior") == "DROP_CASCADE":
         w.facts.add_feature("cascade", f"{kind} ... CASCADE")
     for obj in body.get("objects", []):
+        # any object named with its schema (DROP TYPE hr.t, DROP SEQUENCE hr.s)
+        qualified = []
+        if isinstance(obj, dict) and "List" in obj:
+            qualified = name_list(obj["List"].get("items", []))
+        elif isinstance(obj, dict) and "TypeName" in obj:
+            qualified = name_list(obj["TypeName"].get("names", []))
+        if len(qualified) > 1:
+            w.facts.schemas.add(qualified[-2])
+        if isinstance(obj, dict) and "ObjectWithArgs" in obj:
+            w.walk(obj)  # DROP FUNCTION f(): the function it names
         if object_type == "OBJECT_SCHEMA":
             name = sval(obj)
             if name:
@@ -272,6 +282,14 @@ def _h_alter_table(w: Walker, body: dict[str, Any]) -> None:
             w.facts.add_feature("drop_column", f"drops column {c.get('name')}")
             if c.get("behavior") == "DROP_CASCADE":
                 w.facts.add_feature("cascade", "DROP COLUMN ... CASCADE")
+    w.walk_fields(body)
+
+
+def _h_set_schema(w: Walker, body: dict[str, Any]) -> None:
+    """ALTER ... SET SCHEMA s moves an object into s: the statement touches s too."""
+    w.add_kind("alter_object_schema")
+    if body.get("newschema"):
+        w.facts.schemas.add(body["newschema"])
     w.walk_fields(body)
 
 
@@ -388,6 +406,8 @@ def _h_create_function(w: Walker, body: dict[str, Any]) -> None:
         body_facts = body_walker.facts
     else:
         body_facts = analyse_function(language, source, w.text)
+    if len(names) > 1:
+        w.facts.schemas.add(names[-2])
     w.facts.creates_function = names[-1] if names else None
     w.facts.function_body = body_facts
     w.facts.merge(body_facts)
@@ -482,6 +502,12 @@ def _h_call(w: Walker, body: dict[str, Any]) -> None:
     w.walk_fields(body)
 
 
+def _h_object_with_args(w: Walker, body: dict[str, Any]) -> None:
+    # ALTER FUNCTION f() RENAME / SET SCHEMA / OWNER, DROP FUNCTION f(), COMMENT ON ...:
+    # a rule on f must see it (renamed, f would be called under a name no rule has)
+    w.object_with_args(body)
+
+
 def _h_column_ref(w: Walker, body: dict[str, Any]) -> None:
     w.column_ref(body)
 
@@ -546,6 +572,7 @@ HANDLERS = {
     "AlterRoleStmt": _h_role("alter_role"),
     "DropStmt": _h_drop,
     "AlterTableStmt": _h_alter_table,
+    "AlterObjectSchemaStmt": _h_set_schema,
     "GrantStmt": _h_grant,
     "GrantRoleStmt": _h_grant,
     "ExplainStmt": _h_explain,
@@ -565,6 +592,7 @@ HANDLERS = {
     "AlterRoleSetStmt": _h_setting_holder("alter_role"),
     "AlterDatabaseSetStmt": _h_setting_holder("alter_database"),
     "AlterDefaultPrivilegesStmt": _h_default_privileges,
+    "ObjectWithArgs": _h_object_with_args,
     "ColumnRef": _h_column_ref,
     "FuncCall": _h_func_call,
     "RangeVar": _h_range_var,

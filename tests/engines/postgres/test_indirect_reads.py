@@ -43,7 +43,11 @@ def cluster() -> Iterator[PgCluster]:
         f"CREATE TABLE hr.pay (id int, salary numeric); INSERT INTO hr.pay VALUES (1, {SALARY}); "
         "ALTER TABLE hr.pay OWNER TO app; "
         f"CREATE TABLE public.esc (id int, diagnosis text); "
-        f"INSERT INTO public.esc VALUES (1, '{SECRET}'); ALTER TABLE public.esc OWNER TO app",
+        f"INSERT INTO public.esc VALUES (1, '{SECRET}'); ALTER TABLE public.esc OWNER TO app; "
+        "CREATE FUNCTION public.leak_fn() RETURNS int LANGUAGE sql AS 'SELECT 42'; "
+        "ALTER FUNCTION public.leak_fn() OWNER TO app; CREATE SCHEMA vault AUTHORIZATION app; "
+        "CREATE FUNCTION vault.open() RETURNS int LANGUAGE sql AS 'SELECT 7'; "
+        "ALTER FUNCTION vault.open() OWNER TO app",
     )
     try:
         yield c
@@ -58,6 +62,8 @@ def gw(cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "include": ["baseline"],
         "rules": [
             {"name": "no-pay", "verdict": "deny", "objects": {"tables": ["hr.pay"]}},
+            {"name": "no-leak-fn", "verdict": "deny", "objects": {"functions": ["leak_fn"]}},
+            {"name": "no-vault", "verdict": "deny", "objects": {"schemas": ["vault"]}},
             {
                 "name": "hide",
                 "verdict": "mask",
@@ -147,7 +153,7 @@ def test_a_search_path_stored_by_an_earlier_session_is_not_read_as_public(
             conn.execute("ALTER ROLE app SET search_path = hr, public")
         with psycopg.connect(gw.dsn(), autocommit=True) as conn:
             _refused(conn, "SELECT salary FROM pay", "no-pay")
-            assert conn.execute("SELECT count(*) FROM esc").fetchone() == (1,)
+            assert conn.execute("SELECT count(*) FROM public.esc").fetchone() == (1,)
     finally:
         cluster.psql("postgres", "ALTER ROLE app RESET search_path")
 
@@ -256,3 +262,21 @@ def test_other_sessions_statement_texts_are_masked_under_column_rules(
                 assert rows and SECRET not in repr(rows)
     finally:
         gateway.proc.stop()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # renamed, leak_fn would be called under a name no rule has
+        "ALTER FUNCTION leak_fn() RENAME TO ok_fn",
+        "ALTER FUNCTION public.leak_fn() SET SCHEMA vault",
+        # a rule on a schema covers its functions and other objects
+        "SELECT vault.open()",
+        "DROP FUNCTION vault.open()",
+        "ALTER FUNCTION vault.open() RENAME TO opened",
+    ],
+)
+def test_functions_and_schemas_a_rule_names_are_seen_in_ddl(gw: RunningGateway, sql: str) -> None:
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no-leak-fn|no-vault"):
+            conn.execute(sql)
