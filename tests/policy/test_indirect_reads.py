@@ -213,3 +213,17 @@ def test_upserts_and_rewriting_alters_are_updates() -> None:
 def test_the_target_tables_own_column_under_another_name(sql: str, held: bool) -> None:
     d = _one(_session([]), sql)
     assert (d.verdict is Verdict.REVIEW) is held
+
+
+def test_merge_actions_are_their_kinds_and_copies_resolve_aliases() -> None:
+    from wardgate.policy.classify import classify_sql
+
+    f = classify_sql(
+        "MERGE INTO pay p USING src s ON p.id = s.id WHEN MATCHED THEN UPDATE SET nick = s.x "
+        "WHEN MATCHED AND false THEN DELETE WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, y)"
+    )
+    assert {"merge", "update", "delete", "insert"} <= f.kinds
+    assert {("pay", "nick"), ("pay", "id"), ("pay", "v")} <= f.columns
+    assert {("src", "x"), ("src", "id"), ("", "y")} <= f.copied
+    f = classify_sql("UPDATE t SET nick = x.ssn FROM pay AS x WHERE t.id = x.id")
+    assert ("pay", "ssn") in f.copied

@@ -190,6 +190,9 @@ class Walker:
         self.scopes: list[set[str]] = []
         self.aliases: dict[str, str] = {}
         self.raw_columns: list[list[str]] = []
+        # (qualifier or None, column, the table an unqualified one belongs to): columns
+        # copied into another column, resolved through aliases once all are known
+        self.raw_copied: list[tuple[str | None, str, str]] = []
 
     # -- entry ---------------------------------------------------------------------
     def classify(self, stmt: dict[str, Any]) -> StatementFacts:
@@ -200,6 +203,9 @@ class Walker:
         return self.facts
 
     def _resolve_columns(self) -> None:
+        for qualifier, column, default in self.raw_copied:
+            table = default if qualifier is None else self.aliases.get(qualifier, qualifier)
+            self.facts.copied.add((table, column))
         tables = {name for _, name in self.facts.tables}
         only = next(iter(tables)) if len(tables) == 1 else None
         for fields in self.raw_columns:

@@ -88,8 +88,8 @@ def _copies(w: Walker, table: str, column: str, value: Any, incoming: str = "") 
         if len(ref) > 1 and ref[-2] == incoming:
             continue
         if ref[-1] != column or len(ref) > 1:
-            source = table if len(ref) == 1 else w.aliases.get(ref[-2], ref[-2])
-            w.facts.copied.add((source, ref[-1]))
+            # an alias of FROM / USING is known only once the whole statement is walked
+            w.raw_copied.append((ref[-2] if len(ref) > 1 else None, ref[-1], table))
 
 
 def _on_conflict(w: Walker, table: str, conflict: dict[str, Any]) -> None:
@@ -104,6 +104,33 @@ def _on_conflict(w: Walker, table: str, conflict: dict[str, Any]) -> None:
         if column:
             w.facts.columns.add((table, column))
             _copies(w, table, column, res.get("val"), incoming="excluded")
+
+
+_MERGE_KINDS = {"CMD_UPDATE": "update", "CMD_DELETE": "delete", "CMD_INSERT": "insert"}
+
+
+def _merge_actions(w: Walker, table: str, clauses: list[Any]) -> None:
+    """MERGE ... WHEN ... THEN UPDATE SET c = ... / DELETE / INSERT (c): each action is
+    that kind of statement on the target, writing those columns (a rule on
+    `kinds: [delete]` or on the column must see it)."""
+    for clause in clauses:
+        c = clause.get("MergeWhenClause", {}) if isinstance(clause, dict) else {}
+        kind = _MERGE_KINDS.get(c.get("commandType", ""))
+        if kind is None:
+            continue
+        w.add_kind(kind)
+        targets = c.get("targetList", [])
+        for target in targets:
+            res = target.get("ResTarget", {})
+            column = res.get("name")
+            if column:
+                w.facts.columns.add((table, column))
+                if kind == "update":
+                    _copies(w, table, column, res.get("val"))
+        if kind == "insert":
+            # INSERT (c) VALUES (src.x): the source's columns go into the target's
+            for value in c.get("values", []):
+                _copies(w, "", "", value)  # an unqualified name is the source's
 
 
 def _h_dml(kind: str):
@@ -128,6 +155,8 @@ def _h_dml(kind: str):
             conflict = body.get("onConflictClause")
             if kind == "insert" and isinstance(conflict, dict):
                 _on_conflict(w, name, conflict)
+            if kind == "merge":
+                _merge_actions(w, name, body.get("mergeWhenClauses", []))
         if body.get("returningList") or body.get("returningClause"):
             w.facts.reads = True
         if kind in ("update", "delete"):

@@ -97,3 +97,49 @@ def test_alter_column_type_using_is_an_update_of_every_row(gw: RunningGateway) -
         conn.execute("ALTER TABLE uother ALTER COLUMN v TYPE bigint USING v::bigint")
         assert conn.execute("SELECT v FROM uother").fetchone() == (7,)
         assert conn.execute("SELECT salary FROM upay").fetchone() == (1000,)
+
+
+@pytest.fixture
+def masked(pg_cluster: PgCluster, tmp_path: Path) -> Iterator[RunningGateway]:
+    policy = {
+        "name": "m",
+        "include": ["baseline"],
+        "rules": [
+            {
+                "name": "hide",
+                "verdict": "mask",
+                "mask": {"columns": ["hpay.ssn"], "strategy": "redact"},
+            }
+        ],
+    }
+    gateway = start_gateway(
+        tmp_path, pg_cluster, extra={"policies": [policy]}, connection_extra={"policies": ["m"]}
+    )
+    pg_cluster.psql(
+        "orders",
+        "DROP TABLE IF EXISTS hpay, hcopy; CREATE TABLE hpay (id int, ssn text); "
+        "INSERT INTO hpay VALUES (1, 'okapi-zebra'); CREATE TABLE hcopy (id int, v text); "
+        "INSERT INTO hcopy VALUES (1, 'x'); ALTER TABLE hpay OWNER TO app; "
+        "ALTER TABLE hcopy OWNER TO app",
+    )
+    try:
+        yield gateway
+    finally:
+        gateway.proc.stop()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE hcopy SET v = p.ssn FROM hpay AS p WHERE hcopy.id = p.id",
+        "MERGE INTO hcopy USING hpay AS p ON hcopy.id = p.id WHEN MATCHED THEN UPDATE SET v = p.ssn",
+        "MERGE INTO hcopy USING hpay ON false WHEN NOT MATCHED THEN INSERT (id, v) "
+        "VALUES (2, hpay.ssn)",
+    ],
+)
+def test_copies_of_a_covered_column_through_aliases_and_merge_are_refused(
+    masked: RunningGateway, sql: str
+) -> None:
+    with psycopg.connect(masked.dsn(), autocommit=True) as conn:
+        _refused(conn, sql, "masked-column-copy")
+        assert "okapi" not in repr(conn.execute("SELECT v FROM hcopy").fetchall())
