@@ -97,6 +97,7 @@ def test_writes_and_reads() -> None:
         "WHERE name ~ '.*'",
         "WHERE id = 5 OR name = name",
         "WHERE t.id = id",  # one column of the target table, under two names
+        "WHERE name IS NOT NULL",
     ],
 )
 def test_without_where_detected(where: str) -> None:
@@ -123,6 +124,7 @@ def test_without_where_detected(where: str) -> None:
         "WHERE name ~ '^a'",
         "WHERE id > 0 AND id = id",
         "WHERE lower(name) = lower(name)",
+        "WHERE name IS NULL",
     ],
 )
 def test_with_real_where(where: str) -> None:

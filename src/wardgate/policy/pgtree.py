@@ -179,6 +179,11 @@ def _tautology(
     = a + 2` is not, `a + 1 = a + 1` is): the statement's facts then cannot be reused
     for another that differs from it in constants only.
     """
+    test = node.get("NullTest")
+    if isinstance(test, dict) and test.get("nulltesttype") == "IS_NOT_NULL":
+        # `x IS NOT NULL`: every row where x is set, as `x = x`
+        arg = test.get("arg")
+        return contains(arg, _NON_CONSTANT) and _stable(arg)
     expr = node.get("A_Expr")
     if not isinstance(expr, dict):
         return False

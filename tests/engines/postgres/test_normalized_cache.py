@@ -68,3 +68,10 @@ def test_a_column_compared_with_itself_under_another_name_is_without_where(
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="timed out"):
             conn.execute(sql)
         assert conn.execute("SELECT count(*) FROM ncache").fetchone() == (5,)
+
+
+def test_is_not_null_on_a_column_is_without_where(gw: RunningGateway) -> None:
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="timed out"):
+            conn.execute("DELETE FROM ncache WHERE x IS NOT NULL")
+        assert conn.execute("SELECT count(*) FROM ncache").fetchone() == (5,)
