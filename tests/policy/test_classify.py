@@ -96,6 +96,8 @@ def test_writes_and_reads() -> None:
         "WHERE name ILIKE '%%'",
         "WHERE name ~ '.*'",
         "WHERE id = 5 OR name = name",
+        "WHERE t.id = id",  # one column of the target table, under two names
+        "WHERE name IS NOT NULL",
     ],
 )
 def test_without_where_detected(where: str) -> None:
@@ -116,12 +118,13 @@ def test_without_where_detected(where: str) -> None:
         "WHERE id = $1",
         "WHERE CURRENT OF c",
         "WHERE a = b",
-        "WHERE t.id = id",
+        "WHERE t.id = s.id",
         "WHERE id <> id",
         "WHERE name LIKE '%x'",
         "WHERE name ~ '^a'",
         "WHERE id > 0 AND id = id",
         "WHERE lower(name) = lower(name)",
+        "WHERE name IS NULL",
     ],
 )
 def test_with_real_where(where: str) -> None:

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from wardgate.config import Config
@@ -78,6 +79,22 @@ class _DecisionConstants:
             "objects": facts.get("objects", []),
             "fingerprint": facts.get("fingerprint"),
         }
+
+
+def _grant_key(text: str, decision: Decision, prepared: str | None) -> str:
+    """What a standing grant for one statement covers: its normalized text, unless a
+    constant decided its verdict (`x LIKE 'old%'` is not held as `x LIKE '%'` is; both
+    normalise to `x LIKE $1`): then that text only. An EXECUTE's arguments are values
+    for the PREPARE's parameters and never decide; its PREPARE is keyed exactly."""
+    facts = decision.facts or {}
+    if decision.cacheable or facts.get("executes") is not None:
+        key = statement_key(text)
+    else:
+        key = hashlib.sha256(b"exact\0" + text.encode()).hexdigest()
+    if prepared is not None:
+        exact = hashlib.sha256(b"exact\0" + prepared.encode()).hexdigest()
+        key = hashlib.sha256((exact + key).encode()).hexdigest()
+    return key
 
 
 def format_ttl(seconds: float) -> str:
@@ -495,18 +512,31 @@ class Gateway:
         command = next(c for c, d in decisions if d is decision)
         info = relay.info
         command = Command(info, command.text, command.parameters, command.index, command.via)
-        fingerprint = statement_key(command.text)
         # `EXECUTE name(...)` alone does not say what runs: the reviewer is shown the
         # PREPARE too, and a standing grant covers the pair (a grant for `EXECUTE x`
         # must not cover whatever x is prepared as later)
-        prepared = None
         policy = getattr(relay, "policy", None)
-        if policy is not None and hasattr(policy, "prepared_text"):
-            prepared = policy.prepared_text((decision.facts or {}).get("executes"))
-        if prepared is not None:
-            fingerprint = hashlib.sha256(
-                (statement_key(prepared) + fingerprint).encode()
-            ).hexdigest()
+
+        def prepared_of(d: Decision) -> str | None:
+            if policy is None or not hasattr(policy, "prepared_text"):
+                return None
+            return policy.prepared_text((d.facts or {}).get("executes"))
+
+        # the approval is for the whole message: every statement of it runs on one
+        # approval, so the reviewer sees them all and a grant covers that message only
+        # (`DELETE FROM logs; DELETE FROM accounts` ran on an approval, or a grant, of
+        # `DELETE FROM logs`)
+        fingerprint = _grant_key(command.text, decision, prepared_of(decision))
+        if len(decisions) > 1:
+            keys = "\n".join(_grant_key(c.text, d, prepared_of(d)) for c, d in decisions)
+            fingerprint = hashlib.sha256(keys.encode()).hexdigest()
+            required = max(d.approvals_required for _, d in decisions)
+            if required != decision.approvals_required:
+                decision = replace(decision, approvals_required=required)
+        context = getattr(policy, "search_path_context", "")
+        if isinstance(context, str) and context:
+            # the same text names other tables under another search_path
+            fingerprint = hashlib.sha256(f"{fingerprint}\0{context}".encode()).hexdigest()
         ttl = decision.review_ttl_seconds or self.config.approvals.default_ttl
         if self.broker is None:
             return (
@@ -522,11 +552,14 @@ class Gateway:
         params = self.masking.mask_parameters(
             command.parameters, self._masks_for(decision), command.text
         )[0]
-        text = self._masked_statement(command.text, self._constants(decision))
-        if prepared is not None:
-            shown = self._masked_statement(prepared, self._constants(decision))
-            text = f"{text}\n-- prepared as: {shown}"
-        masked = Command(info, text, params, command.index, command.via)
+        shown: list[str] = []
+        for c, d in decisions if len(decisions) > 1 else [(command, decision)]:
+            text = self._masked_statement(c.text, self._constants(d))
+            prepared = prepared_of(d)
+            if prepared is not None:
+                text += f"\n-- prepared as: {self._masked_statement(prepared, self._constants(d))}"
+            shown.append(text)
+        masked = Command(info, ";\n".join(shown), params, command.index, command.via)
         approval = await self.broker.request(masked, decision, fingerprint=fingerprint)
         notice(
             f'wardgate: approval {approval.id} requested (rule "{decision.rule}"), '

@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 import pglast
-from pglast.parser import ParseError, parse_plpgsql_json
+from pglast.parser import ParseError, parse_plpgsql_json, scan
 
 from wardgate.policy.facts import FILE_FUNCTIONS, LARGE_OBJECT_FILE_FUNCTIONS, StatementFacts
 
@@ -121,6 +121,34 @@ def _string_literal(expression: str) -> str | None:
     return None
 
 
+_OPEN, _CLOSE = frozenset({"ASCII_40", "ASCII_91"}), frozenset({"ASCII_41", "ASCII_93"})
+
+
+def _assignment_sql(query: str) -> str | None:
+    """`target := expression` as one SELECT of what runs: the expression and, when the
+    target has subscripts (`a[f(x)] := ...`), the target too. The `:=` is found with
+    PostgreSQL's scanner, outside quotes, comments and brackets: in
+    `a[length(':=')] := pg_read_file(...) /* ' */ || ''` the first `:=` in the text is
+    inside a string."""
+    try:
+        tokens = scan(query)
+    except Exception:  # noqa: BLE001 - pglast raises its own errors for what it cannot scan
+        return None
+    depth = 0
+    subscripted = False
+    for t in tokens:
+        if t.name in _OPEN:
+            depth += 1
+            subscripted |= t.name == "ASCII_91"
+        elif t.name in _CLOSE:
+            depth -= 1
+        elif depth == 0 and t.name in ("COLON_EQUALS", "ASCII_61"):
+            # token offsets are character offsets into the text, end inclusive
+            rhs = query[t.end + 1 :]
+            return f"SELECT {query[: t.start]}, {rhs}" if subscripted else f"SELECT {rhs}"
+    return None
+
+
 def _classify_expr(query: str, mode: int, facts: StatementFacts, what: str) -> None:
     from wardgate.policy.classify import classify_sql
 
@@ -129,13 +157,12 @@ def _classify_expr(query: str, mode: int, facts: StatementFacts, what: str) -> N
     elif mode == 2:
         sql = f"SELECT {query}"
     else:  # assignment: "target := expression" (or "target = expression")
-        pos = query.find(":=")
-        if pos >= 0:
-            rhs = query[pos + 2 :]
-        else:
-            pos = query.find("=")
-            rhs = query[pos + 1 :] if pos >= 0 else query
-        sql = f"SELECT {rhs}"
+        sql = _assignment_sql(query)
+        if sql is None:
+            facts.add_feature(
+                "unanalysable_body", f"{what}: cannot find the assignment in {query[:60]!r}"
+            )
+            return
     try:
         facts.merge(classify_sql(sql))
     except (ParseError, RecursionError) as exc:

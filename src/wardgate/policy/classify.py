@@ -26,13 +26,14 @@ from pglast.parser import ParseError, parse_sql_json
 from wardgate.policy.facts import (
     FILE_FUNCTIONS,
     LARGE_OBJECT_FILE_FUNCTIONS,
+    NAMED_READ_FUNCTIONS,
     ROLE_SETTINGS,
     SQL_STRING_FUNCTIONS,
     StatementFacts,
     is_on,
     is_utf8_name,
 )
-from wardgate.policy.pgtree import name_list, sval
+from wardgate.policy.pgtree import literal_text, name_list, qualified_name, sval
 from wardgate.policy.statements import HANDLERS
 
 __all__ = [
@@ -111,6 +112,11 @@ _KIND_NAMES = {
     "DropOwnedStmt": "drop_owned",
     "ReassignOwnedStmt": "reassign_owned",
 }
+# catalog views that show values of table columns, or statement texts with their values
+_SAMPLE_VIEWS = frozenset(
+    {"pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic", "pg_statistic_ext_data"}
+)
+_STATEMENT_VIEWS = frozenset({"pg_stat_activity"})
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _FOREIGN_KINDS = frozenset(
     {
@@ -184,6 +190,9 @@ class Walker:
         self.scopes: list[set[str]] = []
         self.aliases: dict[str, str] = {}
         self.raw_columns: list[list[str]] = []
+        # (qualifier or None, column, the table an unqualified one belongs to): columns
+        # copied into another column, resolved through aliases once all are known
+        self.raw_copied: list[tuple[str | None, str, str]] = []
 
     # -- entry ---------------------------------------------------------------------
     def classify(self, stmt: dict[str, Any]) -> StatementFacts:
@@ -194,6 +203,9 @@ class Walker:
         return self.facts
 
     def _resolve_columns(self) -> None:
+        for qualifier, column, default in self.raw_copied:
+            table = default if qualifier is None else self.aliases.get(qualifier, qualifier)
+            self.facts.copied.add((table, column))
         tables = {name for _, name in self.facts.tables}
         only = next(iter(tables)) if len(tables) == 1 else None
         for fields in self.raw_columns:
@@ -289,10 +301,22 @@ class Walker:
             self.facts.schemas.add(schema)
         if alias:
             self.aliases[alias] = name
+        if name in _SAMPLE_VIEWS and schema in (None, "pg_catalog"):
+            # values sampled from every table's columns (most_common_vals, histograms):
+            # a read of any table and column
+            self.facts.tables.add(("*", "*"))
+            self.facts.columns.add((None, "*"))
+            self.facts.notes.append(f"{name} shows values of every table's columns")
+        elif name in _STATEMENT_VIEWS and schema in (None, "pg_catalog"):
+            # other sessions' statement texts, constants included: under column rules
+            # they may carry a covered value (masked as one)
+            self.facts.columns.add((None, "*"))
 
     def object_with_args(self, body: dict[str, Any]) -> None:
         """A function named by signature (CREATE CAST ... WITH FUNCTION, DROP FUNCTION, ...)."""
         names = name_list(body.get("objname", []))
+        if len(names) > 1:
+            self.facts.schemas.add(names[-2])
         if names and (names[-1][:1].isalpha() or names[-1][:1] == "_"):
             self.note_function(names[0] if len(names) > 1 else None, names[-1], None)
         self.walk_fields(body, skip=("objname",))
@@ -318,6 +342,8 @@ class Walker:
     def note_function(self, schema: str | None, name: str, body: dict[str, Any] | None) -> None:
         facts = self.facts
         facts.functions.add((schema, name))
+        if schema:
+            facts.schemas.add(schema)  # a rule on a schema covers its functions too
         if name in FILE_FUNCTIONS:
             facts.add_feature("file_access", f"calls server file function {name}()")
         elif name in LARGE_OBJECT_FILE_FUNCTIONS:
@@ -336,6 +362,8 @@ class Walker:
                 facts.add_feature("set_role", f"set_config('{setting}', ...) changes the role")
             elif setting.strip().lower() == "search_path":
                 facts.add_feature("search_path", "set_config('search_path', ...)")
+            elif setting.strip().lower().endswith("_preload_libraries"):
+                self.add_kind("load")
             elif setting.strip().lower() == "standard_conforming_strings":
                 value = sval(args[1]) if len(args) > 1 else None
                 if not is_on(value):
@@ -348,12 +376,47 @@ class Walker:
                     facts.add_feature(
                         "client_encoding", f"set_config('client_encoding', {value!r})"
                     )
+        elif name in NAMED_READ_FUNCTIONS and body is not None:
+            facts.constant_sensitive = True
+            args = body.get("args", [])
+            self.named_read(name, literal_text(args[0]) if args else None)
         elif name in SQL_STRING_FUNCTIONS and body is not None:
             facts.constant_sensitive = True
             args = body.get("args", [])
-            index = SQL_STRING_FUNCTIONS[name]
-            query = sval(args[index]) if len(args) > index else None
-            self.nested_sql(query, f"{name}() runs a query given as text")
+            for index in SQL_STRING_FUNCTIONS[name]:
+                if len(args) <= index:
+                    continue
+                query = sval(args[index])
+                if query is None and "A_Const" in args[index]:
+                    continue  # crosstab(sql, 3): a number, not a query
+                self.nested_sql(query, f"{name}() runs a query given as text")
+
+    def named_read(self, name: str, arg: str | None) -> None:
+        """table_to_xml('hr.pay'), schema_to_xml('hr'), database_to_xml(), cursor_to_xml('c')
+        read rows of a table, a schema, every table or a cursor named by a value, not in
+        the statement's FROM: recorded as that read ("*" for any name; unknown = any)."""
+        facts = self.facts
+        facts.reads = True
+        what = NAMED_READ_FUNCTIONS[name]
+        if what == "cursor" and arg is not None and facts.fetches is None:
+            facts.fetches = arg  # what the cursor reads, as a FETCH of it (PolicySession)
+            return
+        parts = qualified_name(arg) if what == "table" and arg is not None else None
+        if parts is not None:
+            schema = parts[-2] if len(parts) > 1 else None
+            facts.tables.add((schema, parts[-1]))
+            if schema:
+                facts.schemas.add(schema)
+            facts.columns.add((parts[-1], "*"))
+            return
+        if what == "schema" and arg is not None:
+            facts.schemas.add(arg)
+            facts.tables.add((arg, "*"))
+        else:
+            facts.schemas.add("*")
+            facts.tables.add(("*", "*"))
+        facts.columns.add((None, "*"))
+        facts.notes.append(f"{name}() reads rows of tables named at run time")
 
     def nested_sql(self, query: str | None, what: str) -> None:
         """Classify SQL that arrives as a string; what cannot be read goes to review."""

@@ -241,6 +241,10 @@ class PolicySession:
         self.cursors: dict[str, tuple[StatementFacts, bool]] = {}
         self.functions: dict[str, StatementFacts] = {}
         self.search_path_changed = False
+        # where unqualified names resolve, when not public: the target's schemas at
+        # set-up, or this session after a SET (see Gateway.review: a standing grant
+        # for `DELETE FROM pay ...` must not cover another schema's pay)
+        self.search_path_context = ""
 
     # -- evaluate ------------------------------------------------------------------
     def evaluate(
@@ -279,6 +283,52 @@ class PolicySession:
                 decision = self.decide(effective, stmt_text)
             out.append((command, decision))
         return out
+
+    def protocol_statement(self, name: str, text: str | None) -> None:
+        """A protocol Parse (`text`) or Close (None) of statement `name`: SQL PREPARE and
+        protocol Parse share one namespace on the server, so `EXECUTE name` runs what
+        the protocol made it. A name the session knows from PREPARE that is closed
+        through the protocol is forgotten; one parsed again (the server had dropped it
+        where the gateway could not see) is decided as what was parsed."""
+        if not name or name not in self.prepared:
+            return
+        self.prepared.pop(name, None)
+        self.prepared_texts.pop(name, None)
+        if text is None:
+            return
+        try:
+            classified = self.engine.classify(text)
+        except (ParseError, RecursionError):
+            return  # unknown: EXECUTE of it is refused
+        merged = StatementFacts()
+        for _, facts in classified:
+            merged.merge(facts)
+        self.prepared[name] = merged
+        self.prepared_texts[name] = text
+
+    def protocol_portal(self, name: str, text: str | None) -> None:
+        """A protocol Bind of portal `name` to a statement (`text`), or a Close (None):
+        SQL cursors are portals, so a later `FETCH name` reads what the protocol bound
+        under the name, not what a DECLARE of it once read."""
+        if not name or name not in self.cursors:
+            return
+        del self.cursors[name]
+        if text is None:
+            return
+        try:
+            classified = self.engine.classify(text)
+        except (ParseError, RecursionError):
+            return  # unknown cursor: read as every column
+        merged = StatementFacts()
+        for _, facts in classified:
+            merged.merge(facts)
+            if facts.executes is not None:  # a statement PREPAREd in SQL, bound
+                prepared = self.prepared.get(facts.executes)
+                if prepared is not None:
+                    merged.merge(prepared)
+                else:
+                    merged.columns.add((None, "*"))
+        self.cursors[name] = (merged, False)
 
     def prepared_text(self, name: str | None) -> str | None:
         """The PREPARE that made `name`, while the session holds it (for a review of
@@ -348,6 +398,21 @@ class PolicySession:
                         "session_function", f"calls {name}() created in this session"
                     )
         # remember what this statement does to the session
+        if (
+            (effective.touches_prepared or "dynamic_sql" in effective.features)
+            and facts.prepares is None
+            and facts.deallocates is None
+        ):
+            # a DO block or function that PREPAREs or DEALLOCATEs (or dynamic SQL that
+            # may): the names the session knew may run something else now. All become
+            # unknown (EXECUTE of them is refused until PREPAREd again through the
+            # gateway); the relay forgets its protocol statements too (`forgets_prepared`)
+            self.prepared.clear()
+            self.prepared_texts.clear()
+            if effective is facts:
+                effective = facts.copy()
+            effective.touches_prepared = True
+            effective.forgets_prepared = True
         if facts.prepares is not None and facts.prepared_facts is not None:
             self.prepared[facts.prepares] = facts.prepared_facts
         if facts.deallocates == "*":
@@ -366,6 +431,7 @@ class PolicySession:
             self.functions[facts.creates_function] = facts.function_body
         if "search_path" in facts.features:
             self.search_path_changed = True
+            self.search_path_context = f"changed in session {self.info.session_id}"
         return effective, None
 
     # -- decide --------------------------------------------------------------------

@@ -25,6 +25,7 @@ __all__ = [
     "ROLE_SETTINGS",
     "LARGE_OBJECT_FILE_FUNCTIONS",
     "SQL_STRING_FUNCTIONS",
+    "NAMED_READ_FUNCTIONS",
 ]
 
 # Server-side file access (core and adminpack).
@@ -55,12 +56,33 @@ LARGE_OBJECT_FILE_FUNCTIONS = frozenset({"lo_import", "lo_export"})
 # Settings that change who the session acts as.
 ROLE_SETTINGS = frozenset({"role", "session_authorization"})
 # Functions that run a query given as a string: the string is parsed and classified.
-SQL_STRING_FUNCTIONS = {
-    "query_to_xml": 0,
-    "query_to_xmlschema": 0,
-    "query_to_xml_and_xmlschema": 0,
-    "ts_stat": 0,
-    "ts_rewrite": 1,
+SQL_STRING_FUNCTIONS: dict[str, tuple[int, ...]] = {
+    "query_to_xml": (0,),
+    "query_to_xmlschema": (0,),
+    "query_to_xml_and_xmlschema": (0,),
+    "ts_stat": (0,),
+    "ts_rewrite": (1,),
+    # tablefunc (a trusted extension: any role with CREATE on the database can add it)
+    "crosstab": (0, 1),  # crosstab(source_sql [, category_sql | N])
+    "crosstab2": (0,),
+    "crosstab3": (0,),
+    "crosstab4": (0,),
+}
+# Functions that read the rows of what their first argument names (a regclass or table
+# name, a schema name, a cursor name) or of every table: recorded as if it were in FROM.
+NAMED_READ_FUNCTIONS = {
+    "table_to_xml": "table",
+    "table_to_xmlschema": "table",
+    "table_to_xml_and_xmlschema": "table",
+    "schema_to_xml": "schema",
+    "schema_to_xmlschema": "schema",
+    "schema_to_xml_and_xmlschema": "schema",
+    "database_to_xml": "database",
+    "database_to_xmlschema": "database",
+    "database_to_xml_and_xmlschema": "database",
+    "cursor_to_xml": "cursor",
+    "cursor_to_xmlschema": "cursor",
+    "connectby": "table",  # tablefunc: connectby('hr.pay', 'id', 'parent', ...)
 }
 
 # Every feature the classifier can report, with a human-readable description.
@@ -146,6 +168,11 @@ class StatementFacts:
     fetches: str | None = None
     closes_cursor: str | None = None
     ends_transaction: bool = False
+    # a PREPARE or DEALLOCATE anywhere, also inside a DO block or function body, or
+    # dynamic SQL that might be one: what a prepared statement's name runs may have
+    # changed without the session's top-level statements saying so
+    touches_prepared: bool = False
+    forgets_prepared: bool = False  # set by the session: the relay forgets its statements
     # CREATE FUNCTION / PROCEDURE name -> facts of its body
     creates_function: str | None = None
     function_body: StatementFacts | None = None
@@ -170,6 +197,7 @@ class StatementFacts:
         self.reads |= other.reads
         self.without_where |= other.without_where
         self.constant_sensitive |= other.constant_sensitive
+        self.touches_prepared |= other.touches_prepared
         for note in other.notes:
             if note not in self.notes:
                 self.notes.append(note)
@@ -182,6 +210,7 @@ class StatementFacts:
         new.declares, new.cursor_facts = self.declares, self.cursor_facts
         new.cursor_holds, new.fetches = self.cursor_holds, self.fetches
         new.closes_cursor, new.ends_transaction = self.closes_cursor, self.ends_transaction
+        new.forgets_prepared = self.forgets_prepared
         new.creates_function, new.function_body = self.creates_function, self.function_body
         new.fingerprint, new.kind = self.fingerprint, self.kind
         return new
@@ -212,4 +241,6 @@ class StatementFacts:
             out["declares"] = self.declares
         if self.closes_cursor is not None:
             out["closes_cursor"] = self.closes_cursor
+        if self.forgets_prepared:
+            out["forgets_prepared"] = True
         return out

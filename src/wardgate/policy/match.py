@@ -56,26 +56,43 @@ def _in_window(now: datetime, window: TimeWindow) -> bool:
     return t >= window.start or t <= window.end  # overnight window
 
 
-def _objects_match(spec: ObjectsSpec, facts: StatementFacts, ctx: MatchContext) -> bool:
+def _objects_match(
+    spec: ObjectsSpec, facts: StatementFacts, ctx: MatchContext, narrow: bool = False
+) -> bool:
+    """`narrow`: the match lets a statement through (an allow rule, or the `unless` of a
+    deny/review/mask rule). After a search_path change an unqualified name may be in any
+    schema: it then matches every schema for a rule that restricts, and only a pattern
+    for every schema (`*.t`) for one that lets through (`public.*` must not admit `pay`
+    when `SET search_path = hr` made it `hr.pay`)."""
+
+    def _name_glob(value: str, pattern: str) -> bool:
+        # "*" in the facts is a name only known at run time (schema_to_xml('hr') reads
+        # every table of hr, database_to_xml() every table): it may be any name
+        if value == "*":
+            return not narrow or pattern == "*"
+        return fnmatchcase(value, pattern)
+
     def schema_ok(schema: str | None, pattern: str | None) -> bool:
         if pattern is None:
             return True
         if schema is None:
-            return ctx.search_path_changed or fnmatchcase("public", pattern)
-        return fnmatchcase(schema, pattern)
+            if ctx.search_path_changed:
+                return not narrow or pattern == "*"
+            return fnmatchcase("public", pattern)
+        return _name_glob(schema, pattern)
 
     if spec.schemas:
         schemas = set(facts.schemas)
-        if any(s is None for s, _ in facts.tables):
+        if any(s is None for s, _ in facts.tables) and not (ctx.search_path_changed and narrow):
             schemas.add("public")
-        if any(_any_glob(s, spec.schemas) for s in schemas):
+        if any(_name_glob(s, p) for s in schemas for p in spec.schemas):
             return True
-        if ctx.search_path_changed and any(s is None for s, _ in facts.tables):
+        if ctx.search_path_changed and not narrow and any(s is None for s, _ in facts.tables):
             return True
     for pattern in spec.tables:
         pschema, pname = _split(pattern)
         for schema, name in facts.tables:
-            if fnmatchcase(name, pname) and schema_ok(schema, pschema):
+            if _name_glob(name, pname) and schema_ok(schema, pschema):
                 return True
     for pattern in spec.columns:
         ptable, pcol = _split(pattern)
@@ -88,9 +105,9 @@ def _objects_match(spec: ObjectsSpec, facts: StatementFacts, ctx: MatchContext) 
             if ptable is None:
                 return True
             if table is not None:
-                if fnmatchcase(table, ptable):
+                if _name_glob(table, ptable):
                     return True
-            elif any(fnmatchcase(t, ptable) for t in table_names):
+            elif any(_name_glob(t, ptable) for t in table_names):
                 return True
     for pattern in spec.functions:
         pschema, pname = _split(pattern)
@@ -136,7 +153,7 @@ class CompiledMatch:
             return False
         return s.protocols is None or _any_glob(info.protocol, s.protocols)
 
-    def matches(self, facts: StatementFacts, ctx: MatchContext) -> bool:
+    def matches(self, facts: StatementFacts, ctx: MatchContext, narrow: bool = False) -> bool:
         s = self.spec
         if self.kinds is not None and self.kinds.isdisjoint(facts.kinds):
             return False
@@ -148,7 +165,7 @@ class CompiledMatch:
             return False
         if s.without_where is not None and facts.without_where != s.without_where:
             return False
-        if s.objects is not None and not _objects_match(s.objects, facts, ctx):
+        if s.objects is not None and not _objects_match(s.objects, facts, ctx, narrow):
             return False
         if s.time_windows is not None and not any(_in_window(ctx.now, w) for w in s.time_windows):
             return False
@@ -184,8 +201,11 @@ class CompiledRule:
         return self.match.applies_to(info)
 
     def matches(self, facts: StatementFacts, ctx: MatchContext, info: SessionInfo) -> bool:
-        if not self.match.matches(facts, ctx):
+        # an allow rule matching, or a restricting rule's `unless` matching, lets a
+        # statement through: those read unknown schemas narrowly (see _objects_match)
+        lets_through = self.spec.verdict == "allow"
+        if not self.match.matches(facts, ctx, lets_through):
             return False
         if self.unless is not None and self.unless.applies_to(info):
-            return not self.unless.matches(facts, ctx)
+            return not self.unless.matches(facts, ctx, not lets_through)
         return True

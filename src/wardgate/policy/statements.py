@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HANDLERS"]
 
+_PRELOAD_SETTINGS = frozenset(
+    {"local_preload_libraries", "session_preload_libraries", "shared_preload_libraries"}
+)
 _FOREIGN_EXTENSIONS = frozenset({"dblink", "postgres_fdw", "file_fdw", "adminpack"})
 
 
@@ -38,8 +41,16 @@ def _where_check(w: Walker, body: dict[str, Any], kind: str, key: str) -> None:
         w.facts.without_where = True
         w.facts.notes.append(f"{kind.upper()} without a WHERE clause")
         return
-    truth = where_truth(where)
-    if truth is not None:
+    consulted: list[bool] = []
+    # the target table's own names: `t.x` and `x` are one column there
+    relation = body.get("relation") or {}
+    target = frozenset(
+        n for n in (relation.get("relname"), relation.get("alias", {}).get("aliasname")) if n
+    )
+    truth = where_truth(where, consulted, target)
+    if truth is not None or consulted:
+        # the answer depended on a constant: `x LIKE 'a%'` must not stand in for
+        # `x LIKE '%'` in the normalized-text cache (both are `x LIKE $1`)
         w.facts.constant_sensitive = True
     if truth is True:
         w.facts.without_where = True
@@ -69,6 +80,59 @@ def _column_refs(node: Any) -> list[list[str]]:
     return out
 
 
+def _copies(w: Walker, table: str, column: str, value: Any, incoming: str = "") -> None:
+    """`SET column = value`: columns of the stored rows that value reads go into another
+    column (`UPDATE t SET nick = ssn`). `incoming` names the row being inserted
+    (`excluded`), whose values the statement itself supplies."""
+    for ref in _column_refs(value):
+        if len(ref) > 1 and ref[-2] == incoming:
+            continue
+        if ref[-1] != column or len(ref) > 1:
+            # an alias of FROM / USING is known only once the whole statement is walked
+            w.raw_copied.append((ref[-2] if len(ref) > 1 else None, ref[-1], table))
+
+
+def _on_conflict(w: Walker, table: str, conflict: dict[str, Any]) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE SET c = ...: updates stored rows, so it is an
+    update of those columns too (a rule on `kinds: [update]` or on the column must see it)."""
+    if conflict.get("action") != "ONCONFLICT_UPDATE":
+        return
+    w.add_kind("update")
+    for target in conflict.get("targetList", []):
+        res = target.get("ResTarget", {})
+        column = res.get("name")
+        if column:
+            w.facts.columns.add((table, column))
+            _copies(w, table, column, res.get("val"), incoming="excluded")
+
+
+_MERGE_KINDS = {"CMD_UPDATE": "update", "CMD_DELETE": "delete", "CMD_INSERT": "insert"}
+
+
+def _merge_actions(w: Walker, table: str, clauses: list[Any]) -> None:
+    """MERGE ... WHEN ... THEN UPDATE SET c = ... / DELETE / INSERT (c): each action is
+    that kind of statement on the target, writing those columns (a rule on
+    `kinds: [delete]` or on the column must see it)."""
+    for clause in clauses:
+        c = clause.get("MergeWhenClause", {}) if isinstance(clause, dict) else {}
+        kind = _MERGE_KINDS.get(c.get("commandType", ""))
+        if kind is None:
+            continue
+        w.add_kind(kind)
+        targets = c.get("targetList", [])
+        for target in targets:
+            res = target.get("ResTarget", {})
+            column = res.get("name")
+            if column:
+                w.facts.columns.add((table, column))
+                if kind == "update":
+                    _copies(w, table, column, res.get("val"))
+        if kind == "insert":
+            # INSERT (c) VALUES (src.x): the source's columns go into the target's
+            for value in c.get("values", []):
+                _copies(w, "", "", value)  # an unqualified name is the source's
+
+
 def _h_dml(kind: str):
     def handler(w: Walker, body: dict[str, Any]) -> None:
         w.add_kind(kind)
@@ -87,10 +151,12 @@ def _h_dml(kind: str):
                 if column and kind in ("insert", "update"):
                     w.facts.columns.add((name, column))
                 if column and kind == "update":
-                    for ref in _column_refs(target.get("ResTarget", {}).get("val")):
-                        if ref[-1] != column or len(ref) > 1:
-                            table = name if len(ref) == 1 else w.aliases.get(ref[-2], ref[-2])
-                            w.facts.copied.add((table, ref[-1]))
+                    _copies(w, name, column, target.get("ResTarget", {}).get("val"))
+            conflict = body.get("onConflictClause")
+            if kind == "insert" and isinstance(conflict, dict):
+                _on_conflict(w, name, conflict)
+            if kind == "merge":
+                _merge_actions(w, name, body.get("mergeWhenClauses", []))
         if body.get("returningList") or body.get("returningClause"):
             w.facts.reads = True
         if kind in ("update", "delete"):
@@ -131,6 +197,11 @@ def _h_variable_set(w: Walker, body: dict[str, Any]) -> None:
         w.facts.add_feature("set_role", f"changes {name}")
     elif name == "search_path":
         w.facts.add_feature("search_path", "changes search_path")
+    elif name in _PRELOAD_SETTINGS and body.get("kind") != "VAR_RESET":
+        # libraries loaded when a session starts: `ALTER ROLE ... SET
+        # local_preload_libraries` is a LOAD for every later session of the role
+        w.add_kind("load")
+        w.facts.notes.append(f"sets {name}: a shared library loaded at session start")
     elif name == "standard_conforming_strings" and body.get("kind") == "VAR_SET_VALUE":
         args = body.get("args") or []
         value = sval(args[0]) if args else None
@@ -171,6 +242,16 @@ def _h_drop(w: Walker, body: dict[str, Any]) -> None:
     if body.get("behavior") == "DROP_CASCADE":
         w.facts.add_feature("cascade", f"{kind} ... CASCADE")
     for obj in body.get("objects", []):
+        # any object named with its schema (DROP TYPE hr.t, DROP SEQUENCE hr.s)
+        qualified = []
+        if isinstance(obj, dict) and "List" in obj:
+            qualified = name_list(obj["List"].get("items", []))
+        elif isinstance(obj, dict) and "TypeName" in obj:
+            qualified = name_list(obj["TypeName"].get("names", []))
+        if len(qualified) > 1:
+            w.facts.schemas.add(qualified[-2])
+        if isinstance(obj, dict) and "ObjectWithArgs" in obj:
+            w.walk(obj)  # DROP FUNCTION f(): the function it names
         if object_type == "OBJECT_SCHEMA":
             name = sval(obj)
             if name:
@@ -192,15 +273,52 @@ def _h_drop(w: Walker, body: dict[str, Any]) -> None:
     w.walk_fields(body, skip=("objects",))
 
 
+def _casts_itself(expr: Any, column: str) -> bool:
+    """`c::int`, `CAST(c AS text)::int`: the column's own value, converted."""
+    while isinstance(expr, dict) and "TypeCast" in expr:
+        expr = expr["TypeCast"].get("arg")
+    refs = _column_refs(expr) if isinstance(expr, dict) and "ColumnRef" in expr else []
+    return len(refs) == 1 and refs[0][-1] == column.lower()
+
+
 def _h_alter_table(w: Walker, body: dict[str, Any]) -> None:
     objtype = body.get("objtype", "OBJECT_TABLE")
     w.add_kind("alter_" + objtype.removeprefix("OBJECT_").lower())
+    relation = body.get("relation") or {}
+    table = relation.get("relname")
     for cmd in body.get("cmds", []):
         c = cmd.get("AlterTableCmd", {})
+        # the column a command changes is an object of the statement (a rule on
+        # `pay.salary` sees ALTER COLUMN salary ...)
+        column = c.get("name") or (c.get("def") or {}).get("ColumnDef", {}).get("colname")
+        if table and column and objtype == "OBJECT_TABLE":
+            w.facts.columns.add((table, column))
+        using = (c.get("def") or {}).get("ColumnDef", {}).get("raw_default")
+        if (
+            c.get("subtype") == "AT_AlterColumnType"
+            and table
+            and column
+            and using is not None
+            and not _casts_itself(using, column)
+        ):
+            # ALTER COLUMN c TYPE ... USING expr rewrites c in every row: an UPDATE of it
+            # without a WHERE clause (`USING c::int` only converts: not one)
+            w.add_kind("update")
+            w.facts.without_where = True
+            w.facts.notes.append(f"ALTER COLUMN {column} TYPE ... USING rewrites every row")
+            _copies(w, table, column, using)
         if c.get("subtype") == "AT_DropColumn":
             w.facts.add_feature("drop_column", f"drops column {c.get('name')}")
             if c.get("behavior") == "DROP_CASCADE":
                 w.facts.add_feature("cascade", "DROP COLUMN ... CASCADE")
+    w.walk_fields(body)
+
+
+def _h_set_schema(w: Walker, body: dict[str, Any]) -> None:
+    """ALTER ... SET SCHEMA s moves an object into s: the statement touches s too."""
+    w.add_kind("alter_object_schema")
+    if body.get("newschema"):
+        w.facts.schemas.add(body["newschema"])
     w.walk_fields(body)
 
 
@@ -223,6 +341,7 @@ def _h_explain(w: Walker, body: dict[str, Any]) -> None:
 def _h_prepare(w: Walker, body: dict[str, Any]) -> None:
     w.add_kind("prepare")
     w.facts.constant_sensitive = True
+    w.facts.touches_prepared = True
     inner = type(w)(w.text)
     inner.walk(body.get("query", {}))
     inner._resolve_columns()
@@ -269,6 +388,7 @@ def _h_close_portal(w: Walker, body: dict[str, Any]) -> None:
 def _h_deallocate(w: Walker, body: dict[str, Any]) -> None:
     w.add_kind("deallocate")
     w.facts.constant_sensitive = True
+    w.facts.touches_prepared = True
     w.facts.deallocates = "*" if body.get("isall") else body.get("name", "")
 
 
@@ -315,6 +435,8 @@ def _h_create_function(w: Walker, body: dict[str, Any]) -> None:
         body_facts = body_walker.facts
     else:
         body_facts = analyse_function(language, source, w.text)
+    if len(names) > 1:
+        w.facts.schemas.add(names[-2])
     w.facts.creates_function = names[-1] if names else None
     w.facts.function_body = body_facts
     w.facts.merge(body_facts)
@@ -409,6 +531,12 @@ def _h_call(w: Walker, body: dict[str, Any]) -> None:
     w.walk_fields(body)
 
 
+def _h_object_with_args(w: Walker, body: dict[str, Any]) -> None:
+    # ALTER FUNCTION f() RENAME / SET SCHEMA / OWNER, DROP FUNCTION f(), COMMENT ON ...:
+    # a rule on f must see it (renamed, f would be called under a name no rule has)
+    w.object_with_args(body)
+
+
 def _h_column_ref(w: Walker, body: dict[str, Any]) -> None:
     w.column_ref(body)
 
@@ -453,6 +581,10 @@ def _h_rename(w: Walker, body: dict[str, Any]) -> None:
     elif rename_type == "OBJECT_SCHEMA" and body.get("subname"):
         # every table in it, as "<schema>.*" (see ruled_rename)
         w.facts.columns.add((f"{body['subname']}.*", "*"))
+        # and for rules naming the schema or its tables: after `ALTER SCHEMA hr RENAME TO
+        # hx`, `SELECT * FROM hx.pay` no longer matches a rule on `hr.pay` or schema `hr`
+        w.facts.schemas.add(body["subname"])
+        w.facts.tables.add((body["subname"], "*"))
     w.walk_fields(body)
 
 
@@ -469,6 +601,7 @@ HANDLERS = {
     "AlterRoleStmt": _h_role("alter_role"),
     "DropStmt": _h_drop,
     "AlterTableStmt": _h_alter_table,
+    "AlterObjectSchemaStmt": _h_set_schema,
     "GrantStmt": _h_grant,
     "GrantRoleStmt": _h_grant,
     "ExplainStmt": _h_explain,
@@ -488,6 +621,7 @@ HANDLERS = {
     "AlterRoleSetStmt": _h_setting_holder("alter_role"),
     "AlterDatabaseSetStmt": _h_setting_holder("alter_database"),
     "AlterDefaultPrivilegesStmt": _h_default_privileges,
+    "ObjectWithArgs": _h_object_with_args,
     "ColumnRef": _h_column_ref,
     "FuncCall": _h_func_call,
     "RangeVar": _h_range_var,

@@ -247,6 +247,16 @@ class PostgresEngine:
         """Past authentication: log in to the target, record the start, hand over to the
         relay (its close frees the identity's place)."""
         target = await hs.connect_target(self.conn, startup.params)
+        try:
+            schemas = await asyncio.wait_for(
+                hs.read_search_path(target), self.conn.target.connect_timeout
+            )
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolError, ValueError):
+            target.writer.close()
+            raise hs.HandshakeError(
+                f"wardgate: set-up with the target of connection {self.conn.name!r} failed "
+                "(search_path)"
+            ) from None
         # column rules follow source columns: the catalog map, read at most every 30 s
         await self.gw.catalogs.refresh_if_old(self.conn)
         info = SessionInfo(
@@ -324,6 +334,11 @@ class PostgresEngine:
             budget=self.conn.record_rows_budget,
             on_close=closed,
         )
+        if schemas != hs.DEFAULT_SCHEMAS:
+            # unqualified names may resolve outside public (a search_path from the startup
+            # packet, a role's or database's stored one): the policy cannot say where
+            relay.policy.search_path_changed = True
+            relay.policy.search_path_context = f"schemas {schemas}"
         # StreamWriter.__del__ closes its transport: keep the set-up streams alive as
         # long as the relay uses their transports
         relay.keepalive = (reader, writer, target.reader, target.writer)

@@ -49,6 +49,7 @@ __all__ = [
     "connect_target",
     "authenticate_agent",
     "read_cleartext_password",
+    "read_search_path",
     "FORWARDED_STARTUP_PARAMS",
 ]
 
@@ -365,6 +366,31 @@ async def _authenticate_to_target(session: TargetSession, target: TargetConfig) 
             raise HandshakeError(
                 f"wardgate: unexpected message {chr(t)!r} from the target during set-up"
             )
+
+
+# the schemas the target searches for unqualified names when only `public` is: the
+# policy reads an unqualified table as public.<name> then (policy/match.py)
+DEFAULT_SCHEMAS = "{public}"
+
+
+async def read_search_path(session: TargetSession) -> str | None:
+    """The schemas unqualified names resolve to in a fresh target session (`{public}`),
+    or None if the target did not say. Asked once per session at set-up: a search_path
+    can come from the startup packet, `ALTER ROLE/DATABASE ... SET search_path` made by
+    an earlier session, or the target's own configuration."""
+    session.writer.write(w.query("SELECT pg_catalog.current_schemas(false)"))
+    await session.writer.drain()
+    value: str | None = None
+    failed = False
+    while True:
+        t, body, _raw = await read_message(session.reader, session.mr)
+        if t == ord("D"):
+            row = be.decode_data_row(body)
+            value = None if not row or row[0] is None else bytes(row[0]).decode()
+        elif t == ord("E"):
+            failed = True
+        elif t == ord("Z"):
+            return None if failed else value
 
 
 async def send_cancel(host: str, port: int, pid: int, secret: int) -> None:

@@ -322,6 +322,8 @@ class PgRelay(ResponseSide):
             )
             undo.append(("P", bind.portal, self.portals.get(bind.portal), portal))
             self.portals[bind.portal] = portal
+            if bind.portal:
+                self.policy.protocol_portal(bind.portal, stmt.text)
             # if the target refuses or skips this Bind, the name means what it meant
             # before (see ResponseSide._undo)
             self._batch.append((raw, Op("bind", payload=tuple(undo))))
@@ -333,6 +335,10 @@ class PgRelay(ResponseSide):
         elif t == _C:
             c = fe.decode_close(body)
             before = (self.statements if c.kind == "S" else self.portals).pop(c.name, None)
+            if c.kind == "S":
+                self.policy.protocol_statement(c.name, None)  # also drops a SQL PREPARE
+            else:
+                self.policy.protocol_portal(c.name, None)  # also closes a SQL cursor
             self._batch.append((raw, Op("close", payload=((c.kind, c.name, before, None),))))
         elif t == _S:
             self.discarding = False
@@ -448,6 +454,7 @@ class PgRelay(ResponseSide):
             stmt.approved_runs = 0
         before = self.statements.get(parse.name)  # only the unnamed one can be replaced
         self.statements[parse.name] = stmt
+        self.policy.protocol_statement(parse.name, parse.query)
         # the op keeps which statement this Parse made: if the server refuses the Parse
         # (or skips it after an earlier error), the name means what it meant before
         # (ResponseSide._undo)

@@ -299,7 +299,10 @@ class ResponseSide:
                 self._finish(ex, error={"sqlstate": "42501", "message": ex.withheld})
             elif ex is not None:
                 self._finish(ex, tag=tag)
-                if tag.startswith("DEALLOCATE") and ex.decision is not None:
+                if ex.decision is not None and (ex.decision.facts or {}).get("forgets_prepared"):
+                    # a DO block or function that may have run PREPARE / DEALLOCATE
+                    self._forget_deallocated("*")
+                elif tag.startswith("DEALLOCATE") and ex.decision is not None:
                     self._forget_deallocated(ex.decision.facts.get("deallocates"))
                 elif tag == "DISCARD ALL":
                     self._forget_deallocated("*")
@@ -366,6 +369,8 @@ class ResponseSide:
             ex = self._current()
             if ex is not None:
                 self._finish(ex, error=error)
+                if ex.decision is not None and (ex.decision.facts or {}).get("forgets_prepared"):
+                    self._forget_deallocated("*")  # DEALLOCATE does not roll back
             if op is not None and op.kind == "query":
                 op.index += 1
             elif op is not None and op.kind not in ("sync",):
