@@ -76,6 +76,7 @@ _COPY_DATA, _COPY_DONE, _COPY_FAIL = ord("d"), ord("c"), ord("f")
 # _HIGH_WATER bytes more.
 _HIGH_WATER = 1024 * 1024
 _MAX_IN_FLIGHT = 4096
+_FLUSH = b"H\x00\x00\x00\x04"  # a Flush message: the server sends what it holds back
 # Statements in one message: each is parsed, decided and recorded before any runs
 # (~4 KiB each), so one 64 MiB Query of `select 1;` would take gigabytes. Counted by
 # its ';' (an upper bound: a ';' inside a literal counts too), and only in a message
@@ -249,8 +250,13 @@ class PgRelay(ResponseSide):
         try:
             while not self.busy and not self.closed:
                 if len(self._batch) >= room or self.agent_full or self.target_full:
-                    if len(self._batch) >= room:
+                    if len(self._batch) >= room and not self._capped:
                         self._capped = True
+                        # only answers lift the cap, and PostgreSQL holds answers back
+                        # until a Sync, a Flush or a full output buffer: without this
+                        # Flush the last answers of a pipeline with no Sync yet (psycopg's
+                        # pipeline, asyncpg's executemany) could wait for ever
+                        self._batch.append((_FLUSH, None))
                     self.agent_t.pause_reading()
                     break
                 msg = reader.next_message()
@@ -706,6 +712,10 @@ class PgRelay(ResponseSide):
         if self.busy:
             return
         self._flush_batch()
+        if self._capped and len(self.ops) <= _MAX_IN_FLIGHT // 2:
+            # the answers that lift the cap may all have come while the batch waited for
+            # its events (unblocked() does nothing while busy)
+            self._capped = False
         if not (self.busy or self.agent_full or self.target_full or self._capped):
             self.agent_t.resume_reading()
             self._process_agent()
