@@ -124,6 +124,10 @@ def column_pattern_matches(pattern: str, col: ColumnInfo) -> bool:
     if not table_pat or table_pat == "*" or col.table is None:
         return True
     table = col.table.lower()
+    if "." not in table:
+        # a table named without its schema (by the statement, not the catalog): it may
+        # be the pattern's `schema.table` through the search_path (fail closed)
+        table_pat = table_pat.rpartition(".")[2]
     return fnmatch.fnmatchcase(table, table_pat) or fnmatch.fnmatchcase(
         table.rpartition(".")[2], table_pat
     )
