@@ -34,6 +34,15 @@ log = logging.getLogger("wardgate.gateway")
 # PostgreSQL's DETAIL texts that echo a row's or a key's values (constraint failures)
 _ROW_ECHO = re.compile(r"(failing row contains|\bkey \(.*\)=\()", re.IGNORECASE | re.DOTALL)
 ROW_DETAIL_WITHHELD = "wardgate: detail withheld (it shows row values; a column mask rule applies)"
+# an error or notice of a statement that reads a column under a column rule: its texts
+# may quote the value (a failed cast, a function's RAISE); the SQLSTATE stays
+MESSAGE_WITHHELD = (
+    "wardgate: message withheld: the statement reads {column}, a column under a mask rule, "
+    "and the message may quote its value"
+)
+# the free-text fields of ErrorResponse / NoticeResponse besides the message: detail,
+# hint, context (where), internal query
+_ERROR_TEXTS = ("D", "H", "W", "q")
 
 
 def statement_key(text: str) -> str:
@@ -444,36 +453,61 @@ class Gateway:
         notice: bool = False,
         decision: Decision | None = None,
     ) -> bytes:
-        """ErrorResponse / NoticeResponse with values echoed by PostgreSQL masked.
+        """ErrorResponse / NoticeResponse with values echoed by PostgreSQL masked."""
+        return self.masked_error(raw, body, notice=notice, decision=decision)[0]
 
-        A DETAIL that echoes row values ("Failing row contains (...)", "Key (...)=(...)")
-        is withheld whole when a column rule may apply (the statement's, or unknown):
-        the values carry no column names to match rules with, and an agent can provoke
-        such an error to read a covered column."""
+    def masked_error(
+        self,
+        raw: bytes,
+        body: bytes,
+        *,
+        notice: bool = False,
+        decision: Decision | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """ErrorResponse / NoticeResponse with values echoed by PostgreSQL masked: the
+        message to send and its fields as sent (what the record keeps).
+
+        Raised by a statement that reads a column under a column rule, the texts are
+        withheld whole: PostgreSQL quotes the value that failed in any field and any
+        spelling (`invalid input syntax for type integer: "..."`, a JSON parser's
+        CONTEXT line, a function's RAISE), with no column name to match a rule with.
+        Otherwise a DETAIL that echoes row values ("Failing row contains (...)",
+        "Key (...)=(...)") is withheld when a column rule may apply (the statement's,
+        or unknown), and every text is masked by the statement's masks."""
         from wardgate.wire.pg.backend import decode_fields
         from wardgate.wire.pg.writers import error_response, notice_response
 
         fields = decode_fields(body)
         changed = False
-        detail = fields.get("D")
-        if detail and _ROW_ECHO.search(detail):
-            masks = self._masks_for(decision)
-            if decision is None or any(getattr(m, "columns", None) for m in masks):
-                fields["D"] = ROW_DETAIL_WITHHELD
-                changed = True
-        for key in ("M", "D", "H", "W", "q"):
-            if key in fields:
-                masked = self.mask_text(fields[key])
-                if masked != fields[key]:
-                    fields[key] = masked
+        masks = self._masks_for(decision)
+        objects = (decision.facts or {}).get("objects", []) if decision is not None else []
+        read = ruled_column_read(masks, objects) if objects else None
+        if read is not None:
+            column = f"{read[0] + '.' if read[0] else ''}{read[1]}"
+            fields["M"] = MESSAGE_WITHHELD.format(column=column)
+            for key in _ERROR_TEXTS:
+                fields.pop(key, None)
+            changed = True
+        else:
+            detail = fields.get("D")
+            if detail and _ROW_ECHO.search(detail):
+                if decision is None or any(getattr(m, "columns", None) for m in masks):
+                    fields["D"] = ROW_DETAIL_WITHHELD
                     changed = True
+            for key in ("M", *_ERROR_TEXTS):
+                if key in fields:
+                    masked = self.mask_text(fields[key], decision)
+                    if masked != fields[key]:
+                        fields[key] = masked
+                        changed = True
         if not changed:
-            return raw
+            return raw, fields
         build = notice_response if notice else error_response
-        severity = fields.pop("S", "ERROR")
-        code = fields.pop("C", "XX000")
-        message = fields.pop("M", "")
-        return build(severity, code, message, fields=fields)
+        out = dict(fields)
+        severity = out.pop("S", "ERROR")
+        code = out.pop("C", "XX000")
+        message = out.pop("M", "")
+        return build(severity, code, message, fields=out), fields
 
     def mask_notification(self, raw: bytes, body: bytes) -> bytes:
         from wardgate.wire.pg.backend import decode_notification_response as decode_notification
