@@ -28,6 +28,7 @@ from wardgate.policy.facts import (
     LARGE_OBJECT_FILE_FUNCTIONS,
     ROLE_SETTINGS,
     SQL_STRING_FUNCTIONS,
+    VALUE_CATALOGS,
     StatementFacts,
     is_on,
     is_utf8_name,
@@ -289,6 +290,8 @@ class Walker:
             self.facts.schemas.add(schema)
         if alias:
             self.aliases[alias] = name
+        if name in VALUE_CATALOGS:
+            self.facts.columns.add((None, "*"))  # any column's values (see facts.py)
 
     def object_with_args(self, body: dict[str, Any]) -> None:
         """A function named by signature (CREATE CAST ... WITH FUNCTION, DROP FUNCTION, ...)."""
@@ -318,6 +321,8 @@ class Walker:
     def note_function(self, schema: str | None, name: str, body: dict[str, Any] | None) -> None:
         facts = self.facts
         facts.functions.add((schema, name))
+        if name in VALUE_CATALOGS:
+            facts.columns.add((None, "*"))  # any column's values (see facts.py)
         if name in FILE_FUNCTIONS:
             facts.add_feature("file_access", f"calls server file function {name}()")
         elif name in LARGE_OBJECT_FILE_FUNCTIONS:

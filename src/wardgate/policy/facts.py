@@ -25,6 +25,7 @@ __all__ = [
     "ROLE_SETTINGS",
     "LARGE_OBJECT_FILE_FUNCTIONS",
     "SQL_STRING_FUNCTIONS",
+    "VALUE_CATALOGS",
 ]
 
 # Server-side file access (core and adminpack).
@@ -52,6 +53,24 @@ FILE_FUNCTIONS = frozenset(
     }
 )
 LARGE_OBJECT_FILE_FUNCTIONS = frozenset({"lo_import", "lo_export"})
+# Catalog views, tables and functions that show stored values without naming their
+# column: planner statistics (most common values, histogram bounds of every column
+# ANALYZE saw) and other sessions' statement texts (with their literals; every gateway
+# session logs in as the same target user). Reading one counts as reading every column.
+VALUE_CATALOGS = frozenset(
+    {
+        "pg_stats",
+        "pg_stats_ext",
+        "pg_stats_ext_exprs",
+        "pg_statistic",
+        "pg_statistic_ext_data",
+        "pg_mcv_list_items",
+        "pg_stat_activity",
+        "pg_stat_get_activity",
+        "pg_stat_get_backend_activity",
+        "pg_stat_statements",
+    }
+)
 # Settings that change who the session acts as.
 ROLE_SETTINGS = frozenset({"role", "session_authorization"})
 # Functions that run a query given as a string: the string is parsed and classified.
