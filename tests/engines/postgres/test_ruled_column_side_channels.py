@@ -1,0 +1,140 @@
+"""A column under a column mask rule must not reach the agent or the record by a path
+other than its result column: the text of an error or notice the statement raises
+(`invalid input syntax for type integer: "<value>"`), the planner's statistics
+(`pg_stats.most_common_vals` after ANALYZE), another session's statement text
+(`pg_stat_activity.query`), or a computed column when the rule names the schema
+(`public.lk.diagnosis`). Each test failed before the fix it names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.conftest import start_gateway
+from wardgate.testing.pgcluster import PgCluster
+
+DIAGNOSIS = "okapi zebra fever"
+SALARY = "987654.32"
+LITERAL = "quagga lynx mumps"  # a value another agent writes into the covered column
+
+
+@pytest.fixture(scope="module")
+def gw(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    policy = {
+        "name": "p",
+        "include": ["baseline"],
+        "rules": [
+            {
+                "name": "hide",
+                "verdict": "mask",
+                # one rule naming the schema, one not
+                "mask": {"columns": ["public.lk.diagnosis", "lk.salary"], "strategy": "redact"},
+            }
+        ],
+    }
+    gateway = start_gateway(
+        tmp_path_factory.mktemp("gw-side-channels"),
+        pg_cluster,
+        extra={"policies": [policy]},
+        connection_extra={"policies": ["p"]},
+    )
+    pg_cluster.psql(
+        "orders",
+        "drop table if exists lk; create table lk (id int, diagnosis text, salary numeric, "
+        "note text); alter table lk owner to app; "
+        f"insert into lk select g, '{DIAGNOSIS}', {SALARY}, 'n' from generate_series(1, 50) g; "
+        # a function that exists in the target, not created through the gateway
+        "create or replace function lk_echo(v text) returns int language plpgsql as "
+        "$$ begin raise notice 'got %', v; return 1; end $$; "
+        "grant execute on function lk_echo(text) to app",
+    )
+    try:
+        yield gateway
+    finally:
+        gateway.proc.stop()
+
+
+def _store(gw: Any) -> bytes:
+    return b"".join(f.read_bytes() for f in Path(gw.directory).glob("audit.db*"))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT salary::text::int FROM lk",
+        "SELECT id FROM lk WHERE salary::text::int > 0",
+        "SELECT ('{' || salary::text)::int[] FROM lk",
+        "SELECT (salary::text || ' x')::json FROM lk",  # the value in CONTEXT, unquoted
+        "SELECT current_setting(salary::text) FROM lk",
+    ],
+)
+def test_an_error_quoting_a_covered_value_is_withheld(gw: Any, sql: str) -> None:
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute(sql)
+    diag = info.value.diag
+    said = " ".join(
+        str(x)
+        for x in (info.value, diag.message_detail, diag.message_hint, diag.context, diag.sqlstate)
+    )
+    assert SALARY not in said and "987654" not in said, said
+    assert "message withheld" in said and "lk.salary" in said
+    assert diag.sqlstate and diag.sqlstate != "42501"  # the server's SQLSTATE is kept
+    assert SALARY.encode() not in _store(gw)
+
+
+def test_an_error_of_a_statement_not_reading_a_covered_column_keeps_its_text(gw: Any) -> None:
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation, match='"abc"'):
+            conn.execute("SELECT note::int + 'abc'::int FROM lk")
+
+
+def test_a_notice_raised_over_a_covered_value_is_withheld(gw: Any) -> None:
+    notices: list[str] = []
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        conn.add_notice_handler(lambda d: notices.append(f"{d.message_primary} {d.context}"))
+        conn.execute("SELECT lk_echo(salary::text) FROM lk WHERE id = 1")
+    assert notices and all("message withheld" in n for n in notices), notices
+    assert not any(SALARY in n for n in notices), notices
+
+
+def test_a_schema_qualified_rule_covers_computed_columns_and_copies(gw: Any) -> None:
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        row = conn.execute("SELECT diagnosis || '' AS d, upper(diagnosis) FROM lk LIMIT 1")
+        assert DIAGNOSIS.upper() not in repr(row.fetchall())
+        assert DIAGNOSIS not in repr(conn.execute("SELECT reverse(reverse(diagnosis)) FROM lk"))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="masked-column-copy"):
+            conn.execute("UPDATE lk SET note = diagnosis WHERE id = 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="masked-column-copy"):
+            conn.execute("SELECT set_config('wg.x', diagnosis, false) FROM public.lk LIMIT 1")
+    assert DIAGNOSIS.encode() not in _store(gw)
+
+
+def test_planner_statistics_of_a_covered_column_are_masked(gw: Any) -> None:
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        conn.execute("ANALYZE lk")
+        for sql in (
+            "SELECT attname, most_common_vals, histogram_bounds FROM pg_stats "
+            "WHERE tablename = 'lk'",
+            "SELECT array_to_string(most_common_vals, ',') FROM pg_stats WHERE tablename = 'lk'",
+            "SELECT s::text FROM pg_catalog.pg_stats s WHERE tablename = 'lk'",
+        ):
+            rows = repr(conn.execute(sql).fetchall())
+            assert DIAGNOSIS not in rows and SALARY not in rows, (sql, rows)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="masked-column-copy"):
+            conn.execute("CREATE TEMP TABLE st AS SELECT * FROM pg_stats")
+
+
+def test_another_sessions_statement_text_is_masked(gw: Any) -> None:
+    """Every gateway session logs in as the same target user: pg_stat_activity shows
+    each one's last statement, with the literals the record keeps out."""
+    with psycopg.connect(gw.dsn(), autocommit=True) as writer:
+        writer.execute(f"UPDATE lk SET diagnosis = '{LITERAL}' WHERE id = 50")
+        with psycopg.connect(gw.dsn(), autocommit=True) as reader:
+            rows = repr(reader.execute("SELECT query FROM pg_stat_activity").fetchall())
+    assert LITERAL not in rows, rows
+    assert LITERAL.encode() not in _store(gw)
