@@ -32,6 +32,16 @@ def _verdict(sql: str) -> tuple[Verdict, str]:
         "WITH s AS (SELECT ssn FROM emp) INSERT INTO sink SELECT * FROM s",
         "UPDATE emp SET nick = ssn WHERE id = 1",
         "UPDATE emp e SET nick = upper(e.ssn) || '' WHERE id = 1",
+        "UPDATE sink SET nick = e.ssn FROM emp e WHERE sink.id = e.id",
+        "UPDATE sink SET nick = ssn FROM emp WHERE sink.id = emp.id",
+        "INSERT INTO emp (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET nick = emp.ssn",
+        "INSERT INTO emp (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET nick = ssn",
+        "MERGE INTO sink s USING emp e ON s.id = e.id WHEN MATCHED THEN UPDATE SET nick = e.ssn",
+        "MERGE INTO sink s USING emp e ON s.id = e.id "
+        "WHEN NOT MATCHED THEN INSERT (id, nick) VALUES (e.id, e.ssn)",
+        "ALTER TABLE emp ADD COLUMN s2 text GENERATED ALWAYS AS (ssn || '') STORED",
+        "ALTER TABLE emp ALTER COLUMN nick TYPE text USING ssn",
+        "ALTER TABLE emp ALTER COLUMN nick SET EXPRESSION AS (ssn)",
     ],
 )
 def test_copies_are_refused(sql: str) -> None:
@@ -47,6 +57,10 @@ def test_copies_are_refused(sql: str) -> None:
         "UPDATE emp SET ssn = upper(ssn) WHERE id = 1",
         "UPDATE emp SET nick = 'x' WHERE ssn = '1'",
         "UPDATE emp SET ssn = NULL WHERE id = 1",
+        "INSERT INTO emp (id, ssn) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET ssn = excluded.ssn",
+        "MERGE INTO sink s USING emp e ON s.ssn = e.ssn WHEN MATCHED THEN UPDATE SET nick = 'x'",
+        "ALTER TABLE emp ALTER COLUMN ssn TYPE varchar USING upper(ssn)",
+        "ALTER TABLE emp ADD COLUMN z int CHECK (z > 0 AND ssn <> '')",
     ],
 )
 def test_reads_and_plain_writes_are_not(sql: str) -> None:

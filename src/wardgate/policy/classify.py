@@ -185,6 +185,8 @@ class Walker:
         self.scopes: list[set[str]] = []
         self.aliases: dict[str, str] = {}
         self.raw_columns: list[list[str]] = []
+        # (column ref, table written) of values copied into another column (statements.py)
+        self.raw_copied: list[tuple[list[str], str | None]] = []
 
     # -- entry ---------------------------------------------------------------------
     def classify(self, stmt: dict[str, Any]) -> StatementFacts:
@@ -208,6 +210,12 @@ class Walker:
             else:
                 qualifier = fields[-2]
                 self.facts.columns.add((self.aliases.get(qualifier, qualifier), column))
+        for ref, table in self.raw_copied:
+            if len(ref) > 1:
+                table = self.aliases.get(ref[-2], ref[-2])
+            elif len(tables) > 1:
+                table = None  # an unqualified column over several tables: any (fail closed)
+            self.facts.copied.add((table, ref[-1]))
 
     # -- generic walk --------------------------------------------------------------
     def walk(self, node: Any) -> None:

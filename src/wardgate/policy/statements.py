@@ -69,6 +69,31 @@ def _column_refs(node: Any) -> list[list[str]]:
     return out
 
 
+def _note_copies(w: Walker, table: str | None, column: str | None, expr: Any) -> None:
+    """The columns `expr` reads, written into `column` of `table` (None: not known): a
+    copy of each into that column, except of the column itself (`SET ssn = upper(ssn)`).
+    Resolved against the statement's aliases once it is walked (Walker._resolve_columns)."""
+    for ref in _column_refs(expr):
+        if len(ref) == 1 and ref[0] == column:
+            continue
+        w.raw_copied.append((ref, table))
+
+
+def _merge_copies(w: Walker, body: dict[str, Any]) -> None:
+    """MERGE's actions write the source's columns into the target: UPDATE SET c = s.x,
+    INSERT (c) VALUES (s.x). An unqualified column may be the source's: table unknown."""
+    for clause in body.get("mergeWhenClauses", []):
+        c = clause.get("MergeWhenClause", {})
+        targets = [t.get("ResTarget", {}) for t in c.get("targetList", [])]
+        if c.get("commandType") == "CMD_UPDATE":
+            for res in targets:
+                _note_copies(w, None, res.get("name"), res.get("val"))
+        elif c.get("commandType") == "CMD_INSERT":
+            names = [res.get("name") for res in targets]
+            for i, value in enumerate(c.get("values", [])):
+                _note_copies(w, None, names[i] if i < len(names) else None, value)
+
+
 def _h_dml(kind: str):
     def handler(w: Walker, body: dict[str, Any]) -> None:
         w.add_kind(kind)
@@ -87,10 +112,15 @@ def _h_dml(kind: str):
                 if column and kind in ("insert", "update"):
                     w.facts.columns.add((name, column))
                 if column and kind == "update":
-                    for ref in _column_refs(target.get("ResTarget", {}).get("val")):
-                        if ref[-1] != column or len(ref) > 1:
-                            table = name if len(ref) == 1 else w.aliases.get(ref[-2], ref[-2])
-                            w.facts.copied.add((table, ref[-1]))
+                    _note_copies(w, name, column, target.get("ResTarget", {}).get("val"))
+            if kind == "insert":  # ON CONFLICT DO UPDATE SET other = t.ruled
+                for target in (body.get("onConflictClause") or {}).get("targetList", []):
+                    res = target.get("ResTarget", {})
+                    if res.get("name"):
+                        w.facts.columns.add((name, res["name"]))
+                    _note_copies(w, name, res.get("name"), res.get("val"))
+            elif kind == "merge":
+                _merge_copies(w, body)
         if body.get("returningList") or body.get("returningClause"):
             w.facts.reads = True
         if kind in ("update", "delete"):
@@ -195,8 +225,23 @@ def _h_drop(w: Walker, body: dict[str, Any]) -> None:
 def _h_alter_table(w: Walker, body: dict[str, Any]) -> None:
     objtype = body.get("objtype", "OBJECT_TABLE")
     w.add_kind("alter_" + objtype.removeprefix("OBJECT_").lower())
+    relation = (body.get("relation") or {}).get("relname")
     for cmd in body.get("cmds", []):
         c = cmd.get("AlterTableCmd", {})
+        # a column filled from others: ADD COLUMN ... GENERATED ALWAYS AS (expr), ALTER
+        # COLUMN ... TYPE ... USING expr, ALTER COLUMN ... SET EXPRESSION AS (expr)
+        subtype, definition = c.get("subtype"), c.get("def") or {}
+        if subtype == "AT_AddColumn":
+            column_def = definition.get("ColumnDef", {})
+            for con in column_def.get("constraints", []):
+                con = con.get("Constraint", {})
+                if con.get("contype") == "CONSTR_GENERATED":
+                    _note_copies(w, relation, column_def.get("colname"), con.get("raw_expr"))
+        elif subtype == "AT_AlterColumnType":
+            raw = definition.get("ColumnDef", {}).get("raw_default")
+            _note_copies(w, relation, c.get("name"), raw)
+        elif subtype == "AT_SetExpression":
+            _note_copies(w, relation, c.get("name"), definition)
         if c.get("subtype") == "AT_DropColumn":
             w.facts.add_feature("drop_column", f"drops column {c.get('name')}")
             if c.get("behavior") == "DROP_CASCADE":

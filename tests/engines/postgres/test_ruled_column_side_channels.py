@@ -3,7 +3,9 @@ other than its result column: the text of an error or notice the statement raise
 (`invalid input syntax for type integer: "<value>"`), the planner's statistics
 (`pg_stats.most_common_vals` after ANALYZE), another session's statement text
 (`pg_stat_activity.query`), or a computed column when the rule names the schema
-(`public.lk.diagnosis`). Each test failed before the fix it names."""
+(`public.lk.diagnosis`); or a write that copies it into another column without a
+SELECT (ON CONFLICT DO UPDATE, MERGE, UPDATE ... FROM, a generated column, ALTER COLUMN
+... TYPE ... USING). Each test failed before the fix it names."""
 
 from __future__ import annotations
 
@@ -47,6 +49,9 @@ def gw(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "drop table if exists lk; create table lk (id int, diagnosis text, salary numeric, "
         "note text); alter table lk owner to app; "
         f"insert into lk select g, '{DIAGNOSIS}', {SALARY}, 'n' from generate_series(1, 50) g; "
+        "create unique index on lk (id); drop table if exists lk_sink; "
+        "create table lk_sink (id int primary key, note text); alter table lk_sink owner to app; "
+        "insert into lk_sink values (1, 'n'); "
         # a function that exists in the target, not created through the gateway
         "create or replace function lk_echo(v text) returns int language plpgsql as "
         "$$ begin raise notice 'got %', v; return 1; end $$; "
@@ -138,3 +143,27 @@ def test_another_sessions_statement_text_is_masked(gw: Any) -> None:
             rows = repr(reader.execute("SELECT query FROM pg_stat_activity").fetchall())
     assert LITERAL not in rows, rows
     assert LITERAL.encode() not in _store(gw)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO lk (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET note = lk.salary::text",
+        "MERGE INTO lk_sink s USING lk ON s.id = lk.id WHEN MATCHED THEN UPDATE SET note = lk.salary",
+        "MERGE INTO lk_sink s USING lk ON s.id = lk.id + 100 "
+        "WHEN NOT MATCHED THEN INSERT VALUES (lk.id + 100, lk.salary)",
+        "UPDATE lk_sink SET note = l.salary FROM lk l WHERE lk_sink.id = l.id",
+        "ALTER TABLE lk ADD COLUMN s2 text GENERATED ALWAYS AS (salary::text) STORED",
+        "ALTER TABLE lk ALTER COLUMN note TYPE text USING salary::text",
+    ],
+)
+def test_writes_that_copy_a_covered_column_without_a_select_are_refused(gw: Any, sql: str) -> None:
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="masked-column-copy"):
+            conn.execute(sql)
+    dump = gw.cluster.psql(
+        "orders",
+        "select note from lk_sink; select note from lk where id = 1; "
+        "select column_name from information_schema.columns where table_name = 'lk'",
+    )
+    assert SALARY not in dump and "s2" not in dump, dump
