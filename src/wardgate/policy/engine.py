@@ -483,6 +483,15 @@ def _column_rule_refusal(
                 f"renames {named(hit)}, a column under a mask rule (the rule names it; "
                 "change the rule first)"
             )
+    # INHERIT, ATTACH PARTITION and SET SCHEMA make a table's rows readable under a name
+    # a rule naming the table does not match (`SELECT diagnosis FROM parent`)
+    moved = [f"column:{t}.*" for t in facts.moved if t]
+    hit = ruled_rename(masks, moved) if moved else None
+    if hit is not None:
+        return "builtin/masked-column-rename", (
+            f"makes {hit[0]}, whose column {hit[1]} is under a mask rule, readable under "
+            "another table or schema (the rule names it; change the rule first)"
+        )
     # reading a column under a column rule while writing elsewhere would copy the value
     # out from under its rule (INSERT ... SELECT, CREATE TABLE AS, CREATE VIEW)
     if facts.writes and facts.reads:

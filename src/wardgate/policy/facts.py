@@ -146,6 +146,9 @@ class StatementFacts:
     # (table or None, column) read inside an UPDATE's SET values into ANOTHER column:
     # `UPDATE t SET nick = ssn` copies ssn
     copied: set[tuple[str | None, str]] = field(default_factory=set)
+    # tables whose rows become readable under another table or schema: ALTER TABLE t
+    # INHERIT p, ATTACH PARTITION t, ALTER TABLE t SET SCHEMA s ("schema.table" or table)
+    moved: set[str] = field(default_factory=set)
     writes: bool = False
     reads: bool = False
     without_where: bool = False
@@ -185,6 +188,7 @@ class StatementFacts:
         self.functions |= other.functions
         self.schemas |= other.schemas
         self.copied |= other.copied
+        self.moved |= other.moved
         self.writes |= other.writes
         self.reads |= other.reads
         self.without_where |= other.without_where

@@ -242,6 +242,12 @@ def _h_alter_table(w: Walker, body: dict[str, Any]) -> None:
             _note_copies(w, relation, c.get("name"), raw)
         elif subtype == "AT_SetExpression":
             _note_copies(w, relation, c.get("name"), definition)
+        # the table's rows read under another table's name: INHERIT parent (this one),
+        # ATTACH PARTITION child (the one named)
+        elif subtype == "AT_AddInherit":
+            w.facts.moved.add(_qualified(body.get("relation")))
+        elif subtype == "AT_AttachPartition":
+            w.facts.moved.add(_qualified(definition.get("PartitionCmd", {}).get("name")))
         if c.get("subtype") == "AT_DropColumn":
             w.facts.add_feature("drop_column", f"drops column {c.get('name')}")
             if c.get("behavior") == "DROP_CASCADE":
@@ -476,6 +482,28 @@ def _h_constant(w: Walker, body: dict[str, Any]) -> None:
     return
 
 
+def _qualified(relation: Any) -> str:
+    """`schema.table` or `table` of a RangeVar (empty when there is none)."""
+    if not isinstance(relation, dict) or not relation.get("relname"):
+        return ""
+    schema = relation.get("schemaname")
+    return f"{schema}.{relation['relname']}" if schema else relation["relname"]
+
+
+def _h_alter_object_schema(w: Walker, body: dict[str, Any]) -> None:
+    """ALTER TABLE t SET SCHEMA s: a rule naming t's schema (`public.t.ssn`) no longer
+    matches it."""
+    w.add_kind("alter_object_schema")
+    if body.get("objectType") in (
+        "OBJECT_TABLE",
+        "OBJECT_VIEW",
+        "OBJECT_MATVIEW",
+        "OBJECT_FOREIGN_TABLE",
+    ):
+        w.facts.moved.add(_qualified(body.get("relation")))
+    w.walk_fields(body)
+
+
 def _h_rename(w: Walker, body: dict[str, Any]) -> None:
     """ALTER TABLE/VIEW ... RENAME [COLUMN]: the renamed column (or, for the relation
     itself, all its columns) is recorded as a column the statement touches, so the
@@ -504,6 +532,7 @@ def _h_rename(w: Walker, body: dict[str, Any]) -> None:
 HANDLERS = {
     "SelectStmt": _h_select,
     "RenameStmt": _h_rename,
+    "AlterObjectSchemaStmt": _h_alter_object_schema,
     "InsertStmt": _h_dml("insert"),
     "UpdateStmt": _h_dml("update"),
     "DeleteStmt": _h_dml("delete"),
