@@ -167,3 +167,14 @@ def test_writes_that_copy_a_covered_column_without_a_select_are_refused(gw: Any,
         "select column_name from information_schema.columns where table_name = 'lk'",
     )
     assert SALARY not in dump and "s2" not in dump, dump
+
+
+def test_the_agents_application_name_and_reason_are_masked_in_the_record(gw: Any) -> None:
+    """Both are the agent's own text, kept in every event of the session (and shown to
+    reviewers): masked like statement text."""
+    card, email = "4111111111111111", "nia.okoro@example.org"
+    with psycopg.connect(gw.dsn(application_name=f"job-{card}"), autocommit=True) as conn:
+        conn.execute(f"SET wardgate.reason = 'ticket from {email}'")
+        conn.execute("SELECT 1")
+    store = _store(gw)
+    assert card.encode() not in store and email.encode() not in store

@@ -513,6 +513,8 @@ class PgRelay(ResponseSide):
 
     def _take_setting(self, key: str, value: str) -> None:
         if key == "reason":
+            # kept in every later event and shown to reviewers: masked like statement text
+            value = self.gw.mask_text(value)
             self.info = _replace_reason(self.info, value)
             self.gw.record("session_reason", self.info, meta={"reason": value})
 
