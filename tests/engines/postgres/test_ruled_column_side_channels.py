@@ -178,3 +178,31 @@ def test_the_agents_application_name_and_reason_are_masked_in_the_record(gw: Any
         conn.execute("SELECT 1")
     store = _store(gw)
     assert card.encode() not in store and email.encode() not in store
+
+
+def test_rows_of_a_portal_the_agent_never_described_follow_column_rules(gw: Any) -> None:
+    """Parse, Bind, Execute with no Describe: the gateway had no columns for the rows,
+    so column rules did not apply (only the baseline entity scan) and the covered
+    values reached the agent. The relay now describes the portal itself."""
+    from tests.engines.postgres.test_robustness import _exchange, _login
+    from wardgate.wire.pg import writers as w
+
+    sock, _ = _login(gw.port)
+    try:
+        msgs = _exchange(
+            sock,
+            w.parse("", "SELECT diagnosis, salary::text || '' FROM lk WHERE id <= 3")
+            + w.bind("", "", (), (), ())
+            + w.execute("", 2)  # two rows, then PortalSuspended
+            + w.execute("", 0)
+            + w.sync(),
+        )
+    finally:
+        sock.sendall(w.terminate())
+        sock.close()
+    rows = [bytes(m[1]) for m in msgs if m[0] == ord("D")]
+    assert len(rows) == 3, msgs
+    assert not any(DIAGNOSIS.encode() in r or SALARY.encode() in r for r in rows), rows
+    # the gateway's own Describe is answered to the gateway only
+    assert not any(m[0] in (ord("T"), ord("n")) for m in msgs), msgs
+    assert DIAGNOSIS.encode() not in _store(gw)

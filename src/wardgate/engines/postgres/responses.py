@@ -275,7 +275,16 @@ class ResponseSide:
                         self._passthrough = rec
                         self._pass_masker = masker
             else:
-                # rows nobody planned for (no RowDescription seen): baseline entity scan
+                # rows nobody planned for (no RowDescription seen; the relay describes
+                # every portal it executes, so this should not happen). Column rules
+                # cannot be matched without columns: withheld (fail closed); otherwise
+                # the baseline entity scan
+                if ex is not None and any(
+                    getattr(m, "columns", ()) for m in (ex.decision.masks if ex.decision else ())
+                ):
+                    log.error("rows without a row description under column rules: withheld")
+                    ex.withheld = MASKING_WITHHELD
+                    return
                 masked = self.gw.mask_unplanned_row(body)
                 if masked is not body:
                     raw = b"D" + (len(masked) + 4).to_bytes(4, "big") + masked
