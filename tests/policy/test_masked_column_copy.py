@@ -65,3 +65,27 @@ def test_copies_are_refused(sql: str) -> None:
 )
 def test_reads_and_plain_writes_are_not(sql: str) -> None:
     assert _verdict(sql)[1] != "builtin/masked-column-copy"
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT most_common_vals FROM pg_stats",
+        "SELECT s::text FROM pg_catalog.pg_stats s",
+        "SELECT * FROM pg_stats_ext",
+        "SELECT query FROM pg_stat_activity",
+        "SELECT * FROM pg_stat_get_activity(NULL)",
+        "SELECT data FROM pg_logical_slot_peek_changes('s', NULL, NULL)",
+    ],
+)
+def test_catalogs_that_show_stored_values_read_every_column(sql: str) -> None:
+    """Planner statistics, other sessions' statement texts and logical decoding show a
+    covered column's values without naming it: they read every column, so the gateway
+    masks their computed columns as the covered column (and a copy of them is refused)."""
+    from wardgate.policy.masked_columns import ruled_column_read
+
+    engine = PolicyEngine([POLICY], connection_policies={"c": ["p"]})
+    session = engine.session(SessionInfo("s", "ci-bot", (), "c", "postgres", "127.0.0.1:1"))
+    decision = session.evaluate(sql)[0][1]
+    assert ruled_column_read(decision.masks, decision.facts["objects"]) is not None
+    assert _verdict(f"CREATE TABLE x AS {sql}") == (Verdict.DENY, "builtin/masked-column-copy")

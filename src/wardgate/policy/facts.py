@@ -55,8 +55,9 @@ FILE_FUNCTIONS = frozenset(
 LARGE_OBJECT_FILE_FUNCTIONS = frozenset({"lo_import", "lo_export"})
 # Catalog views, tables and functions that show stored values without naming their
 # column: planner statistics (most common values, histogram bounds of every column
-# ANALYZE saw) and other sessions' statement texts (with their literals; every gateway
-# session logs in as the same target user). Reading one counts as reading every column.
+# ANALYZE saw), other sessions' statement texts (with their literals; every gateway
+# session logs in as the same target user) and logical decoding's row changes. Reading
+# one counts as reading every column.
 VALUE_CATALOGS = frozenset(
     {
         "pg_stats",
@@ -69,6 +70,11 @@ VALUE_CATALOGS = frozenset(
         "pg_stat_get_activity",
         "pg_stat_get_backend_activity",
         "pg_stat_statements",
+        # logical decoding: the rows every transaction wrote, any table's
+        "pg_logical_slot_get_changes",
+        "pg_logical_slot_peek_changes",
+        "pg_logical_slot_get_binary_changes",
+        "pg_logical_slot_peek_binary_changes",
     }
 )
 # Settings that change who the session acts as.
