@@ -318,17 +318,20 @@ class MaskingEngine:
         parameters: Sequence[str | None],
         directives: Sequence[MaskDirective],
         statement: str = "",
+        *,
+        covered: bool = False,
     ) -> tuple[tuple[str | None, ...], dict[str, int]]:
         """Mask bound parameters for the record.
 
         Entity scans apply to each; if a column rule covers a column the statement
-        names, every parameter is redacted whole (a parameter's column is unknown
-        here: fail closed).
+        names (by its words, or `covered`: the caller knows from the parsed statement),
+        every parameter is redacted whole (a parameter's column is unknown here: fail
+        closed).
         """
         if not directives:
             return tuple(parameters), {}
         _entities, column_rules, _ = self._resolve(directives)
-        if column_rules and _names_covered_column(statement, column_rules):
+        if column_rules and (covered or _names_covered_column(statement, column_rules)):
             n = sum(1 for p in parameters if p is not None)
             masked = tuple(None if p is None else "[REDACTED]" for p in parameters)
             return masked, ({"COLUMN_RULE": n} if n else {})

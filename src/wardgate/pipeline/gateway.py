@@ -71,13 +71,20 @@ class _DecisionConstants:
     """The parts of a command event that depend on the Decision only (the policy hands
     out the same Decision object for every statement of one normalized form)."""
 
-    __slots__ = ("decision", "masks", "mask_set", "meta", "verdict", "column_rules")
+    __slots__ = ("decision", "masks", "mask_set", "meta", "verdict", "column_rules", "covers")
 
     def __init__(self, decision: Decision, masks: tuple, mask_set: int) -> None:
         self.decision = decision  # held, so that its id is not reused while cached
         self.masks = masks
         # column rules change how bound parameters are masked (Gateway.masked_parameters)
         self.column_rules = any(getattr(m, "columns", ()) for m in masks)
+        facts = decision.facts or {}
+        # the statement names a covered column, by the parser's names (`U&"d\0069..."`
+        # and `EXECUTE x(...)` of a PREPARE that names one included): its constants and
+        # bound parameters may carry the column's value
+        self.covers = (
+            self.column_rules and ruled_column_read(masks, facts.get("objects", [])) is not None
+        )
         self.mask_set = mask_set  # a number per distinct `masks` (see Gateway._mask_sets)
         self.verdict = decision.verdict.value
         facts = decision.facts or {}
@@ -247,18 +254,10 @@ class Gateway:
         # EXECUTE name(...) names no column: its arguments go to what the name was
         # prepared as, which the decision's facts say (the same text can be prepared
         # as another statement later: part of the key)
-        facts = c.decision.facts or {}
-        executes_covered = (
-            c.column_rules
-            and facts.get("executes") is not None
-            and ruled_column_read(c.masks, facts.get("objects", [])) is not None
-        )
-        key = (text, c.mask_set, executes_covered)
+        key = (text, c.mask_set, c.covers)
         masked = self._masked_texts.get(key)
         if masked is None:
-            if c.column_rules and (
-                executes_covered or self.masking.names_covered_column(text, c.masks)
-            ):
+            if c.column_rules and (c.covers or self.masking.names_covered_column(text, c.masks)):
                 # the statement may carry a covered column's value in any literal
                 # spelling: the record keeps it with every constant replaced
                 text_out = without_constants(text) or text
@@ -280,7 +279,9 @@ class Gateway:
         # the statement text and its parameters are masked for the record, always
         text = self._masked_statement(command.text, c) if command.text else command.text
         if command.parameters and c.column_rules:
-            masked = self.masking.mask_parameters(command.parameters, c.masks, command.text)[0]
+            masked = self.masking.mask_parameters(
+                command.parameters, c.masks, command.text, covered=c.covers
+            )[0]
             params = ", ".join(["null" if p is None else _json_str(p) for p in masked])
             payload = f'{{"text": {_json_str(text)}, "parameters": [{params}]}}'
         elif command.parameters:
@@ -554,7 +555,10 @@ class Gateway:
         # the reviewer sees what will run: the text and, for an Execute, the values Bind
         # gave it, both masked as the record masks them
         params = self.masking.mask_parameters(
-            command.parameters, self._masks_for(decision), command.text
+            command.parameters,
+            self._masks_for(decision),
+            command.text,
+            covered=self._constants(decision).covers,
         )[0]
         text = self._masked_statement(command.text, self._constants(decision))
         if prepared is not None:

@@ -206,3 +206,17 @@ def test_rows_of_a_portal_the_agent_never_described_follow_column_rules(gw: Any)
     # the gateway's own Describe is answered to the gateway only
     assert not any(m[0] in (ord("T"), ord("n")) for m in msgs), msgs
     assert DIAGNOSIS.encode() not in _store(gw)
+
+
+def test_a_covered_column_named_with_unicode_escapes_keeps_its_values_out_of_the_record(
+    gw: Any,
+) -> None:
+    """The record drops the constants and bound values of a statement that names a
+    covered column; it found the names by their words, so `U&"s\\0061lary"` (salary)
+    kept them. The parser's names now count too."""
+    literal, bound = "555111.77", "555222.88"
+    with psycopg.connect(gw.dsn(), autocommit=True) as conn:
+        conn.execute(f'UPDATE lk SET U&"s\\0061lary" = {literal} WHERE id = 49')
+        conn.execute('UPDATE lk SET U&"s\\0061lary" = %s WHERE id = 48', (bound,))
+    store = _store(gw)
+    assert literal.encode() not in store and bound.encode() not in store
