@@ -254,7 +254,7 @@ class MaskingEngine:
         if not rules and all(m == SKIP for m in modes):
             return None
         replacers = {e: self._replacer(e, s) for e, s in entities.items()}
-        return ResultMasker(
+        masker = ResultMasker(
             columns,
             scanner=scanner,
             replacers=replacers,
@@ -262,6 +262,17 @@ class MaskingEngine:
             scan_modes=modes,
             rule_descriptions=described,
         )
+        if masker.wants_number_gate:  # binary numbers and no C masker
+            masker = ResultMasker(
+                columns,
+                scanner=scanner,
+                replacers=replacers,
+                rules=rules,
+                scan_modes=modes,
+                rule_descriptions=described,
+                number_gate=True,
+            )
+        return masker
 
     # -- free text -------------------------------------------------------------------
 
