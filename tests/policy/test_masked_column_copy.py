@@ -42,6 +42,8 @@ def _verdict(sql: str) -> tuple[Verdict, str]:
         "ALTER TABLE emp ADD COLUMN s2 text GENERATED ALWAYS AS (ssn || '') STORED",
         "ALTER TABLE emp ALTER COLUMN nick TYPE text USING ssn",
         "ALTER TABLE emp ALTER COLUMN nick SET EXPRESSION AS (ssn)",
+        "CREATE RULE r AS ON UPDATE TO emp DO ALSO INSERT INTO sink VALUES (NEW.id, NEW.ssn)",
+        "CREATE RULE r AS ON DELETE TO emp DO ALSO INSERT INTO sink VALUES (OLD.ssn)",
     ],
 )
 def test_copies_are_refused(sql: str) -> None:
@@ -61,6 +63,7 @@ def test_copies_are_refused(sql: str) -> None:
         "MERGE INTO sink s USING emp e ON s.ssn = e.ssn WHEN MATCHED THEN UPDATE SET nick = 'x'",
         "ALTER TABLE emp ALTER COLUMN ssn TYPE varchar USING upper(ssn)",
         "ALTER TABLE emp ADD COLUMN z int CHECK (z > 0 AND ssn <> '')",
+        "CREATE RULE r AS ON UPDATE TO emp DO ALSO INSERT INTO sink VALUES (NEW.id)",
     ],
 )
 def test_reads_and_plain_writes_are_not(sql: str) -> None:

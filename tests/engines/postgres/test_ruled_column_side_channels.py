@@ -155,12 +155,16 @@ def test_another_sessions_statement_text_is_masked(gw: Any) -> None:
         "UPDATE lk_sink SET note = l.salary FROM lk l WHERE lk_sink.id = l.id",
         "ALTER TABLE lk ADD COLUMN s2 text GENERATED ALWAYS AS (salary::text) STORED",
         "ALTER TABLE lk ALTER COLUMN note TYPE text USING salary::text",
+        # every later UPDATE of lk would copy the row's salary into lk_sink
+        "CREATE RULE lk_copy AS ON UPDATE TO lk DO ALSO "
+        "INSERT INTO lk_sink VALUES (NEW.id + 1000, NEW.salary)",
     ],
 )
 def test_writes_that_copy_a_covered_column_without_a_select_are_refused(gw: Any, sql: str) -> None:
     with psycopg.connect(gw.dsn(), autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="masked-column-copy"):
             conn.execute(sql)
+        conn.execute("UPDATE lk SET note = 'n' WHERE id = 1")  # what a rule would fire on
     dump = gw.cluster.psql(
         "orders",
         "select note from lk_sink; select note from lk where id = 1; "
