@@ -44,6 +44,12 @@ def _verdict(sql: str) -> tuple[Verdict, str]:
         "ALTER TABLE emp ALTER COLUMN nick SET EXPRESSION AS (ssn)",
         "CREATE RULE r AS ON UPDATE TO emp DO ALSO INSERT INTO sink VALUES (NEW.id, NEW.ssn)",
         "CREATE RULE r AS ON DELETE TO emp DO ALSO INSERT INTO sink VALUES (OLD.ssn)",
+        "CREATE RULE r AS ON UPDATE TO emp DO ALSO INSERT INTO sink VALUES (NEW::text)",
+        # a trigger function's whole row: any table's, the ruled column included
+        "CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN RAISE NOTICE '%', NEW; "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN INSERT INTO sink "
+        "VALUES (to_jsonb(OLD)::text); RETURN OLD; END $$ LANGUAGE plpgsql",
     ],
 )
 def test_copies_are_refused(sql: str) -> None:
@@ -64,6 +70,8 @@ def test_copies_are_refused(sql: str) -> None:
         "ALTER TABLE emp ALTER COLUMN ssn TYPE varchar USING upper(ssn)",
         "ALTER TABLE emp ADD COLUMN z int CHECK (z > 0 AND ssn <> '')",
         "CREATE RULE r AS ON UPDATE TO emp DO ALSO INSERT INTO sink VALUES (NEW.id)",
+        "CREATE FUNCTION f() RETURNS trigger AS $$ BEGIN NEW.nick := upper(NEW.nick); "
+        "RETURN NEW; END $$ LANGUAGE plpgsql",
     ],
 )
 def test_reads_and_plain_writes_are_not(sql: str) -> None:

@@ -207,6 +207,10 @@ class Walker:
                     self.facts.columns.add((self.aliases.get(column, column), "*"))
                 else:
                     self.facts.columns.add((only, column))
+                    if column in ("new", "old"):
+                        # a trigger's or rule's whole row (`to_jsonb(NEW)`, `RAISE NOTICE
+                        # '%', OLD`): every column of whatever table it is bound to
+                        self.facts.columns.add((column, "*"))
             else:
                 qualifier = fields[-2]
                 self.facts.columns.add((self.aliases.get(qualifier, qualifier), column))

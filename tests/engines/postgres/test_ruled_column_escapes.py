@@ -73,14 +73,15 @@ def test_renaming_a_ruled_column_or_its_table_is_refused(gw: Any, ddl: str) -> N
         conn.execute("ALTER TABLE esc RENAME COLUMN ident TO id")
 
 
-def test_a_trigger_function_over_a_ruled_column_is_refused(gw: Any) -> None:
+@pytest.mark.parametrize("row", ["NEW.diagnosis", "NEW", "to_jsonb(NEW)"])
+def test_a_trigger_function_over_a_ruled_column_is_refused(gw: Any, row: str) -> None:
     notices: list[str] = []
     with psycopg.connect(gw.dsn(), autocommit=True) as conn:
         conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="masked-column-copy"):
             conn.execute(
                 "CREATE FUNCTION esc_leak() RETURNS trigger AS $$ BEGIN "
-                "RAISE NOTICE '%', NEW.diagnosis; RETURN NEW; END $$ LANGUAGE plpgsql"
+                f"RAISE NOTICE '%', {row}; RETURN NEW; END $$ LANGUAGE plpgsql"
             )
         conn.execute("UPDATE esc SET id = 2 WHERE id = 1")
     assert not any("zebra" in n for n in notices)
