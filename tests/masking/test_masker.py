@@ -124,7 +124,10 @@ def test_binary_formats() -> None:
     int8 = struct.pack("!q", 4111111111111111)
     text_array_with_email = b"\x00\x00\x00\x01" + b"\x00" * 8 + b"\x00\x00\x00\x07a@b.com"
     out = m.mask_values([b"x@y.com", b'\x01{"e": "q@w.io"}', int8, text_array_with_email, int8])
-    assert out == [b"[EMAIL]", b'\x01{"e": "[EMAIL]"}', int8, None, None]
+    # a binary int8 is scanned as its digits: a card number kept in a bigint is NULL
+    assert out == [b"[EMAIL]", b'\x01{"e": "[EMAIL]"}', None, None, None]
+    small = struct.pack("!q", 42)
+    assert m.mask_values([b"x", b"\x01{}", small, b"", small])[2] == small
     with pytest.raises(MaskingError):
         m.mask_values([b"x", b"\x02{}", int8, b"", int8])  # unknown jsonb version
 
@@ -210,3 +213,35 @@ def test_custom_pattern_crossing_values_masks_both_sides() -> None:
     engine = MaskingEngine(MaskingConfig(custom=[{"name": "GREEDY", "regex": r"zz[^a]*"}]))
     m = engine.plan([MaskDirective("p/g", entities=("GREEDY",))], [col("a"), col("b")])
     assert m.mask_values([b"xx zz yy", b"qq a"]) == [b"xx [GREEDY]", b"[GREEDY]a"]
+
+
+@pytest.mark.parametrize("with_c", [True, False])
+def test_binary_int8_and_numeric_are_scanned_as_their_digits(monkeypatch, with_c: bool) -> None:
+    """A card number kept in a bigint or numeric is NULL in binary results too; values
+    below 10^12 pass untouched (and, with the C masker, without leaving it)."""
+    from wardgate.masking import native
+
+    if not with_c:
+        monkeypatch.setattr(native, "AVAILABLE", False)
+    cols = [col("id", INT8, 1), col("pan", 1700, 1), col("email", TEXT, 1)]
+    m = ENGINE.plan([BASELINE_MASK], cols)
+
+    def numeric(text: str) -> bytes:  # numeric_send of a non-negative integer
+        groups = []
+        digits = text
+        while digits:
+            groups.insert(0, int(digits[-4:]))
+            digits = digits[:-4]
+        return struct.pack("!hhHh", len(groups), len(groups) - 1, 0, 0) + b"".join(
+            struct.pack("!h", g) for g in groups
+        )
+
+    card = struct.pack("!q", 4111111111111111)
+    small = struct.pack("!q", 42)
+    row = encode_data_row([card, numeric("4111111111111111"), b"a@b.io"])
+    assert decode_data_row(m.mask_data_row(row)) == [None, None, b"[EMAIL]"]
+    clean = encode_data_row([small, numeric("123456"), b"x"])
+    assert m.mask_data_row(clean) == clean
+    big_not_card = encode_data_row([struct.pack("!q", 10**15), numeric("1234567890123"), b"x"])
+    assert m.mask_data_row(big_not_card) == big_not_card
+    assert m.summary()["rows"] == 3 and m.summary()["nulled"] == {"id": 1, "pan": 1}

@@ -224,6 +224,6 @@ def test_merge_actions_are_their_kinds_and_copies_resolve_aliases() -> None:
     )
     assert {"merge", "update", "delete", "insert"} <= f.kinds
     assert {("pay", "nick"), ("pay", "id"), ("pay", "v")} <= f.columns
-    assert {("src", "x"), ("src", "id"), ("", "y")} <= f.copied
+    assert {("src", "x"), ("src", "id"), (None, "y")} <= f.copied
     f = classify_sql("UPDATE t SET nick = x.ssn FROM pay AS x WHERE t.id = x.id")
     assert ("pay", "ssn") in f.copied

@@ -1,5 +1,6 @@
 """RENAME cannot move a column out from under a column mask rule (the rule would name
-nothing afterwards); other renames are untouched."""
+nothing afterwards), nor can INHERIT, ATTACH PARTITION or SET SCHEMA make its rows
+readable under a name the rule does not match; other renames are untouched."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def _verdict(sql: str) -> tuple[str, str]:
         "ALTER VIEW cw RENAME TO x",
         "ALTER TABLE any_table RENAME COLUMN ssn TO s",
         "ALTER TABLE x.cw RENAME COLUMN diagnosis TO dx",
+        # the rows read under another table or schema
+        "ALTER TABLE cw INHERIT parent",
+        "ALTER TABLE parent ATTACH PARTITION cw FOR VALUES FROM (0) TO (10)",
+        "ALTER TABLE hr.pay SET SCHEMA other",
+        "ALTER TABLE pay SET SCHEMA other",
     ],
 )
 def test_renames_that_slip_a_rule_are_refused(sql: str) -> None:
@@ -60,6 +66,10 @@ def test_renames_that_slip_a_rule_are_refused(sql: str) -> None:
         "ALTER TABLE cw RENAME COLUMN id TO i",
         "ALTER TABLE other RENAME TO y",  # `*.ssn` still holds after a table rename
         "ALTER TABLE hr.other RENAME TO o3",
+        "ALTER TABLE other INHERIT cw",
+        "ALTER TABLE cw ATTACH PARTITION other FOR VALUES FROM (0) TO (10)",
+        "ALTER TABLE other SET SCHEMA hr",
+        "ALTER TABLE any_table INHERIT parent",  # `*.ssn` holds under the parent
     ],
 )
 def test_other_renames_are_allowed(sql: str) -> None:

@@ -34,7 +34,7 @@
 
 /* column modes: the numbers of masker.py */
 enum {
-    M_SKIP = 0, M_SCAN_TEXT = 1, M_SCAN_NULL = 2,
+    M_SKIP = 0, M_SCAN_TEXT = 1, M_SCAN_NULL = 2, M_INT8_BIN = 6, M_NUMERIC_BIN = 7,
     M_RULE_TEXT = 10, M_RULE_JSON = 11, M_RULE_JSONB_BIN = 12, M_RULE_NULL = 13
 };
 /* replacer kinds */
@@ -163,7 +163,8 @@ static int RowMasker_init(RowMasker *self, PyObject *args, PyObject *kwds) {
         int m = self->modes[i];
         PyObject *r = PyTuple_GET_ITEM(rules, i);
         int ruled = m >= M_RULE_TEXT;
-        if (m != M_SKIP && m != M_SCAN_TEXT && m != M_SCAN_NULL && !(ruled && m <= M_RULE_NULL)) {
+        if (m != M_SKIP && m != M_SCAN_TEXT && m != M_SCAN_NULL && m != M_INT8_BIN &&
+            m != M_NUMERIC_BIN && !(ruled && m <= M_RULE_NULL)) {
             PyErr_SetString(PyExc_ValueError, "unknown column mode");
             return -1;
         }
@@ -372,6 +373,26 @@ static int mask_core(RowMasker *self, const unsigned char *b, Py_ssize_t size,
         self->ends[i] = pos;
     }
     if (pos != size) return ROW_PYTHON;
+    /* binary int8 / numeric: a value of 13 digits or more may spell a card number and
+     * is scanned as its text by the Python path; smaller ones are skipped here */
+    for (int i = 0; i < ncols; i++) {
+        int m = self->modes[i];
+        if (m != M_INT8_BIN && m != M_NUMERIC_BIN) continue;
+        if (b[self->starts[i] - 4] == 0xFF) continue; /* NULL */
+        const unsigned char *v = b + self->starts[i];
+        Py_ssize_t vlen = self->ends[i] - self->starts[i];
+        if (m == M_INT8_BIN) {
+            uint32_t hi;
+            if (vlen != 8) return ROW_PYTHON;
+            hi = ((uint32_t)v[0] << 24) | ((uint32_t)v[1] << 16) | ((uint32_t)v[2] << 8) | v[3];
+            /* |value| < 0xE8 << 32 (996,432,412,672): below 10^12 */
+            if (hi >= 0x000000E8u && hi < 0xFFFFFF18u) return ROW_PYTHON;
+        } else {
+            /* digit count (Int16) >= 4 groups, or weight (Int16) >= 3: 10^12 and up */
+            if (vlen < 8 || v[0] || v[1] >= 4 || (v[2] < 0x80 && (v[2] || v[3] >= 3)))
+                return ROW_PYTHON;
+        }
+    }
     /* the gates first: nothing is counted or changed before the row is ours */
     if (self->nneedles || self->gates) {
         for (int i = 0; i < ncols; i++) {

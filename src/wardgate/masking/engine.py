@@ -124,6 +124,10 @@ def column_pattern_matches(pattern: str, col: ColumnInfo) -> bool:
     if not table_pat or table_pat == "*" or col.table is None:
         return True
     table = col.table.lower()
+    if "." not in table:
+        # a table named without its schema (by the statement, not the catalog): it may
+        # be the pattern's `schema.table` through the search_path (fail closed)
+        table_pat = table_pat.rpartition(".")[2]
     return fnmatch.fnmatchcase(table, table_pat) or fnmatch.fnmatchcase(
         table.rpartition(".")[2], table_pat
     )
@@ -250,7 +254,7 @@ class MaskingEngine:
         if not rules and all(m == SKIP for m in modes):
             return None
         replacers = {e: self._replacer(e, s) for e, s in entities.items()}
-        return ResultMasker(
+        masker = ResultMasker(
             columns,
             scanner=scanner,
             replacers=replacers,
@@ -258,6 +262,17 @@ class MaskingEngine:
             scan_modes=modes,
             rule_descriptions=described,
         )
+        if masker.wants_number_gate:  # binary numbers and no C masker
+            masker = ResultMasker(
+                columns,
+                scanner=scanner,
+                replacers=replacers,
+                rules=rules,
+                scan_modes=modes,
+                rule_descriptions=described,
+                number_gate=True,
+            )
+        return masker
 
     # -- free text -------------------------------------------------------------------
 
@@ -314,17 +329,20 @@ class MaskingEngine:
         parameters: Sequence[str | None],
         directives: Sequence[MaskDirective],
         statement: str = "",
+        *,
+        covered: bool = False,
     ) -> tuple[tuple[str | None, ...], dict[str, int]]:
         """Mask bound parameters for the record.
 
         Entity scans apply to each; if a column rule covers a column the statement
-        names, every parameter is redacted whole (a parameter's column is unknown
-        here: fail closed).
+        names (by its words, or `covered`: the caller knows from the parsed statement),
+        every parameter is redacted whole (a parameter's column is unknown here: fail
+        closed).
         """
         if not directives:
             return tuple(parameters), {}
         _entities, column_rules, _ = self._resolve(directives)
-        if column_rules and _names_covered_column(statement, column_rules):
+        if column_rules and (covered or _names_covered_column(statement, column_rules)):
             n = sum(1 for p in parameters if p is not None)
             masked = tuple(None if p is None else "[REDACTED]" for p in parameters)
             return masked, ({"COLUMN_RULE": n} if n else {})

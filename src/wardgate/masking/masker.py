@@ -95,6 +95,19 @@ SKIP, SCAN_TEXT, SCAN_NULL, SCAN_JSONB_BIN = 0, 1, 2, 3
 # Without this `SELECT email::bytea` would carry an address out in hex.
 SCAN_BYTEA_HEX, SCAN_BYTEA_RAW = 4, 5
 BYTEA_OID = 17
+# binary int8 and numeric: scanned as their text (a card number kept in a bigint is 8
+# bytes on the wire, no digits; asyncpg reads both in binary); NULL on a finding. Only
+# a value with 13 digits or more can hold a card: rows without one take the fast paths
+# with these columns skipped (ResultMasker._numbers_may_hold)
+SCAN_INT8_BIN, SCAN_NUMERIC_BIN = 6, 7
+INT8_OID, NUMERIC_OID = 20, 1700
+_NUMBER_MODES = (SCAN_INT8_BIN, SCAN_NUMERIC_BIN)
+_NUMERIC_HEAD = struct.Struct("!hhHh")
+# binary int8 high four bytes: at or past the first a small positive value cannot have,
+# before the first a small negative one has (|v| < 0xE8 << 32 = 996,432,412,672)
+_INT8_SMALL_HI, _INT8_SMALL_LO = b"\x00\x00\x00\xe8", b"\xff\xff\xff\x18"
+_NUMERIC_SIGNS = {0x0000: "", 0x4000: "-"}
+_NUMERIC_SPECIAL = frozenset({0xC000, 0xD000, 0xF000})  # NaN, +Infinity, -Infinity
 RULE_TEXT, RULE_JSON, RULE_JSONB_BIN, RULE_NULL = 10, 11, 12, 13
 
 _I32 = struct.Struct("!i")
@@ -123,6 +136,10 @@ def scan_mode(col: ColumnInfo, *, custom: bool) -> int:
         return SKIP
     if col.format == 1 and col.type_oid == JSONB_OID:
         return SCAN_JSONB_BIN
+    if col.format == 1 and col.type_oid == INT8_OID:
+        return SCAN_INT8_BIN
+    if col.format == 1 and col.type_oid == NUMERIC_OID:
+        return SCAN_NUMERIC_BIN
     return SCAN_TEXT if text_like(col) else SCAN_NULL
 
 
@@ -130,6 +147,30 @@ def rule_mode(col: ColumnInfo) -> int:
     if col.type_oid in (JSON_OID, JSONB_OID):
         return RULE_JSONB_BIN if col.format == 1 and col.type_oid == JSONB_OID else RULE_JSON
     return RULE_TEXT if text_like(col) else RULE_NULL
+
+
+def _binary_numeric_text(v: bytes) -> bytes:
+    """The text of a binary numeric (PostgreSQL's numeric_send: digit count, weight,
+    sign, display scale, then base-10000 digits)."""
+    try:
+        ndigits, weight, sign, dscale = _NUMERIC_HEAD.unpack_from(v)
+        if ndigits < 0 or dscale < 0 or len(v) != 8 + 2 * ndigits:
+            raise MaskingError("malformed binary numeric")
+        if sign not in _NUMERIC_SIGNS:
+            if sign in _NUMERIC_SPECIAL and ndigits == 0:
+                return b"NaN"  # NaN, +-Infinity: no digits
+            raise MaskingError("malformed binary numeric")
+        digits = struct.unpack_from(f"!{ndigits}h", v, 8)
+
+        def group(j: int) -> str:
+            return f"{digits[j]:04d}" if 0 <= j < ndigits else "0000"
+
+        whole = "".join(group(j) for j in range(weight + 1)).lstrip("0") or "0"
+        frac = "".join(group(j) for j in range(weight + 1, weight + 1 + (dscale + 3) // 4))
+        text = _NUMERIC_SIGNS[sign] + whole + ("." + frac[:dscale] if dscale else "")
+        return text.encode()
+    except struct.error:
+        raise MaskingError("malformed binary numeric") from None
 
 
 class ResultMasker:
@@ -144,7 +185,28 @@ class ResultMasker:
         rules: Sequence[tuple[int, int, Callable[[bytes], bytes], str, str]],
         scan_modes: Sequence[int],
         rule_descriptions: list[dict],
+        number_gate: bool = False,
     ) -> None:
+        # binary int8/numeric columns without the C masker (which gates them itself):
+        # with `number_gate`, a second masker scans them (the Python value path) for the
+        # rows where one is big enough to hold a card; this one skips them
+        self._numbers: ResultMasker | None = None
+        self._number_cols = tuple(i for i, m in enumerate(scan_modes) if m in _NUMBER_MODES)
+        if self._number_cols and number_gate:
+            self._numbers = ResultMasker(
+                columns,
+                scanner=scanner,
+                replacers=replacers,
+                rules=rules,
+                scan_modes=scan_modes,
+                rule_descriptions=rule_descriptions,
+                number_gate=False,
+            )
+            # per column up to the last number column: its mode there, or 0
+            self._number_kinds = tuple(
+                m if m in _NUMBER_MODES else 0 for m in scan_modes[: max(self._number_cols) + 1]
+            )
+            scan_modes = [SKIP if m in _NUMBER_MODES else m for m in scan_modes]
         self.columns = tuple(columns)
         self._ncols = len(self.columns)
         self._scanner = scanner
@@ -200,11 +262,22 @@ class ResultMasker:
         nm = self._native_masker
         self._native = nm.mask if nm is not None else None  # type: ignore[attr-defined]
         self._native_run = nm.mask_run if nm is not None else None  # type: ignore[attr-defined]
+        if self._numbers is not None:
+            # one set of counts for both; rows one at a time (each passes the gate)
+            numbers = self._numbers
+            numbers._counts, numbers._nulled = self._counts, self._nulled
+            numbers._rule_counts = self._rule_counts
+            self._native_run = None
 
     # -- values ---------------------------------------------------------------
 
     def mask_values(self, values: list[bytes | None]) -> list[bytes | None]:
         """Masked values of one row (same count); the input list when nothing changed."""
+        if self._numbers is not None:  # this one skips the binary numbers: the other not
+            return self._numbers.mask_values(values)
+        return self._mask_values(values)
+
+    def _mask_values(self, values: list[bytes | None]) -> list[bytes | None]:
         try:
             return self._mask(values)
         except MaskingError:
@@ -395,7 +468,7 @@ class ResultMasker:
         if mode == SCAN_TEXT:
             pieces.append(v[last:])
             out[col] = b"".join(pieces)
-        elif mode in (SCAN_NULL, SCAN_BYTEA_HEX, SCAN_BYTEA_RAW):
+        elif mode in (SCAN_NULL, SCAN_BYTEA_HEX, SCAN_BYTEA_RAW, SCAN_INT8_BIN, SCAN_NUMERIC_BIN):
             out[col] = None
             self._nulled[col] += 1
         else:
@@ -412,12 +485,55 @@ class ResultMasker:
             return v[1:]
         if mode == SCAN_BYTEA_HEX and v[:2] == b"\\x":
             return bytes.fromhex(v[2:].decode("ascii"))
+        if mode == SCAN_INT8_BIN:
+            if len(v) != 8:
+                raise MaskingError("malformed binary int8")
+            return str(int.from_bytes(v, "big", signed=True)).encode()
+        if mode == SCAN_NUMERIC_BIN:
+            return _binary_numeric_text(v)
         return v
 
     # -- DataRow ------------------------------------------------------------------
 
+    @property
+    def wants_number_gate(self) -> bool:
+        """Binary int8/numeric columns and no C masker to gate them: every row would
+        take the Python value path; a masker made with `number_gate` skips them where
+        no value is big enough to hold a card (MaskingEngine.plan)."""
+        return bool(self._number_cols) and self._native_masker is None and self._numbers is None
+
+    def _numbers_may_hold(self, body: bytes) -> bool:
+        """Does a binary int8/numeric value of this row have 13 digits or more (or is
+        the row malformed)? Then the masker that scans them takes the row."""
+        unpack = _I32.unpack_from
+        pos = 2
+        try:
+            for kind in self._number_kinds:
+                (n,) = unpack(body, pos)
+                pos += 4
+                if n <= 0:
+                    continue
+                if kind == SCAN_INT8_BIN:
+                    # |v| < 0xE8 << 32 (< 10^12) by its high four bytes, no int made
+                    if n != 8 or _INT8_SMALL_HI <= body[pos : pos + 4] < _INT8_SMALL_LO:
+                        return True
+                elif kind:
+                    # numeric: 4 digits a group; 4 groups or more, or an integer part of
+                    # 4 groups (weight 3: 10^12 and up), may spell a card number
+                    if body[pos] or body[pos + 1] >= 4:
+                        return True
+                    high, low = body[pos + 2], body[pos + 3]
+                    if high < 0x80 and (high or low >= 3):
+                        return True
+                pos += n
+        except (struct.error, IndexError):
+            return True
+        return False
+
     def mask_data_row(self, body: bytes) -> bytes:
         """A DataRow message body in (Int16 count, Int32 length + bytes each), masked body out."""
+        if self._numbers is not None and self._numbers_may_hold(body):
+            return self._numbers._mask_data_row_python(body)
         if self._native is not None:
             try:
                 out = self._native(body)
@@ -465,7 +581,10 @@ class ResultMasker:
             if run[pos] != 0x44 or size - pos < 5 or end - pos < 5 or end > size:
                 raise MaskingError("malformed DataRow run")
             body = run[pos + 5 : end]
-            masked = self._mask_data_row_python(body)
+            if self._numbers is not None:
+                masked = self.mask_data_row(body)
+            else:
+                masked = self._mask_data_row_python(body)
             if masked is body or masked == body:
                 pieces.append(run[pos:end])
             else:
@@ -483,7 +602,7 @@ class ResultMasker:
             except Exception as exc:  # never let a value escape in a message
                 raise MaskingError(f"masking failed ({type(exc).__name__})") from None
         values = _decode_data_row(body)
-        out = self.mask_values(values)
+        out = self._mask_values(values)  # a row with big binary numbers never gets here
         if out is values:
             return body
         return encode_data_row(out)
@@ -620,7 +739,7 @@ class ResultMasker:
         counts = [dict(c) for c in self._counts]
         nulled_counts = list(self._nulled)
         rule_counts = list(self._rule_counts)
-        rows = self.rows
+        rows = self.rows + (self._numbers.rows if self._numbers is not None else 0)
         if self._native_masker is not None:  # the rows masked in C
             rows += native.merge_stats(self._native_masker, counts, nulled_counts, rule_counts)
         columns: dict[str, dict[str, int]] = {}

@@ -55,7 +55,9 @@ ENTITIES = ("EMAIL_ADDRESS", "IBAN_CODE", "CREDIT_CARD", "US_SSN", "IP_ADDRESS")
 _DIGIT_CODES = {_IBAN_REST: 1, _CARD_REST: 2, _SSN_REST: 3, _IPV4_REST: 4}
 _G_PASSWORD, _G_IPV6, _G_PHONE = 1, 2, 4
 # the column modes C knows (masker.py's numbers): skip, text, null on finding, rules
-_MODES = frozenset({0, 1, 2, 10, 11, 12, 13})
+# (6, 7: binary int8 / numeric, skipped unless big enough to hold a card: then the row
+# goes to the Python path)
+_MODES = frozenset({0, 1, 2, 6, 7, 10, 11, 12, 13})
 
 _PW_KEYS = tuple(dict.fromkeys(k.lower() for k in _PW_KEY_LIST))
 _IBAN_TABLE = bytes(

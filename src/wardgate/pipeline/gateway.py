@@ -35,6 +35,15 @@ log = logging.getLogger("wardgate.gateway")
 # PostgreSQL's DETAIL texts that echo a row's or a key's values (constraint failures)
 _ROW_ECHO = re.compile(r"(failing row contains|\bkey \(.*\)=\()", re.IGNORECASE | re.DOTALL)
 ROW_DETAIL_WITHHELD = "wardgate: detail withheld (it shows row values; a column mask rule applies)"
+# an error or notice of a statement that reads a column under a column rule: its texts
+# may quote the value (a failed cast, a function's RAISE); the SQLSTATE stays
+MESSAGE_WITHHELD = (
+    "wardgate: message withheld: the statement reads {column}, a column under a mask rule, "
+    "and the message may quote its value"
+)
+# the free-text fields of ErrorResponse / NoticeResponse besides the message: detail,
+# hint, context (where), internal query
+_ERROR_TEXTS = ("D", "H", "W", "q")
 
 
 def statement_key(text: str) -> str:
@@ -63,13 +72,20 @@ class _DecisionConstants:
     """The parts of a command event that depend on the Decision only (the policy hands
     out the same Decision object for every statement of one normalized form)."""
 
-    __slots__ = ("decision", "masks", "mask_set", "meta", "verdict", "column_rules")
+    __slots__ = ("decision", "masks", "mask_set", "meta", "verdict", "column_rules", "covers")
 
     def __init__(self, decision: Decision, masks: tuple, mask_set: int) -> None:
         self.decision = decision  # held, so that its id is not reused while cached
         self.masks = masks
         # column rules change how bound parameters are masked (Gateway.masked_parameters)
         self.column_rules = any(getattr(m, "columns", ()) for m in masks)
+        facts = decision.facts or {}
+        # the statement names a covered column, by the parser's names (`U&"d\0069..."`
+        # and `EXECUTE x(...)` of a PREPARE that names one included): its constants and
+        # bound parameters may carry the column's value
+        self.covers = (
+            self.column_rules and ruled_column_read(masks, facts.get("objects", [])) is not None
+        )
         self.mask_set = mask_set  # a number per distinct `masks` (see Gateway._mask_sets)
         self.verdict = decision.verdict.value
         facts = decision.facts or {}
@@ -255,18 +271,10 @@ class Gateway:
         # EXECUTE name(...) names no column: its arguments go to what the name was
         # prepared as, which the decision's facts say (the same text can be prepared
         # as another statement later: part of the key)
-        facts = c.decision.facts or {}
-        executes_covered = (
-            c.column_rules
-            and facts.get("executes") is not None
-            and ruled_column_read(c.masks, facts.get("objects", [])) is not None
-        )
-        key = (text, c.mask_set, executes_covered)
+        key = (text, c.mask_set, c.covers)
         masked = self._masked_texts.get(key)
         if masked is None:
-            if c.column_rules and (
-                executes_covered or self.masking.names_covered_column(text, c.masks)
-            ):
+            if c.column_rules and (c.covers or self.masking.names_covered_column(text, c.masks)):
                 # the statement may carry a covered column's value in any literal
                 # spelling: the record keeps it with every constant replaced
                 text_out = without_constants(text) or text
@@ -288,7 +296,9 @@ class Gateway:
         # the statement text and its parameters are masked for the record, always
         text = self._masked_statement(command.text, c) if command.text else command.text
         if command.parameters and c.column_rules:
-            masked = self.masking.mask_parameters(command.parameters, c.masks, command.text)[0]
+            masked = self.masking.mask_parameters(
+                command.parameters, c.masks, command.text, covered=c.covers
+            )[0]
             params = ", ".join(["null" if p is None else _json_str(p) for p in masked])
             payload = f'{{"text": {_json_str(text)}, "parameters": [{params}]}}'
         elif command.parameters:
@@ -461,36 +471,61 @@ class Gateway:
         notice: bool = False,
         decision: Decision | None = None,
     ) -> bytes:
-        """ErrorResponse / NoticeResponse with values echoed by PostgreSQL masked.
+        """ErrorResponse / NoticeResponse with values echoed by PostgreSQL masked."""
+        return self.masked_error(raw, body, notice=notice, decision=decision)[0]
 
-        A DETAIL that echoes row values ("Failing row contains (...)", "Key (...)=(...)")
-        is withheld whole when a column rule may apply (the statement's, or unknown):
-        the values carry no column names to match rules with, and an agent can provoke
-        such an error to read a covered column."""
+    def masked_error(
+        self,
+        raw: bytes,
+        body: bytes,
+        *,
+        notice: bool = False,
+        decision: Decision | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """ErrorResponse / NoticeResponse with values echoed by PostgreSQL masked: the
+        message to send and its fields as sent (what the record keeps).
+
+        Raised by a statement that reads a column under a column rule, the texts are
+        withheld whole: PostgreSQL quotes the value that failed in any field and any
+        spelling (`invalid input syntax for type integer: "..."`, a JSON parser's
+        CONTEXT line, a function's RAISE), with no column name to match a rule with.
+        Otherwise a DETAIL that echoes row values ("Failing row contains (...)",
+        "Key (...)=(...)") is withheld when a column rule may apply (the statement's,
+        or unknown), and every text is masked by the statement's masks."""
         from wardgate.wire.pg.backend import decode_fields
         from wardgate.wire.pg.writers import error_response, notice_response
 
         fields = decode_fields(body)
         changed = False
-        detail = fields.get("D")
-        if detail and _ROW_ECHO.search(detail):
-            masks = self._masks_for(decision)
-            if decision is None or any(getattr(m, "columns", None) for m in masks):
-                fields["D"] = ROW_DETAIL_WITHHELD
-                changed = True
-        for key in ("M", "D", "H", "W", "q"):
-            if key in fields:
-                masked = self.mask_text(fields[key])
-                if masked != fields[key]:
-                    fields[key] = masked
+        masks = self._masks_for(decision)
+        objects = (decision.facts or {}).get("objects", []) if decision is not None else []
+        read = ruled_column_read(masks, objects) if objects else None
+        if read is not None:
+            column = f"{read[0] + '.' if read[0] else ''}{read[1]}"
+            fields["M"] = MESSAGE_WITHHELD.format(column=column)
+            for key in _ERROR_TEXTS:
+                fields.pop(key, None)
+            changed = True
+        else:
+            detail = fields.get("D")
+            if detail and _ROW_ECHO.search(detail):
+                if decision is None or any(getattr(m, "columns", None) for m in masks):
+                    fields["D"] = ROW_DETAIL_WITHHELD
                     changed = True
+            for key in ("M", *_ERROR_TEXTS):
+                if key in fields:
+                    masked = self.mask_text(fields[key], decision)
+                    if masked != fields[key]:
+                        fields[key] = masked
+                        changed = True
         if not changed:
-            return raw
+            return raw, fields
         build = notice_response if notice else error_response
-        severity = fields.pop("S", "ERROR")
-        code = fields.pop("C", "XX000")
-        message = fields.pop("M", "")
-        return build(severity, code, message, fields=fields)
+        out = dict(fields)
+        severity = out.pop("S", "ERROR")
+        code = out.pop("C", "XX000")
+        message = out.pop("M", "")
+        return build(severity, code, message, fields=out), fields
 
     def mask_notification(self, raw: bytes, body: bytes) -> bytes:
         from wardgate.wire.pg.backend import decode_notification_response as decode_notification
@@ -550,7 +585,10 @@ class Gateway:
         # the reviewer sees what will run: the text and, for an Execute, the values Bind
         # gave it, both masked as the record masks them
         params = self.masking.mask_parameters(
-            command.parameters, self._masks_for(decision), command.text
+            command.parameters,
+            self._masks_for(decision),
+            command.text,
+            covered=self._constants(decision).covers,
         )[0]
         shown: list[str] = []
         for c, d in decisions if len(decisions) > 1 else [(command, decision)]:

@@ -29,6 +29,7 @@ from wardgate.policy.facts import (
     NAMED_READ_FUNCTIONS,
     ROLE_SETTINGS,
     SQL_STRING_FUNCTIONS,
+    VALUE_CATALOGS,
     StatementFacts,
     is_on,
     is_utf8_name,
@@ -116,7 +117,6 @@ _KIND_NAMES = {
 _SAMPLE_VIEWS = frozenset(
     {"pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic", "pg_statistic_ext_data"}
 )
-_STATEMENT_VIEWS = frozenset({"pg_stat_activity"})
 _SNAKE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _FOREIGN_KINDS = frozenset(
     {
@@ -190,9 +190,8 @@ class Walker:
         self.scopes: list[set[str]] = []
         self.aliases: dict[str, str] = {}
         self.raw_columns: list[list[str]] = []
-        # (qualifier or None, column, the table an unqualified one belongs to): columns
-        # copied into another column, resolved through aliases once all are known
-        self.raw_copied: list[tuple[str | None, str, str]] = []
+        # (column ref, table written) of values copied into another column (statements.py)
+        self.raw_copied: list[tuple[list[str], str | None]] = []
 
     # -- entry ---------------------------------------------------------------------
     def classify(self, stmt: dict[str, Any]) -> StatementFacts:
@@ -203,9 +202,6 @@ class Walker:
         return self.facts
 
     def _resolve_columns(self) -> None:
-        for qualifier, column, default in self.raw_copied:
-            table = default if qualifier is None else self.aliases.get(qualifier, qualifier)
-            self.facts.copied.add((table, column))
         tables = {name for _, name in self.facts.tables}
         only = next(iter(tables)) if len(tables) == 1 else None
         for fields in self.raw_columns:
@@ -216,9 +212,19 @@ class Walker:
                     self.facts.columns.add((self.aliases.get(column, column), "*"))
                 else:
                     self.facts.columns.add((only, column))
+                    if column in ("new", "old"):
+                        # a trigger's or rule's whole row (`to_jsonb(NEW)`, `RAISE NOTICE
+                        # '%', OLD`): every column of whatever table it is bound to
+                        self.facts.columns.add((column, "*"))
             else:
                 qualifier = fields[-2]
                 self.facts.columns.add((self.aliases.get(qualifier, qualifier), column))
+        for ref, table in self.raw_copied:
+            if len(ref) > 1:
+                table = self.aliases.get(ref[-2], ref[-2])
+            elif len(tables) > 1:
+                table = None  # an unqualified column over several tables: any (fail closed)
+            self.facts.copied.add((table, ref[-1]))
 
     # -- generic walk --------------------------------------------------------------
     def walk(self, node: Any) -> None:
@@ -303,14 +309,11 @@ class Walker:
             self.aliases[alias] = name
         if name in _SAMPLE_VIEWS and schema in (None, "pg_catalog"):
             # values sampled from every table's columns (most_common_vals, histograms):
-            # a read of any table and column
+            # a read of any table
             self.facts.tables.add(("*", "*"))
-            self.facts.columns.add((None, "*"))
             self.facts.notes.append(f"{name} shows values of every table's columns")
-        elif name in _STATEMENT_VIEWS and schema in (None, "pg_catalog"):
-            # other sessions' statement texts, constants included: under column rules
-            # they may carry a covered value (masked as one)
-            self.facts.columns.add((None, "*"))
+        if name in VALUE_CATALOGS:
+            self.facts.columns.add((None, "*"))  # any column's values (see facts.py)
 
     def object_with_args(self, body: dict[str, Any]) -> None:
         """A function named by signature (CREATE CAST ... WITH FUNCTION, DROP FUNCTION, ...)."""
@@ -344,6 +347,8 @@ class Walker:
         facts.functions.add((schema, name))
         if schema:
             facts.schemas.add(schema)  # a rule on a schema covers its functions too
+        if name in VALUE_CATALOGS:
+            facts.columns.add((None, "*"))  # any column's values (see facts.py)
         if name in FILE_FUNCTIONS:
             facts.add_feature("file_access", f"calls server file function {name}()")
         elif name in LARGE_OBJECT_FILE_FUNCTIONS:

@@ -543,13 +543,16 @@ def _column_rule_refusal(
                 f"through {stores[0]}()"
             )
     # a trigger function sees the row of whatever table a trigger names later: NEW.ssn /
-    # OLD.ssn may carry a ruled column anywhere (a NOTICE, another table)
-    if "create_function" in facts.kinds:
+    # OLD.ssn may carry a ruled column anywhere (a NOTICE, another table); so does a
+    # rule's action (CREATE RULE ... DO ALSO INSERT INTO other VALUES (NEW.ssn))
+    made = facts.kinds & {"create_function", "create_rule"}
+    if made:
         rows = [o for o in objects if o.lower().startswith(("column:new.", "column:old."))]
         hit = ruled_column_read(masks, rows) if rows else None
         if hit is not None:
+            what = "a trigger function" if "create_function" in made else "a rule"
             return "builtin/masked-column-copy", (
-                f"a trigger function that uses NEW/OLD.{hit[1]}, a column under a mask rule, "
+                f"{what} that uses NEW/OLD.{hit[1]}, a column under a mask rule, "
                 "could carry its value out from under the rule"
             )
     # renaming a ruled column (or its table) would leave the rule matching nothing:
@@ -561,6 +564,15 @@ def _column_rule_refusal(
                 f"renames {named(hit)}, a column under a mask rule (the rule names it; "
                 "change the rule first)"
             )
+    # INHERIT, ATTACH PARTITION and SET SCHEMA make a table's rows readable under a name
+    # a rule naming the table does not match (`SELECT diagnosis FROM parent`)
+    moved = [f"column:{t}.*" for t in facts.moved if t]
+    hit = ruled_rename(masks, moved) if moved else None
+    if hit is not None:
+        return "builtin/masked-column-rename", (
+            f"makes {hit[0]}, whose column {hit[1]} is under a mask rule, readable under "
+            "another table or schema (the rule names it; change the rule first)"
+        )
     # reading a column under a column rule while writing elsewhere would copy the value
     # out from under its rule (INSERT ... SELECT, CREATE TABLE AS, CREATE VIEW)
     if facts.writes and facts.reads:

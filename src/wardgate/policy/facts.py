@@ -26,6 +26,7 @@ __all__ = [
     "LARGE_OBJECT_FILE_FUNCTIONS",
     "SQL_STRING_FUNCTIONS",
     "NAMED_READ_FUNCTIONS",
+    "VALUE_CATALOGS",
 ]
 
 # Server-side file access (core and adminpack).
@@ -53,6 +54,30 @@ FILE_FUNCTIONS = frozenset(
     }
 )
 LARGE_OBJECT_FILE_FUNCTIONS = frozenset({"lo_import", "lo_export"})
+# Catalog views, tables and functions that show stored values without naming their
+# column: planner statistics (most common values, histogram bounds of every column
+# ANALYZE saw), other sessions' statement texts (with their literals; every gateway
+# session logs in as the same target user) and logical decoding's row changes. Reading
+# one counts as reading every column.
+VALUE_CATALOGS = frozenset(
+    {
+        "pg_stats",
+        "pg_stats_ext",
+        "pg_stats_ext_exprs",
+        "pg_statistic",
+        "pg_statistic_ext_data",
+        "pg_mcv_list_items",
+        "pg_stat_activity",
+        "pg_stat_get_activity",
+        "pg_stat_get_backend_activity",
+        "pg_stat_statements",
+        # logical decoding: the rows every transaction wrote, any table's
+        "pg_logical_slot_get_changes",
+        "pg_logical_slot_peek_changes",
+        "pg_logical_slot_get_binary_changes",
+        "pg_logical_slot_peek_binary_changes",
+    }
+)
 # Settings that change who the session acts as.
 ROLE_SETTINGS = frozenset({"role", "session_authorization"})
 # Functions that run a query given as a string: the string is parsed and classified.
@@ -149,6 +174,9 @@ class StatementFacts:
     # (table or None, column) read inside an UPDATE's SET values into ANOTHER column:
     # `UPDATE t SET nick = ssn` copies ssn
     copied: set[tuple[str | None, str]] = field(default_factory=set)
+    # tables whose rows become readable under another table or schema: ALTER TABLE t
+    # INHERIT p, ATTACH PARTITION t, ALTER TABLE t SET SCHEMA s ("schema.table" or table)
+    moved: set[str] = field(default_factory=set)
     writes: bool = False
     reads: bool = False
     without_where: bool = False
@@ -193,6 +221,7 @@ class StatementFacts:
         self.functions |= other.functions
         self.schemas |= other.schemas
         self.copied |= other.copied
+        self.moved |= other.moved
         self.writes |= other.writes
         self.reads |= other.reads
         self.without_where |= other.without_where

@@ -29,13 +29,17 @@ def ruled_column_read(masks: tuple, objects: list[str]) -> tuple[str, str] | Non
             table = bare_table = ""  # NEW.x / OLD.x in a trigger function: any table's row
         for pattern in patterns:
             t_pat, _, c_pat = pattern.rpartition(".")
-            # an unqualified column in a statement over several tables: any table (fail closed)
+            # an unqualified column in a statement over several tables: any table (fail
+            # closed). A rule naming the schema (`public.t.ssn`) matches by the bare table
+            # too: the statement's columns carry no schema, and an unqualified `t` may be
+            # that table through the search_path
             t_ok = (
                 not t_pat
                 or t_pat == "*"
                 or not table
                 or fnmatch.fnmatchcase(table, t_pat)
                 or fnmatch.fnmatchcase(bare_table, t_pat)
+                or fnmatch.fnmatchcase(bare_table, t_pat.rpartition(".")[2])
             )
             if not t_ok:
                 continue

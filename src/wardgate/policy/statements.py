@@ -80,16 +80,20 @@ def _column_refs(node: Any) -> list[list[str]]:
     return out
 
 
-def _copies(w: Walker, table: str, column: str, value: Any, incoming: str = "") -> None:
-    """`SET column = value`: columns of the stored rows that value reads go into another
-    column (`UPDATE t SET nick = ssn`). `incoming` names the row being inserted
-    (`excluded`), whose values the statement itself supplies."""
+def _copies(
+    w: Walker, table: str | None, column: str | None, value: Any, incoming: str = ""
+) -> None:
+    """The columns `value` reads, written into `column` of `table` (None: not known): a
+    copy of each into that column (`UPDATE t SET nick = ssn`), except of the column itself
+    (`SET ssn = upper(ssn)`) and of `incoming`, the row being inserted (`excluded`),
+    whose values the statement itself supplies. Resolved against the statement's aliases
+    once it is walked (Walker._resolve_columns)."""
     for ref in _column_refs(value):
         if len(ref) > 1 and ref[-2] == incoming:
             continue
-        if ref[-1] != column or len(ref) > 1:
-            # an alias of FROM / USING is known only once the whole statement is walked
-            w.raw_copied.append((ref[-2] if len(ref) > 1 else None, ref[-1], table))
+        if len(ref) == 1 and ref[0] == column:
+            continue
+        w.raw_copied.append((ref, table))
 
 
 def _on_conflict(w: Walker, table: str, conflict: dict[str, Any]) -> None:
@@ -103,7 +107,7 @@ def _on_conflict(w: Walker, table: str, conflict: dict[str, Any]) -> None:
         column = res.get("name")
         if column:
             w.facts.columns.add((table, column))
-            _copies(w, table, column, res.get("val"), incoming="excluded")
+        _copies(w, table, column, res.get("val"), incoming="excluded")
 
 
 _MERGE_KINDS = {"CMD_UPDATE": "update", "CMD_DELETE": "delete", "CMD_INSERT": "insert"}
@@ -112,25 +116,26 @@ _MERGE_KINDS = {"CMD_UPDATE": "update", "CMD_DELETE": "delete", "CMD_INSERT": "i
 def _merge_actions(w: Walker, table: str, clauses: list[Any]) -> None:
     """MERGE ... WHEN ... THEN UPDATE SET c = ... / DELETE / INSERT (c): each action is
     that kind of statement on the target, writing those columns (a rule on
-    `kinds: [delete]` or on the column must see it)."""
+    `kinds: [delete]` or on the column must see it). Its actions write the source's
+    columns into the target: an unqualified column may be the source's (table unknown)."""
     for clause in clauses:
         c = clause.get("MergeWhenClause", {}) if isinstance(clause, dict) else {}
         kind = _MERGE_KINDS.get(c.get("commandType", ""))
         if kind is None:
             continue
         w.add_kind(kind)
-        targets = c.get("targetList", [])
-        for target in targets:
-            res = target.get("ResTarget", {})
+        targets = [t.get("ResTarget", {}) for t in c.get("targetList", [])]
+        for res in targets:
             column = res.get("name")
             if column:
                 w.facts.columns.add((table, column))
                 if kind == "update":
-                    _copies(w, table, column, res.get("val"))
+                    _copies(w, None, column, res.get("val"))
         if kind == "insert":
             # INSERT (c) VALUES (src.x): the source's columns go into the target's
-            for value in c.get("values", []):
-                _copies(w, "", "", value)  # an unqualified name is the source's
+            names = [res.get("name") for res in targets]
+            for i, value in enumerate(c.get("values", [])):
+                _copies(w, None, names[i] if i < len(names) else None, value)
 
 
 def _h_dml(kind: str):
@@ -288,37 +293,41 @@ def _h_alter_table(w: Walker, body: dict[str, Any]) -> None:
     table = relation.get("relname")
     for cmd in body.get("cmds", []):
         c = cmd.get("AlterTableCmd", {})
+        subtype, definition = c.get("subtype"), c.get("def") or {}
         # the column a command changes is an object of the statement (a rule on
         # `pay.salary` sees ALTER COLUMN salary ...)
-        column = c.get("name") or (c.get("def") or {}).get("ColumnDef", {}).get("colname")
+        column = c.get("name") or definition.get("ColumnDef", {}).get("colname")
         if table and column and objtype == "OBJECT_TABLE":
             w.facts.columns.add((table, column))
-        using = (c.get("def") or {}).get("ColumnDef", {}).get("raw_default")
-        if (
-            c.get("subtype") == "AT_AlterColumnType"
-            and table
-            and column
-            and using is not None
-            and not _casts_itself(using, column)
-        ):
-            # ALTER COLUMN c TYPE ... USING expr rewrites c in every row: an UPDATE of it
-            # without a WHERE clause (`USING c::int` only converts: not one)
-            w.add_kind("update")
-            w.facts.without_where = True
-            w.facts.notes.append(f"ALTER COLUMN {column} TYPE ... USING rewrites every row")
+        # a column filled from others: ADD COLUMN ... GENERATED ALWAYS AS (expr), ALTER
+        # COLUMN ... TYPE ... USING expr, ALTER COLUMN ... SET EXPRESSION AS (expr)
+        if subtype == "AT_AddColumn":
+            column_def = definition.get("ColumnDef", {})
+            for con in column_def.get("constraints", []):
+                con = con.get("Constraint", {})
+                if con.get("contype") == "CONSTR_GENERATED":
+                    _copies(w, table, column_def.get("colname"), con.get("raw_expr"))
+        elif subtype == "AT_AlterColumnType":
+            using = definition.get("ColumnDef", {}).get("raw_default")
+            if table and column and using is not None and not _casts_itself(using, column):
+                # ALTER COLUMN c TYPE ... USING expr rewrites c in every row: an UPDATE of
+                # it without a WHERE clause (`USING c::int` only converts: not one)
+                w.add_kind("update")
+                w.facts.without_where = True
+                w.facts.notes.append(f"ALTER COLUMN {column} TYPE ... USING rewrites every row")
             _copies(w, table, column, using)
+        elif subtype == "AT_SetExpression":
+            _copies(w, table, c.get("name"), definition)
+        # the table's rows read under another table's name: INHERIT parent (this one),
+        # ATTACH PARTITION child (the one named)
+        elif subtype == "AT_AddInherit":
+            w.facts.moved.add(_qualified(body.get("relation")))
+        elif subtype == "AT_AttachPartition":
+            w.facts.moved.add(_qualified(definition.get("PartitionCmd", {}).get("name")))
         if c.get("subtype") == "AT_DropColumn":
             w.facts.add_feature("drop_column", f"drops column {c.get('name')}")
             if c.get("behavior") == "DROP_CASCADE":
                 w.facts.add_feature("cascade", "DROP COLUMN ... CASCADE")
-    w.walk_fields(body)
-
-
-def _h_set_schema(w: Walker, body: dict[str, Any]) -> None:
-    """ALTER ... SET SCHEMA s moves an object into s: the statement touches s too."""
-    w.add_kind("alter_object_schema")
-    if body.get("newschema"):
-        w.facts.schemas.add(body["newschema"])
     w.walk_fields(body)
 
 
@@ -559,6 +568,30 @@ def _h_constant(w: Walker, body: dict[str, Any]) -> None:
     return
 
 
+def _qualified(relation: Any) -> str:
+    """`schema.table` or `table` of a RangeVar (empty when there is none)."""
+    if not isinstance(relation, dict) or not relation.get("relname"):
+        return ""
+    schema = relation.get("schemaname")
+    return f"{schema}.{relation['relname']}" if schema else relation["relname"]
+
+
+def _h_alter_object_schema(w: Walker, body: dict[str, Any]) -> None:
+    """ALTER ... SET SCHEMA s moves an object into s: the statement touches s too. For a
+    table, a rule naming its schema (`public.t.ssn`) would no longer match it."""
+    w.add_kind("alter_object_schema")
+    if body.get("newschema"):
+        w.facts.schemas.add(body["newschema"])
+    if body.get("objectType") in (
+        "OBJECT_TABLE",
+        "OBJECT_VIEW",
+        "OBJECT_MATVIEW",
+        "OBJECT_FOREIGN_TABLE",
+    ):
+        w.facts.moved.add(_qualified(body.get("relation")))
+    w.walk_fields(body)
+
+
 def _h_rename(w: Walker, body: dict[str, Any]) -> None:
     """ALTER TABLE/VIEW ... RENAME [COLUMN]: the renamed column (or, for the relation
     itself, all its columns) is recorded as a column the statement touches, so the
@@ -591,6 +624,7 @@ def _h_rename(w: Walker, body: dict[str, Any]) -> None:
 HANDLERS = {
     "SelectStmt": _h_select,
     "RenameStmt": _h_rename,
+    "AlterObjectSchemaStmt": _h_alter_object_schema,
     "InsertStmt": _h_dml("insert"),
     "UpdateStmt": _h_dml("update"),
     "DeleteStmt": _h_dml("delete"),
@@ -601,7 +635,6 @@ HANDLERS = {
     "AlterRoleStmt": _h_role("alter_role"),
     "DropStmt": _h_drop,
     "AlterTableStmt": _h_alter_table,
-    "AlterObjectSchemaStmt": _h_set_schema,
     "GrantStmt": _h_grant,
     "GrantRoleStmt": _h_grant,
     "ExplainStmt": _h_explain,

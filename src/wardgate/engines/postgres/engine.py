@@ -266,7 +266,10 @@ class PostgresEngine:
             connection=self.conn.name,
             protocol="postgres",
             client_addr=client_addr,
-            application_name=startup.params.get("application_name") or None,
+            # the agent's own text, kept in every event of the session and in logs:
+            # masked like a statement's text (the raw one still reaches the target)
+            application_name=self.gw.mask_text(startup.params.get("application_name") or "")
+            or None,
         )
         fut = self.gw.record(
             "session_start",

@@ -468,18 +468,14 @@ class PgRelay(ResponseSide):
 
     def _on_execute(self, portal_name: str, raw: bytes) -> None:
         portal = self.portals.get(portal_name)
-        describe: tuple[bytes, Op] | None = None
         if portal is None and portal_name:
             # a cursor the target knows from SQL DECLARE, fetched through the protocol:
             # decided and recorded as the FETCH it is (the policy reads it as the
-            # cursor's query). Its columns come from the target: a Describe of the
-            # portal goes first and its answer stays here (the masker needs the
-            # columns; the agent asked for none)
+            # cursor's query). Its columns come from the target (_accept_execute)
             stmt = self._sql_object_statement(f"FETCH FORWARD ALL FROM {_ident(portal_name)}")
             if stmt is None:
                 return
             portal = Portal(stmt, (), ())
-            describe = (w.describe("P", portal_name), Op("describe_cursor", payload=portal))
         stmt = portal.statement if portal else None
         if stmt is None:
             # the unnamed portal the gateway does not know: fail closed. The target could
@@ -506,8 +502,6 @@ class PgRelay(ResponseSide):
                 bound = Command(command.session, stmt.text, portal.params, 0, "execute")
                 self._hold_execute([(bound, decision)], stmt, portal, raw)
                 return
-        if describe is not None:
-            self._batch.append(describe)
         self._accept_execute(stmt, portal, raw, stmt.extra)
 
     def _accept_execute(
@@ -521,6 +515,13 @@ class PgRelay(ResponseSide):
         fields = portal.fields or stmt.fields
         if fields is not None:
             self._prepare_result(ex, fields, portal.result_formats)
+        else:
+            # the agent described neither the statement nor the portal (a client may
+            # skip Describe): the masker needs the columns, or column rules could not
+            # apply to the rows. A Describe of the portal goes first; its answer stays
+            # here (ResponseSide: describe_cursor) and sets the portal's fields
+            name = fe.decode_execute(raw[5:]).portal
+            self._batch.append((w.describe("P", name), Op("describe_cursor", payload=portal)))
         self._batch.append((raw, Op("execute", execs=[ex])))
 
     def _still_allowed(self, stmt: Statement) -> bool:
@@ -608,6 +609,8 @@ class PgRelay(ResponseSide):
 
     def _take_setting(self, key: str, value: str) -> None:
         if key == "reason":
+            # kept in every later event and shown to reviewers: masked like statement text
+            value = self.gw.mask_text(value)
             self.info = _replace_reason(self.info, value)
             # durable before the answer (or the statement) goes out, like a command
             # event: an agent repeating the setting without end is held to the store's

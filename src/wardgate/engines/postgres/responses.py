@@ -283,7 +283,16 @@ class ResponseSide:
                         self._passthrough = rec
                         self._pass_masker = masker
             else:
-                # rows nobody planned for (no RowDescription seen): baseline entity scan
+                # rows nobody planned for (no RowDescription seen; the relay describes
+                # every portal it executes, so this should not happen). Column rules
+                # cannot be matched without columns: withheld (fail closed); otherwise
+                # the baseline entity scan
+                if ex is not None and any(
+                    getattr(m, "columns", ()) for m in (ex.decision.masks if ex.decision else ())
+                ):
+                    log.error("rows without a row description under column rules: withheld")
+                    ex.withheld = MASKING_WITHHELD
+                    return
                 masked = self.gw.mask_unplanned_row(body)
                 if masked is not body:
                     raw = b"D" + (len(masked) + 4).to_bytes(4, "big") + masked
@@ -364,9 +373,12 @@ class ResponseSide:
                 if op.index == 1:
                     ops.appendleft(Op("inject_done"))
                 return
-            fields = be.decode_fields(body)
-            error = {"sqlstate": fields.get("C"), "message": self.gw.mask_text(fields.get("M", ""))}
             ex = self._current()
+            # masked once: the agent and the record get the same texts
+            masked_raw, fields = self.gw.masked_error(
+                raw, body, decision=ex.decision if ex is not None else None
+            )
+            error = {"sqlstate": fields.get("C"), "message": fields.get("M", "")}
             if ex is not None:
                 self._finish(ex, error=error)
                 if ex.decision is not None and (ex.decision.facts or {}).get("forgets_prepared"):
@@ -385,9 +397,7 @@ class ResponseSide:
                 # the target made, bound or closed none of these: their names mean what
                 # they meant before
                 self._undo(skipped)
-            out.append(
-                self.gw.mask_error(raw, body, decision=ex.decision if ex is not None else None)
-            )
+            out.append(masked_raw)
         elif t == _PARSE_OK or t == _BIND_OK or t == _CLOSE_OK or t == _NODATA:
             if op is not None and op.kind == "describe_cursor" and t == _NODATA:
                 ops.popleft()  # the relay's own Describe: not forwarded
@@ -420,7 +430,14 @@ class ResponseSide:
                 raise _SessionClosed
             out.append(raw)
         elif t == _NOTICE:
-            out.append(self.gw.mask_error(raw, body, notice=True))
+            # a notice raised while a statement runs (a function's RAISE NOTICE) is
+            # masked as that statement's error would be
+            ex = self._current()
+            out.append(
+                self.gw.mask_error(
+                    raw, body, notice=True, decision=ex.decision if ex is not None else None
+                )
+            )
         elif t == _NOTIFY:
             out.append(self.gw.mask_notification(raw, body))
         elif t == _COPY_OUT:
