@@ -221,3 +221,28 @@ def test_client_ip_ignores_port_zone_and_ipv4_mapping() -> None:
     assert client_ip("::ffff:10.1.2.3") == "10.1.2.3"
     assert client_ip("fe80::1%eth0") == "fe80::1"
     assert client_ip("127.0.0.1") == "127.0.0.1"
+
+
+def test_config_check_shows_the_limit_and_warns_without_it(pg_cluster, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from wardgate.testing.gateway_process import write_config
+
+    def check(conn_extra: dict) -> subprocess.CompletedProcess:
+        cfg, env = write_config(tmp_path, pg_cluster, connection_extra=conn_extra)
+        return subprocess.run(
+            [sys.executable, "-m", "wardgate", "config", "check", "--config", str(cfg)],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, **env, "COLUMNS": "200"},
+        )  # fmt: skip
+
+    r = check({})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "failed logins orders" in r.stdout
+    assert "10 failed logins in 60s from one address block it for 60s" in r.stdout
+    r = check({"auth_failure_limit": None})
+    assert " warn " in r.stdout and "auth_failure_limit: null" in r.stdout
+    r = check({"auth_failure_limit": {"failures": 0, "window": "0s"}})
+    assert r.returncode == 2 and "auth_failure_limit" in r.stdout + r.stderr
