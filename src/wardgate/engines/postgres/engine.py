@@ -125,8 +125,8 @@ class PostgresEngine:
             self._sweeper.cancel()
         if self.limiter is not None:
             # blocks still holding: their summary now, so the attack's size is not lost
-            for b in self.limiter.take_ended(time.time(), all_=True):
-                await self._record_block_end(b)
+            ended = self.limiter.take_ended(time.time(), all_=True)
+            await asyncio.gather(*(self._record_block_end(b) for b in ended))
         fatal = w.error_response("FATAL", "57P01", "wardgate: the gateway is shutting down")
         for relay in list(self.relays):
             relay.close("gateway shutdown", fatal=fatal)
@@ -549,11 +549,12 @@ class PostgresEngine:
         assert self.limiter is not None
         while True:
             await asyncio.sleep(min(1.0, self.limiter.block / 4))
-            for b in self.limiter.take_ended(time.time()):
-                try:
-                    await self._record_block_end(b)
-                except Exception:  # never let the sweeper die
-                    log.exception("recording a block's end failed")
+            ended = self.limiter.take_ended(time.time())
+            # one group commit for many blocks ending at once, not one fsync each in turn
+            try:
+                await asyncio.gather(*(self._record_block_end(b) for b in ended))
+            except Exception:  # never let the sweeper die
+                log.exception("recording the end of a failed-login block failed")
 
     async def _cancel(self, pid: int, secret: int, client_addr: str) -> None:
         target = self.keys.get((pid, secret))
