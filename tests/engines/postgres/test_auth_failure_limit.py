@@ -246,3 +246,14 @@ def test_config_check_shows_the_limit_and_warns_without_it(pg_cluster, tmp_path:
     assert " warn " in r.stdout and "auth_failure_limit: null" in r.stdout
     r = check({"auth_failure_limit": {"failures": 0, "window": "0s"}})
     assert r.returncode == 2 and "auth_failure_limit" in r.stdout + r.stderr
+
+
+def test_the_report_shows_a_blocks_size() -> None:
+    from wardgate.audit.report import _auth_reason
+
+    ended = {"reason": "too many failed logins", "block": "ended", "refused": 12614,
+             "first_refused": "t1", "last_refused": "t2"}  # fmt: skip
+    assert _auth_reason(ended) == (
+        "too many failed logins: block ended, 12614 attempts refused (t1 to t2)"
+    )
+    assert _auth_reason({"reason": "bad token"}) == "bad token"
