@@ -31,6 +31,7 @@ from pydantic import (
 from wardgate.secrets import SecretError, SecretRef
 
 __all__ = [
+    "AuthFailureLimit",
     "Config",
     "ConfigError",
     "ConnectionConfig",
@@ -309,6 +310,23 @@ class TargetConfig(_Model):
         return self
 
 
+class AuthFailureLimit(_Model):
+    """Failed logins from one client address (IP) within `window` before further attempts
+    from it are refused, without authentication, for `block`. Counted per gateway process."""
+
+    failures: int = Field(default=10, ge=1)
+    window: Seconds = 60.0
+    block: Seconds = 60.0
+    # addresses tracked at once (bounded memory); past it the oldest is forgotten
+    max_addresses: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _positive(self) -> AuthFailureLimit:
+        if self.window <= 0 or self.block <= 0:
+            raise ValueError("window and block must be longer than 0s")
+        return self
+
+
 class ConnectionConfig(_Model):
     name: str = Field(min_length=1, max_length=63)
     protocol: Literal["postgres"] = "postgres"
@@ -325,6 +343,9 @@ class ConnectionConfig(_Model):
     # keep one agent from taking every connection. None: no limit
     max_sessions_per_identity: int | None = Field(default=None, ge=1)
     allowed_groups: tuple[str, ...] | None = None
+    # each failed login is recorded: without a limit one client can fill the audit store
+    # (and guess tokens) as fast as it can connect. null: no limit
+    auth_failure_limit: AuthFailureLimit | None = AuthFailureLimit()
     # OIDC tokens travel as cleartext passwords, so only over TLS; true lets an agent on
     # the same host send one without TLS (tests), never a remote agent
     allow_oidc_without_tls_on_loopback: bool = False

@@ -83,6 +83,12 @@ class Metrics:
             "Connection attempts refused before a session (authentication, unknown connection).",
             ("reason",),
         )
+        self.auth_blocked = self._counter(
+            "wardgate_auth_blocked_total",
+            "Connection attempts refused because their address had too many failed logins "
+            "(auth_failure_limit), by connection.",
+            ("connection",),
+        )
         self.active = self._gauge(
             "wardgate_sessions_active", "Agent sessions open now, by connection.", ("connection",)
         )

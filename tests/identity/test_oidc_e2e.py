@@ -75,6 +75,8 @@ def oidc_gw(pg_cluster, idp: FakeOidcProvider, tmp_path_factory) -> Iterator[Run
         connection_extra={
             "tls": {"cert": str(cert), "key": str(key)},
             "allow_oidc_without_tls_on_loopback": True,
+            # a dozen refused tokens from 127.0.0.1 on purpose: past the default limit
+            "auth_failure_limit": {"failures": 1000},
         },
         extra={"oidc_providers": [_provider_cfg(idp.issuer)]},
         extra_identities=OIDC_IDENTITIES,

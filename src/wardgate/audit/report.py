@@ -55,6 +55,20 @@ class Block:
     rows: tuple[tuple[str, ...], ...] = ()
 
 
+def _auth_reason(m: dict) -> str:
+    """A failed-login block (auth_failure_limit) is two events: say which, and for its
+    end how many attempts it refused, so the attack's size is in the report."""
+    reason = _s(m.get("reason"))
+    if m.get("block") == "started":
+        return f"{reason}: blocked until {_s(m.get('until'))} after {_s(m.get('failures'))}"
+    if m.get("block") == "ended":
+        return (
+            f"{reason}: block ended, {_s(m.get('refused'))} attempts refused "
+            f"({_s(m.get('first_refused'))} to {_s(m.get('last_refused'))})"
+        )
+    return reason
+
+
 def _s(v: Any) -> str:
     if v is None:
         return "-"
@@ -159,7 +173,7 @@ def build_report(
     out.append(Block("h2", "Authentication failures (supports CC6.1, CC7.2)"))
     rows = [
         (e["time"], str(e["seq"]), _s(e["identity"]), _s(e["connection"]),
-         _s(e["meta"].get("client_addr")), _s(e["meta"].get("reason")))
+         _s(e["meta"].get("client_addr")), _auth_reason(e["meta"]))
         for e in events if e["kind"] == "auth_failure"
     ]  # fmt: skip
     out += _table(("time", "seq", "identity claimed", "connection", "client", "reason"), rows,

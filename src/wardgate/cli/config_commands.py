@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from wardgate.config import Config, ConfigError, load_config
+from wardgate.config import Config, ConfigError, ConnectionConfig, load_config
 from wardgate.termtext import shown
 
 __all__ = ["register", "run_checks"]
@@ -189,6 +189,24 @@ def _listener(host: str, port: int) -> tuple[str, str]:
     return OK, f"{host}:{port} free"
 
 
+def _auth_limit(c: ConnectionConfig, cfg: Config) -> tuple[str, str]:
+    lim = c.auth_failure_limit
+    if lim is None:
+        return WARN, (
+            "auth_failure_limit: null: every failed login is recorded, as fast as a client "
+            "can try (it can fill the audit store and guess tokens)"
+        )
+    per = f"per worker process ({cfg.workers} workers)" if cfg.workers > 1 else "per process"
+    return OK, (
+        f"{lim.failures} failed logins in {_secs(lim.window)} from one address block it "
+        f"for {_secs(lim.block)}, {per}"
+    )
+
+
+def _secs(value: float) -> str:
+    return f"{value:g}s"
+
+
 def _api_listener(host: str, port: int) -> tuple[str, str]:
     """The API speaks plain HTTP: off loopback, reviewers' bearer tokens (which may also
     log agents in) cross the network in clear."""
@@ -251,6 +269,7 @@ def run_checks(cfg: Config, *, connect: bool) -> list[Result]:
     ]
     for c in cfg.connections:
         results.append(_guard(f"listener {c.name}", lambda c=c: _listener(*c.listen)))
+        results.append(_guard(f"failed logins {c.name}", lambda c=c: _auth_limit(c, cfg)))
         if connect:
             results.append(_guard(f"target {c.name}", lambda c=c: _connect(c)))
     if connect:

@@ -26,6 +26,7 @@ from wardgate.engines.postgres import handshake as hs
 from wardgate.engines.postgres.relay import PgRelay
 from wardgate.identity.oidc import OidcClaims, OidcError
 from wardgate.identity.registry import Identity
+from wardgate.identity.throttle import AuthFailureLimiter, Block, client_ip
 from wardgate.metrics import METRICS
 from wardgate.pipeline.command import SessionInfo
 from wardgate.pipeline.gateway import Gateway
@@ -45,6 +46,11 @@ SETUP_TIMEOUT = 30.0
 # costs kilobytes, not the 64 MiB a statement may have.
 SETUP_MAX_MESSAGE = 65535
 _SETUP_READ_LIMIT = 65536
+LIMIT_RULE = "gateway/auth-failure-limit"
+LIMIT_REASON = "too many failed logins"
+# refusals that are not failed logins: they do not count towards auth_failure_limit
+# (an authenticated, admitted identity at its session limit is not guessing tokens)
+_NOT_COUNTED = frozenset({"session limit"})
 
 
 def log_line(event: str, **fields: Any) -> None:
@@ -76,6 +82,13 @@ class PostgresEngine:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(str(conn.tls.cert), str(conn.tls.key))
             self.ssl_context = ctx
+        lim = conn.auth_failure_limit
+        self.limiter: AuthFailureLimiter | None = None
+        if lim is not None:
+            self.limiter = AuthFailureLimiter(
+                lim.failures, lim.window, lim.block, max_addresses=lim.max_addresses
+            )
+        self._sweeper: asyncio.Task | None = None
 
     def cancel_from_sibling(self, pid: int, secret: int, client_addr: str) -> None:
         """A CancelRequest another worker received for a key this process issued."""
@@ -95,6 +108,8 @@ class PostgresEngine:
             reuse_port=self.reuse_port or None,
             limit=_SETUP_READ_LIMIT,
         )
+        if self.limiter is not None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_blocks())
 
     @property
     def port(self) -> int:
@@ -106,6 +121,12 @@ class PostgresEngine:
             self.server.close()
         for task in list(self._setups):
             task.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.limiter is not None:
+            # blocks still holding: their summary now, so the attack's size is not lost
+            ended = self.limiter.take_ended(time.time(), all_=True)
+            await asyncio.gather(*(self._record_block_end(b) for b in ended))
         fatal = w.error_response("FATAL", "57P01", "wardgate: the gateway is shutting down")
         for relay in list(self.relays):
             relay.close("gateway shutdown", fatal=fatal)
@@ -165,6 +186,21 @@ class PostgresEngine:
             await self._cancel(*startup.cancel, client_addr)
             writer.close()
             return
+        if self.limiter is not None:
+            # before any SCRAM work, token check or target login; one summary per block
+            # is recorded, not one event per refused attempt
+            now = time.time()
+            block = self.limiter.refused(client_ip(str(peer[0])), now)
+            if block is not None:
+                METRICS.sessions_refused[(LIMIT_REASON,)] += 1
+                METRICS.auth_blocked[(self.conn.name,)] += 1
+                wait = max(1, int(block.until - now + 0.999))
+                until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(block.until))
+                raise hs.HandshakeError(
+                    f"wardgate: too many failed logins from {block.address}; connections "
+                    f"from it are refused until {until} (retry in {wait}s, auth_failure_limit)",
+                    sqlstate="28000",
+                )
 
         requested = startup.params.get("client_encoding")
         if requested is not None and not is_utf8_name(requested):
@@ -411,6 +447,10 @@ class PostgresEngine:
     ) -> None:
         # reason: a fixed label (a metrics label too); detail: the words the agent got
         METRICS.sessions_refused[(reason,)] += 1
+        block = None
+        if self.limiter is not None and reason not in _NOT_COUNTED:
+            ip = client_ip(client_addr.rsplit(":", 1)[0])
+            block = self.limiter.failure(ip, time.time())
         log_line(
             "auth_failure",
             identity=claimed,
@@ -437,6 +477,87 @@ class PostgresEngine:
             await asyncio.wrap_future(fut)
         except Exception:
             log.error("could not record an authentication failure")
+        if block is not None:
+            await self._record_block(block, claimed)
+
+    async def _record_block(self, b: Block, claimed: str) -> None:
+        """The failure that reached the limit started a block: one event for it."""
+        lim = self.conn.auth_failure_limit
+        assert lim is not None
+        log_line(
+            "auth_blocked",
+            connection=self.conn.name,
+            client=b.address,
+            failures=b.failures,
+            until=_iso(b.until),
+        )
+        await self._submit_limit_event(
+            claimed,
+            {
+                "client_addr": b.address,
+                "reason": LIMIT_REASON,
+                "protocol": "postgres",
+                "sqlstate": "28000",
+                "block": "started",
+                "failures": b.failures,
+                "window_seconds": lim.window,
+                "block_seconds": lim.block,
+                "started": _iso(b.started),
+                "until": _iso(b.until),
+            },
+        )
+
+    async def _record_block_end(self, b: Block) -> None:
+        """One summary per block: how many attempts it refused, first and last."""
+        log_line(
+            "auth_unblocked",
+            connection=self.conn.name,
+            client=b.address,
+            refused=b.refused,
+            ended_early=b.ended_early,
+        )
+        await self._submit_limit_event(
+            None,
+            {
+                "client_addr": b.address,
+                "reason": LIMIT_REASON,
+                "protocol": "postgres",
+                "sqlstate": "28000",
+                "block": "ended",
+                "refused": b.refused,
+                "first_refused": None if b.first_refused is None else _iso(b.first_refused),
+                "last_refused": None if b.last_refused is None else _iso(b.last_refused),
+                "started": _iso(b.started),
+                "until": _iso(b.until),
+                **({"ended_early": True} if b.ended_early else {}),
+            },
+        )
+
+    async def _submit_limit_event(self, identity: str | None, meta: dict[str, Any]) -> None:
+        try:
+            fut = self.gw.store.submit(
+                "auth_failure",
+                identity=identity,
+                connection=self.conn.name,
+                verdict="deny",
+                rule=LIMIT_RULE,
+                meta=meta,
+            )
+            await asyncio.wrap_future(fut)
+        except Exception:
+            log.error("could not record a failed-login block")
+
+    async def _sweep_blocks(self) -> None:
+        """Record the end of each block soon after it ends, attempts or not."""
+        assert self.limiter is not None
+        while True:
+            await asyncio.sleep(min(1.0, self.limiter.block / 4))
+            ended = self.limiter.take_ended(time.time())
+            # one group commit for many blocks ending at once, not one fsync each in turn
+            try:
+                await asyncio.gather(*(self._record_block_end(b) for b in ended))
+            except Exception:  # never let the sweeper die
+                log.exception("recording the end of a failed-login block failed")
 
     async def _cancel(self, pid: int, secret: int, client_addr: str) -> None:
         target = self.keys.get((pid, secret))
@@ -462,6 +583,10 @@ def new_session_id() -> str:
         | (rand & ((1 << 62) - 1))
     )
     return str(uuid.UUID(int=value))
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
 
 
 def _is_loopback(host: str) -> bool:
