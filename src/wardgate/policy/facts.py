@@ -106,6 +106,8 @@ FEATURES: dict[str, str] = {
     "session_function": "calls a function created earlier in this session",
     "explain_analyze": "EXPLAIN ANALYZE runs the inner statement",
     "search_path": "changes search_path (unqualified names may then resolve anywhere)",
+    "stored_search_path": "creates a function, procedure, rule or view that changes the "
+    "search_path of a later session (the gateway cannot see it change there)",
     "lexer_setting": "turns standard_conforming_strings off (backslashes would then end string "
     "literals differently for the target than for the gateway's parser)",
     "client_encoding": "changes client_encoding away from UTF8 (the target would then read "
