@@ -284,51 +284,77 @@ class PolicySession:
             out.append((command, decision))
         return out
 
-    def protocol_statement(self, name: str, text: str | None) -> None:
+    def protocol_statement(self, name: str, text: str | None) -> tuple | None:
         """A protocol Parse (`text`) or Close (None) of statement `name`: SQL PREPARE and
         protocol Parse share one namespace on the server, so `EXECUTE name` runs what
         the protocol made it. A name the session knows from PREPARE that is closed
         through the protocol is forgotten; one parsed again (the server had dropped it
-        where the gateway could not see) is decided as what was parsed."""
+        where the gateway could not see) is decided as what was parsed. Returns an undo
+        record for `undo_protocol` (the target may refuse or skip the message)."""
         if not name or name not in self.prepared:
-            return
-        self.prepared.pop(name, None)
-        self.prepared_texts.pop(name, None)
-        if text is None:
-            return
-        try:
-            classified = self.engine.classify(text)
-        except (ParseError, RecursionError):
-            return  # unknown: EXECUTE of it is refused
-        merged = StatementFacts()
-        for _, facts in classified:
-            merged.merge(facts)
-        self.prepared[name] = merged
-        self.prepared_texts[name] = text
+            return None
+        before = (self.prepared.pop(name, None), self.prepared_texts.pop(name, None))
+        if text is not None:
+            try:
+                classified = self.engine.classify(text)
+            except (ParseError, RecursionError):
+                classified = None  # unknown: EXECUTE of it is refused
+            if classified is not None:
+                merged = StatementFacts()
+                for _, facts in classified:
+                    merged.merge(facts)
+                self.prepared[name] = merged
+                self.prepared_texts[name] = text
+        return ("pS", name, before, self.prepared.get(name))
 
-    def protocol_portal(self, name: str, text: str | None) -> None:
+    def protocol_portal(self, name: str, text: str | None) -> tuple | None:
         """A protocol Bind of portal `name` to a statement (`text`), or a Close (None):
         SQL cursors are portals, so a later `FETCH name` reads what the protocol bound
-        under the name, not what a DECLARE of it once read."""
+        under the name, not what a DECLARE of it once read. Returns an undo record."""
         if not name or name not in self.cursors:
-            return
-        del self.cursors[name]
-        if text is None:
-            return
-        try:
-            classified = self.engine.classify(text)
-        except (ParseError, RecursionError):
-            return  # unknown cursor: read as every column
-        merged = StatementFacts()
-        for _, facts in classified:
-            merged.merge(facts)
-            if facts.executes is not None:  # a statement PREPAREd in SQL, bound
-                prepared = self.prepared.get(facts.executes)
-                if prepared is not None:
-                    merged.merge(prepared)
-                else:
-                    merged.columns.add((None, "*"))
-        self.cursors[name] = (merged, False)
+            return None
+        before = self.cursors.pop(name)
+        if text is not None:
+            try:
+                classified = self.engine.classify(text)
+            except (ParseError, RecursionError):
+                classified = None  # unknown cursor: read as every column
+            if classified is not None:
+                merged = StatementFacts()
+                for _, facts in classified:
+                    merged.merge(facts)
+                    if facts.executes is not None:  # a statement PREPAREd in SQL, bound
+                        prepared = self.prepared.get(facts.executes)
+                        if prepared is not None:
+                            merged.merge(prepared)
+                        else:
+                            merged.columns.add((None, "*"))
+                self.cursors[name] = (merged, False)
+        return ("pP", name, before, self.cursors.get(name))
+
+    def undo_protocol(self, record: tuple) -> None:
+        """The target refused (or skipped after an error) the Parse, Bind or Close that
+        made `record`: the name means what it meant before, unless it was given to
+        another statement or cursor since. Kept, `PREPARE p AS DELETE ...` followed by a
+        Parse of p the target refused (42P05) made `EXECUTE p` decided as the Parse's
+        statement while the DELETE ran."""
+        kind, name, before, after = record
+        if kind == "pS":
+            if self.prepared.get(name) is not after:
+                return
+            self.prepared.pop(name, None)
+            self.prepared_texts.pop(name, None)
+            facts, text = before
+            if facts is not None:
+                self.prepared[name] = facts
+                if text is not None:
+                    self.prepared_texts[name] = text
+        elif kind == "pP":
+            if self.cursors.get(name) is not after:
+                return
+            self.cursors.pop(name, None)
+            if before is not None:
+                self.cursors[name] = before
 
     def prepared_text(self, name: str | None) -> str | None:
         """The PREPARE that made `name`, while the session holds it (for a review of

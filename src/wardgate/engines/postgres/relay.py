@@ -323,7 +323,9 @@ class PgRelay(ResponseSide):
             undo.append(("P", bind.portal, self.portals.get(bind.portal), portal))
             self.portals[bind.portal] = portal
             if bind.portal:
-                self.policy.protocol_portal(bind.portal, stmt.text)
+                record = self.policy.protocol_portal(bind.portal, stmt.text)
+                if record is not None:
+                    undo.append(record)
             # if the target refuses or skips this Bind, the name means what it meant
             # before (see ResponseSide._undo)
             self._batch.append((raw, Op("bind", payload=tuple(undo))))
@@ -335,11 +337,14 @@ class PgRelay(ResponseSide):
         elif t == _C:
             c = fe.decode_close(body)
             before = (self.statements if c.kind == "S" else self.portals).pop(c.name, None)
+            records: list[tuple] = [(c.kind, c.name, before, None)]
             if c.kind == "S":
-                self.policy.protocol_statement(c.name, None)  # also drops a SQL PREPARE
+                record = self.policy.protocol_statement(c.name, None)  # a SQL PREPARE too
             else:
-                self.policy.protocol_portal(c.name, None)  # also closes a SQL cursor
-            self._batch.append((raw, Op("close", payload=((c.kind, c.name, before, None),))))
+                record = self.policy.protocol_portal(c.name, None)  # a SQL cursor too
+            if record is not None:
+                records.append(record)
+            self._batch.append((raw, Op("close", payload=tuple(records))))
         elif t == _S:
             self.discarding = False
             self._syncs += 1
@@ -454,11 +459,14 @@ class PgRelay(ResponseSide):
             stmt.approved_runs = 0
         before = self.statements.get(parse.name)  # only the unnamed one can be replaced
         self.statements[parse.name] = stmt
-        self.policy.protocol_statement(parse.name, parse.query)
+        records: list[tuple] = [("S", parse.name, before, stmt)]
+        record = self.policy.protocol_statement(parse.name, parse.query)
+        if record is not None:
+            records.append(record)
         # the op keeps which statement this Parse made: if the server refuses the Parse
-        # (or skips it after an earlier error), the name means what it meant before
-        # (ResponseSide._undo)
-        self._batch.append((raw, Op("parse", payload=(("S", parse.name, before, stmt),))))
+        # (or skips it after an earlier error), the name means what it meant before,
+        # to the relay and to the policy (ResponseSide._undo)
+        self._batch.append((raw, Op("parse", payload=tuple(records))))
 
     def _on_execute(self, portal_name: str, raw: bytes) -> None:
         portal = self.portals.get(portal_name)

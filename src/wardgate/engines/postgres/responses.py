@@ -562,7 +562,11 @@ class ResponseSide:
         for op in reversed(ops):
             if op.kind not in ("parse", "bind", "close") or not op.payload:
                 continue
-            for kind, name, before, after in reversed(op.payload):
+            for record in reversed(op.payload):
+                kind, name, before, after = record
+                if kind in ("pS", "pP"):  # the policy's names (SQL PREPARE, DECLARE)
+                    self.policy.undo_protocol(record)
+                    continue
                 table = self.statements if kind == "S" else self.portals
                 if table.get(name) is not after:
                     continue
