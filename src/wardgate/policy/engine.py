@@ -237,6 +237,11 @@ class PolicySession:
         # PREPAREd name -> the PREPARE statement's text: what a reviewer of `EXECUTE name`
         # is shown, and what a standing grant for it is keyed on (see prepared_text)
         self.prepared_texts: dict[str, str] = {}
+        # names the target may hold with a statement the gateway does not know (a
+        # PREPARE it may have refused): a PREPARE of one is not taken as what runs
+        self.uncertain: set[str] = set()
+        self.all_uncertain = False
+        self._freed: set[str] = set()
         # DECLAREd cursor name -> (its query's facts, WITH HOLD)
         self.cursors: dict[str, tuple[StatementFacts, bool]] = {}
         self.functions: dict[str, StatementFacts] = {}
@@ -262,10 +267,11 @@ class PolicySession:
                 )
             ]
         out = []
+        self._freed = set()
         for index, (stmt_text, facts) in enumerate(classified):
             command = self._command(stmt_text, index, via, parameters)
             effective, problem = self._with_session_state(facts)
-            if facts.prepares is not None and facts.prepared_facts is not None:
+            if facts.prepares is not None and facts.prepares in self.prepared:
                 self.prepared_texts[facts.prepares] = stmt_text
             if problem is not None:
                 decision = problem
@@ -356,6 +362,40 @@ class PolicySession:
             if before is not None:
                 self.cursors[name] = before
 
+    def _uncertain(self, name: str) -> None:
+        if len(self.uncertain) >= MAX_SESSION_OBJECTS:
+            self.all_uncertain = True
+            self.uncertain.clear()
+        elif not self.all_uncertain:
+            self.uncertain.add(name)
+
+    def statement_failed(self, facts: dict | None) -> None:
+        """A statement the target refused or did not run (an error, skipped after one,
+        refused or not approved by the gateway). A PREPARE or DECLARE of it did not
+        happen: the target may still hold an older statement or cursor under the name
+        (`PREPARE p AS DELETE ...` then `PREPARE p AS SELECT 1`, refused 42P05: `EXECUTE
+        p` ran the DELETE decided as SELECT 1). The name is unknown from here."""
+        if not facts:
+            return
+        name = facts.get("prepares")
+        if isinstance(name, str):
+            self.prepared.pop(name, None)
+            self.prepared_texts.pop(name, None)
+            self._uncertain(name)
+        cursor = facts.get("declares")
+        if isinstance(cursor, str):
+            self.cursors.pop(cursor, None)
+
+    def statement_ran(self, facts: dict | None, tag: str) -> None:
+        """A statement the target ran: a DEALLOCATE (or DISCARD ALL) makes the names it
+        dropped free, so a new PREPARE of them is known again."""
+        name = (facts or {}).get("deallocates")
+        if name == "*" or tag == "DISCARD ALL":
+            self.uncertain.clear()
+            self.all_uncertain = False
+        elif isinstance(name, str):
+            self.uncertain.discard(name)
+
     def prepared_text(self, name: str | None) -> str | None:
         """The PREPARE that made `name`, while the session holds it (for a review of
         `EXECUTE name`: the EXECUTE's text alone does not say what runs)."""
@@ -435,12 +475,31 @@ class PolicySession:
             # gateway); the relay forgets its protocol statements too (`forgets_prepared`)
             self.prepared.clear()
             self.prepared_texts.clear()
+            self.all_uncertain = True  # the target may hold any name now
             if effective is facts:
                 effective = facts.copy()
             effective.touches_prepared = True
             effective.forgets_prepared = True
         if facts.prepares is not None and facts.prepared_facts is not None:
-            self.prepared[facts.prepares] = facts.prepared_facts
+            name = facts.prepares
+            freed = self._freed  # by a DEALLOCATE earlier in this message
+            if name in self.prepared or (
+                (name in self.uncertain or self.all_uncertain)
+                and name not in freed
+                and "*" not in freed
+            ):
+                # the target refuses a PREPARE of a name it holds and keeps what it
+                # holds; the gateway cannot tell whether it does: unknown until a
+                # DEALLOCATE of it is seen to run (see statement_failed)
+                self.prepared.pop(name, None)
+                self.prepared_texts.pop(name, None)
+                self._uncertain(name)
+            else:
+                self.prepared[name] = facts.prepared_facts
+        if facts.deallocates is not None:
+            # the rest of a message runs only if this did (an error skips it): a name
+            # this frees is free for a PREPARE later in the same message
+            self._freed.add(facts.deallocates)
         if facts.deallocates == "*":
             self.prepared.clear()
         elif facts.deallocates is not None:

@@ -235,6 +235,8 @@ class StatementFacts:
             "without_where": self.without_where,
             "fingerprint": self.fingerprint,
         }
+        if self.prepares is not None:  # a PREPARE the target refused is taken back
+            out["prepares"] = self.prepares
         if self.deallocates is not None:  # the relay forgets the name once it ran
             out["deallocates"] = self.deallocates
         if self.executes is not None:  # a review shows what the name was prepared as

@@ -80,3 +80,53 @@ def test_a_refused_parse_of_a_prepared_name_does_not_change_what_execute_runs(
         assert not _errors(s.send(w.query("SELECT 1")))
     finally:
         s.close()
+
+
+def test_a_sql_prepare_the_target_refused_does_not_change_what_execute_runs(gw: Any) -> None:
+    """The same through SQL alone: `PREPARE p AS SELECT 1` of a name that exists is
+    refused by the target (42P05), and `PREPARE` in a failed transaction is not run."""
+    _table(gw, "pr_sql")
+    s = _Session(gw)
+    try:
+        run = s.send_async(w.query("PREPARE p AS DELETE FROM pr_sql"))
+        _decide(gw, pending_for(gw, "pr_sql"), "approve")
+        run["thread"].join(20)
+        assert not _errors(run["msgs"]), run
+        errors = _errors(s.send(w.query("PREPARE p AS SELECT 1")))
+        assert errors and errors[0]["C"] == "42P05", errors
+        assert _errors(s.send(w.query("BEGIN; SELECT 1/0")))
+        assert _errors(s.send(w.query("PREPARE p AS SELECT 2")))  # 25P02: not run
+        assert not _errors(s.send(w.query("ROLLBACK")))
+        errors = _errors(s.send(w.query("EXECUTE p")))
+        assert errors and "wardgate" in errors[0]["M"], errors
+        assert _count(gw, "pr_sql") == "3", "the DELETE ran as if it were SELECT 1"
+        # named again through the gateway, the name is known again
+        assert not _errors(s.send(w.query("DEALLOCATE p; PREPARE p AS SELECT 3")))
+        assert not _errors(s.send(w.query("EXECUTE p")))
+    finally:
+        s.close()
+
+
+def test_a_pipelined_prepare_of_a_held_name_does_not_change_what_execute_runs(gw: Any) -> None:
+    """Sent without waiting: `EXECUTE p` is decided before the target's refusal of
+    the second PREPARE comes back, so the gateway may not take that PREPARE as done."""
+    from tests.engines.postgres.test_robustness import _read_until
+    from wardgate.wire.pg.framing import MessageReader
+
+    _table(gw, "pr_pipe")
+    s = _Session(gw)
+    try:
+        run = s.send_async(w.query("PREPARE p AS DELETE FROM pr_pipe"))
+        _decide(gw, pending_for(gw, "pr_pipe"), "approve")
+        run["thread"].join(20)
+        assert not _errors(run["msgs"]), run
+        s.sock.sendall(w.query("PREPARE p AS SELECT 1") + w.query("EXECUTE p"))
+        reader = MessageReader()
+        first = _read_until(s.sock, reader, {ord("Z")})
+        second = _read_until(s.sock, reader, {ord("Z")})
+        assert _errors([(m[0], m[1]) for m in first])  # 42P05
+        errors = _errors([(m[0], m[1]) for m in second])
+        assert errors and "wardgate" in errors[0]["M"], second
+        assert _count(gw, "pr_pipe") == "3", "the DELETE ran as if it were SELECT 1"
+    finally:
+        s.close()

@@ -389,6 +389,7 @@ class PgRelay(ResponseSide):
         verdict, rule_decision = _strictest(decisions)
         if verdict is Verdict.DENY:
             self._record_decisions(decisions)
+            self._not_run(decisions)
             self._inject(rule_decision, simple=True)
             return
         if verdict is Verdict.REVIEW:
@@ -419,6 +420,7 @@ class PgRelay(ResponseSide):
         verdict, rule_decision = _strictest(decisions)
         if verdict is Verdict.DENY:
             self._record_decisions(decisions)
+            self._not_run(decisions)
             self._inject(rule_decision, simple=False)
             return
         if parse.name and parse.name in self.statements:
@@ -649,6 +651,12 @@ class PgRelay(ResponseSide):
         self._record_decisions([(Command(self.info, text, (), 0, "function_call"), decision)])
         self._inject(decision, simple=True)
 
+    def _not_run(self, decisions: list) -> None:
+        """The gateway refused these statements: a PREPARE or DECLARE among them made
+        nothing on the target (see PolicySession.statement_failed)."""
+        for _, decision in decisions:
+            self.policy.statement_failed(decision.facts)
+
     def _hold(self, decisions: list, raw: bytes) -> None:
         """Hold a simple-protocol query (its text carries every value)."""
         self._start_hold(self._await_review(decisions, raw))
@@ -688,6 +696,7 @@ class PgRelay(ResponseSide):
         if approved:
             self._accept_execute(stmt, portal, raw, extra)
         else:  # the approval events say what happened; nothing ran
+            self._not_run(decisions)
             self._inject(_strictest(decisions)[1], simple=False, message=message)
         self._resume_after_hold()
 
@@ -700,6 +709,7 @@ class PgRelay(ResponseSide):
         if approved:
             self._forward_query(decisions, raw, extra)
         else:
+            self._not_run(decisions)
             self._inject(rule_decision, simple=True, message=message)
         self._resume_after_hold()
 
