@@ -1,11 +1,10 @@
-"""A protocol Parse or Bind the target refuses leaves a name as it was.
+"""A PREPARE or Parse the target refuses or skips leaves a name as it was.
 
 SQL PREPARE and protocol Parse share one namespace: after `PREPARE p AS DELETE ...`, a
-protocol Parse of `p` as `SELECT 1` is refused by the target (42P05, the name exists),
-but the policy took `p` as the SELECT from the moment the Parse went out: SQL
-`EXECUTE p` was then decided (and recorded) as SELECT 1 while the DELETE ran. Likewise a
-Bind of a DECLAREd cursor's name the target refuses (42P03) must not change what
-`FETCH` of it reads.
+protocol Parse of `p` as `SELECT 1` (or a SQL `PREPARE p AS SELECT 1`) is refused by the
+target (42P05, the name exists), or skipped after an earlier error, but the policy took
+`p` as the SELECT from the moment it was decided: SQL `EXECUTE p` was then decided (and
+recorded) as SELECT 1 while the DELETE ran, also when sent pipelined.
 
 Raw protocol bytes through a real gateway and PostgreSQL."""
 
