@@ -81,6 +81,12 @@ def baseline_policy() -> PolicySpec:
         _rule("review-drop-cascade", "review", "DROP ... CASCADE", features=["cascade"]),
         _rule("review-dynamic-sql", "review", "dynamic SQL", features=["dynamic_sql"]),
         _rule(
+            "review-stored-search-path",
+            "review",
+            "stored code that changes a later session's search_path",
+            features=["stored_search_path"],
+        ),
+        _rule(
             "review-unanalysable",
             "review",
             "code that cannot be analysed",

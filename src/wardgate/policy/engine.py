@@ -237,6 +237,11 @@ class PolicySession:
         # PREPAREd name -> the PREPARE statement's text: what a reviewer of `EXECUTE name`
         # is shown, and what a standing grant for it is keyed on (see prepared_text)
         self.prepared_texts: dict[str, str] = {}
+        # names the target may hold with a statement the gateway does not know (a
+        # PREPARE it may have refused): a PREPARE of one is not taken as what runs
+        self.uncertain: set[str] = set()
+        self.all_uncertain = False
+        self._freed: set[str] = set()
         # DECLAREd cursor name -> (its query's facts, WITH HOLD)
         self.cursors: dict[str, tuple[StatementFacts, bool]] = {}
         self.functions: dict[str, StatementFacts] = {}
@@ -262,10 +267,11 @@ class PolicySession:
                 )
             ]
         out = []
+        self._freed = set()
         for index, (stmt_text, facts) in enumerate(classified):
             command = self._command(stmt_text, index, via, parameters)
             effective, problem = self._with_session_state(facts)
-            if facts.prepares is not None and facts.prepared_facts is not None:
+            if facts.prepares is not None and facts.prepares in self.prepared:
                 self.prepared_texts[facts.prepares] = stmt_text
             if problem is not None:
                 decision = problem
@@ -284,51 +290,111 @@ class PolicySession:
             out.append((command, decision))
         return out
 
-    def protocol_statement(self, name: str, text: str | None) -> None:
+    def protocol_statement(self, name: str, text: str | None) -> tuple | None:
         """A protocol Parse (`text`) or Close (None) of statement `name`: SQL PREPARE and
         protocol Parse share one namespace on the server, so `EXECUTE name` runs what
         the protocol made it. A name the session knows from PREPARE that is closed
         through the protocol is forgotten; one parsed again (the server had dropped it
-        where the gateway could not see) is decided as what was parsed."""
+        where the gateway could not see) is decided as what was parsed. Returns an undo
+        record for `undo_protocol` (the target may refuse or skip the message)."""
         if not name or name not in self.prepared:
-            return
-        self.prepared.pop(name, None)
-        self.prepared_texts.pop(name, None)
-        if text is None:
-            return
-        try:
-            classified = self.engine.classify(text)
-        except (ParseError, RecursionError):
-            return  # unknown: EXECUTE of it is refused
-        merged = StatementFacts()
-        for _, facts in classified:
-            merged.merge(facts)
-        self.prepared[name] = merged
-        self.prepared_texts[name] = text
+            return None
+        before = (self.prepared.pop(name, None), self.prepared_texts.pop(name, None))
+        if text is not None:
+            try:
+                classified = self.engine.classify(text)
+            except (ParseError, RecursionError):
+                classified = None  # unknown: EXECUTE of it is refused
+            if classified is not None:
+                merged = StatementFacts()
+                for _, facts in classified:
+                    merged.merge(facts)
+                self.prepared[name] = merged
+                self.prepared_texts[name] = text
+        return ("pS", name, before, self.prepared.get(name))
 
-    def protocol_portal(self, name: str, text: str | None) -> None:
+    def protocol_portal(self, name: str, text: str | None) -> tuple | None:
         """A protocol Bind of portal `name` to a statement (`text`), or a Close (None):
         SQL cursors are portals, so a later `FETCH name` reads what the protocol bound
-        under the name, not what a DECLARE of it once read."""
+        under the name, not what a DECLARE of it once read. Returns an undo record."""
         if not name or name not in self.cursors:
+            return None
+        before = self.cursors.pop(name)
+        if text is not None:
+            try:
+                classified = self.engine.classify(text)
+            except (ParseError, RecursionError):
+                classified = None  # unknown cursor: read as every column
+            if classified is not None:
+                merged = StatementFacts()
+                for _, facts in classified:
+                    merged.merge(facts)
+                    if facts.executes is not None:  # a statement PREPAREd in SQL, bound
+                        prepared = self.prepared.get(facts.executes)
+                        if prepared is not None:
+                            merged.merge(prepared)
+                        else:
+                            merged.columns.add((None, "*"))
+                self.cursors[name] = (merged, False)
+        return ("pP", name, before, self.cursors.get(name))
+
+    def undo_protocol(self, record: tuple) -> None:
+        """The target refused (or skipped after an error) the Parse, Bind or Close that
+        made `record`: the name means what it meant before, unless it was given to
+        another statement or cursor since. Kept, `PREPARE p AS DELETE ...` followed by a
+        Parse of p the target refused (42P05) made `EXECUTE p` decided as the Parse's
+        statement while the DELETE ran."""
+        kind, name, before, after = record
+        if kind == "pS":
+            if self.prepared.get(name) is not after:
+                return
+            self.prepared.pop(name, None)
+            self.prepared_texts.pop(name, None)
+            facts, text = before
+            if facts is not None:
+                self.prepared[name] = facts
+                if text is not None:
+                    self.prepared_texts[name] = text
+        elif kind == "pP":
+            if self.cursors.get(name) is not after:
+                return
+            self.cursors.pop(name, None)
+            if before is not None:
+                self.cursors[name] = before
+
+    def _uncertain(self, name: str) -> None:
+        if len(self.uncertain) >= MAX_SESSION_OBJECTS:
+            self.all_uncertain = True
+            self.uncertain.clear()
+        elif not self.all_uncertain:
+            self.uncertain.add(name)
+
+    def statement_failed(self, facts: dict | None) -> None:
+        """A statement the target refused or did not run (an error, skipped after one,
+        refused or not approved by the gateway). A PREPARE or DECLARE of it did not
+        happen: the target may still hold an older statement or cursor under the name
+        (`PREPARE p AS DELETE ...` then `PREPARE p AS SELECT 1`, refused 42P05: `EXECUTE
+        p` ran the DELETE decided as SELECT 1). The name is unknown from here."""
+        if not facts:
             return
-        del self.cursors[name]
-        if text is None:
-            return
-        try:
-            classified = self.engine.classify(text)
-        except (ParseError, RecursionError):
-            return  # unknown cursor: read as every column
-        merged = StatementFacts()
-        for _, facts in classified:
-            merged.merge(facts)
-            if facts.executes is not None:  # a statement PREPAREd in SQL, bound
-                prepared = self.prepared.get(facts.executes)
-                if prepared is not None:
-                    merged.merge(prepared)
-                else:
-                    merged.columns.add((None, "*"))
-        self.cursors[name] = (merged, False)
+        name = facts.get("prepares")
+        if isinstance(name, str):
+            self.prepared.pop(name, None)
+            self.prepared_texts.pop(name, None)
+            self._uncertain(name)
+        cursor = facts.get("declares")
+        if isinstance(cursor, str):
+            self.cursors.pop(cursor, None)
+
+    def statement_ran(self, facts: dict | None, tag: str) -> None:
+        """A statement the target ran: a DEALLOCATE (or DISCARD ALL) makes the names it
+        dropped free, so a new PREPARE of them is known again."""
+        name = (facts or {}).get("deallocates")
+        if name == "*" or tag == "DISCARD ALL":
+            self.uncertain.clear()
+            self.all_uncertain = False
+        elif isinstance(name, str):
+            self.uncertain.discard(name)
 
     def prepared_text(self, name: str | None) -> str | None:
         """The PREPARE that made `name`, while the session holds it (for a review of
@@ -409,12 +475,31 @@ class PolicySession:
             # gateway); the relay forgets its protocol statements too (`forgets_prepared`)
             self.prepared.clear()
             self.prepared_texts.clear()
+            self.all_uncertain = True  # the target may hold any name now
             if effective is facts:
                 effective = facts.copy()
             effective.touches_prepared = True
             effective.forgets_prepared = True
         if facts.prepares is not None and facts.prepared_facts is not None:
-            self.prepared[facts.prepares] = facts.prepared_facts
+            name = facts.prepares
+            freed = self._freed  # by a DEALLOCATE earlier in this message
+            if name in self.prepared or (
+                (name in self.uncertain or self.all_uncertain)
+                and name not in freed
+                and "*" not in freed
+            ):
+                # the target refuses a PREPARE of a name it holds and keeps what it
+                # holds; the gateway cannot tell whether it does: unknown until a
+                # DEALLOCATE of it is seen to run (see statement_failed)
+                self.prepared.pop(name, None)
+                self.prepared_texts.pop(name, None)
+                self._uncertain(name)
+            else:
+                self.prepared[name] = facts.prepared_facts
+        if facts.deallocates is not None:
+            # the rest of a message runs only if this did (an error skips it): a name
+            # this frees is free for a PREPARE later in the same message
+            self._freed.add(facts.deallocates)
         if facts.deallocates == "*":
             self.prepared.clear()
         elif facts.deallocates is not None:

@@ -131,6 +131,8 @@ FEATURES: dict[str, str] = {
     "session_function": "calls a function created earlier in this session",
     "explain_analyze": "EXPLAIN ANALYZE runs the inner statement",
     "search_path": "changes search_path (unqualified names may then resolve anywhere)",
+    "stored_search_path": "creates a function, procedure, rule or view that changes the "
+    "search_path of a later session (the gateway cannot see it change there)",
     "lexer_setting": "turns standard_conforming_strings off (backslashes would then end string "
     "literals differently for the target than for the gateway's parser)",
     "client_encoding": "changes client_encoding away from UTF8 (the target would then read "
@@ -262,6 +264,8 @@ class StatementFacts:
             "without_where": self.without_where,
             "fingerprint": self.fingerprint,
         }
+        if self.prepares is not None:  # a PREPARE the target refused is taken back
+            out["prepares"] = self.prepares
         if self.deallocates is not None:  # the relay forgets the name once it ran
             out["deallocates"] = self.deallocates
         if self.executes is not None:  # a review shows what the name was prepared as

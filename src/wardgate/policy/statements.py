@@ -157,6 +157,8 @@ def _h_dml(kind: str):
                     w.facts.columns.add((name, column))
                 if column and kind == "update":
                     _copies(w, name, column, target.get("ResTarget", {}).get("val"))
+            if kind == "update" and name == "pg_settings":
+                _settings_update(w, body)
             conflict = body.get("onConflictClause")
             if kind == "insert" and isinstance(conflict, dict):
                 _on_conflict(w, name, conflict)
@@ -176,6 +178,84 @@ def _h_dml(kind: str):
         w.with_scope(body)
 
     return handler
+
+
+def _setting_names(where: Any) -> set[str] | None:
+    """The setting names `WHERE name = 'x'`, `name IN ('x', 'y')` (or an AND holding one)
+    limits an update of pg_settings to, or None when the gateway cannot read them."""
+    if not isinstance(where, dict):
+        return None
+    if "BoolExpr" in where:
+        op = where["BoolExpr"].get("boolop")
+        parts = [_setting_names(a) for a in where["BoolExpr"].get("args", [])]
+        if op == "AND_EXPR":
+            known = [p for p in parts if p is not None]
+            return set().union(*known) if known else None
+        if op == "OR_EXPR" and all(p is not None for p in parts):
+            return set().union(*parts)  # type: ignore[arg-type]
+        return None
+    expr = where.get("A_Expr")
+    if not isinstance(expr, dict) or name_list(expr.get("name", [])) != ["="]:
+        return None
+    left, right = expr.get("lexpr"), expr.get("rexpr")
+    fields = (left or {}).get("ColumnRef", {}).get("fields", [])
+    if not fields or sval(fields[-1]) != "name":
+        return None
+    if expr.get("kind") == "AEXPR_OP":
+        value = sval(right)
+        return None if value is None else {value.strip().lower()}
+    if expr.get("kind") == "AEXPR_IN" and isinstance(right, dict):
+        values = [sval(v) for v in right.get("List", {}).get("items", [])]
+        if values and all(v is not None for v in values):
+            return {v.strip().lower() for v in values}  # type: ignore[union-attr]
+    return None
+
+
+def _settings_update(w: Walker, body: dict[str, Any]) -> None:
+    """`UPDATE pg_settings SET setting = v WHERE name = 'x'` is `SET x = v`: the view's
+    rule calls set_config(). It changed search_path (or a lexer setting) unseen."""
+    w.facts.constant_sensitive = True
+    w.facts.add_feature("search_path", "UPDATE pg_settings changes settings as SET does")
+    names = _setting_names(body.get("whereClause"))
+    if names is None:
+        w.facts.add_feature(
+            "dynamic_sql", "UPDATE pg_settings with setting names the gateway cannot read"
+        )
+        return
+    value = None
+    for target in body.get("targetList", []):
+        res = target.get("ResTarget", {})
+        if res.get("name") == "setting":
+            value = sval(res.get("val"))
+    for name in names:
+        if name in ROLE_SETTINGS:
+            w.facts.add_feature("set_role", f"UPDATE pg_settings changes {name}")
+        elif name in _PRELOAD_SETTINGS:
+            w.add_kind("load")
+        elif name == "standard_conforming_strings" and not is_on(value):
+            w.facts.add_feature("lexer_setting", f"UPDATE pg_settings sets {name} to {value!r}")
+        elif name == "client_encoding" and not is_utf8_name(value):
+            w.facts.add_feature("client_encoding", f"UPDATE pg_settings sets {name} to {value!r}")
+
+
+_STORED = "a stored {} changes the search_path of the session that uses it later"
+
+
+def _h_view(w: Walker, body: dict[str, Any]) -> None:
+    """A view of pg_settings changes settings when updated, in any later session."""
+    w.add_kind("create_view")
+    w.walk_fields(body)
+    if {(None, "pg_settings"), ("pg_catalog", "pg_settings")} & w.facts.tables:
+        w.facts.add_feature("stored_search_path", _STORED.format("view of pg_settings"))
+
+
+def _h_rule(w: Walker, body: dict[str, Any]) -> None:
+    """A rule's actions run in later sessions, where the policy never sees them."""
+    w.add_kind("create_rule")
+    before = "search_path" in w.facts.features
+    w.walk_fields(body)
+    if not before and "search_path" in w.facts.features:
+        w.facts.add_feature("stored_search_path", _STORED.format("rule"))
 
 
 def _h_copy(w: Walker, body: dict[str, Any]) -> None:
@@ -449,6 +529,10 @@ def _h_create_function(w: Walker, body: dict[str, Any]) -> None:
     w.facts.creates_function = names[-1] if names else None
     w.facts.function_body = body_facts
     w.facts.merge(body_facts)
+    if "search_path" in body_facts.features:
+        # its own `SET search_path = ...` clause is restored when it returns; a SET or
+        # set_config() in the body is not, and a later session's policy never sees it
+        w.facts.add_feature("stored_search_path", _STORED.format(kind.replace("create_", "")))
     w.walk_fields(body, skip=("sql_body", "funcname"))
 
 
@@ -647,6 +731,8 @@ HANDLERS = {
     "DoStmt": _h_do,
     "CreateFunctionStmt": _h_create_function,
     "CreateTrigStmt": _h_trigger,
+    "ViewStmt": _h_view,
+    "RuleStmt": _h_rule,
     "CreateEventTrigStmt": _h_trigger,
     "DefineStmt": _h_define,
     "CreateExtensionStmt": _h_extension,

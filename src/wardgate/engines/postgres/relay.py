@@ -329,7 +329,9 @@ class PgRelay(ResponseSide):
             undo.append(("P", bind.portal, self.portals.get(bind.portal), portal))
             self.portals[bind.portal] = portal
             if bind.portal:
-                self.policy.protocol_portal(bind.portal, stmt.text)
+                record = self.policy.protocol_portal(bind.portal, stmt.text)
+                if record is not None:
+                    undo.append(record)
             # if the target refuses or skips this Bind, the name means what it meant
             # before (see ResponseSide._undo)
             self._batch.append((raw, Op("bind", payload=tuple(undo))))
@@ -341,11 +343,14 @@ class PgRelay(ResponseSide):
         elif t == _C:
             c = fe.decode_close(body)
             before = (self.statements if c.kind == "S" else self.portals).pop(c.name, None)
+            records: list[tuple] = [(c.kind, c.name, before, None)]
             if c.kind == "S":
-                self.policy.protocol_statement(c.name, None)  # also drops a SQL PREPARE
+                record = self.policy.protocol_statement(c.name, None)  # a SQL PREPARE too
             else:
-                self.policy.protocol_portal(c.name, None)  # also closes a SQL cursor
-            self._batch.append((raw, Op("close", payload=((c.kind, c.name, before, None),))))
+                record = self.policy.protocol_portal(c.name, None)  # a SQL cursor too
+            if record is not None:
+                records.append(record)
+            self._batch.append((raw, Op("close", payload=tuple(records))))
         elif t == _S:
             self.discarding = False
             self._syncs += 1
@@ -390,6 +395,7 @@ class PgRelay(ResponseSide):
         verdict, rule_decision = _strictest(decisions)
         if verdict is Verdict.DENY:
             self._record_decisions(decisions)
+            self._not_run(decisions)
             self._inject(rule_decision, simple=True)
             return
         if verdict is Verdict.REVIEW:
@@ -420,6 +426,7 @@ class PgRelay(ResponseSide):
         verdict, rule_decision = _strictest(decisions)
         if verdict is Verdict.DENY:
             self._record_decisions(decisions)
+            self._not_run(decisions)
             self._inject(rule_decision, simple=False)
             return
         if parse.name and parse.name in self.statements:
@@ -460,11 +467,14 @@ class PgRelay(ResponseSide):
             stmt.approved_runs = 0
         before = self.statements.get(parse.name)  # only the unnamed one can be replaced
         self.statements[parse.name] = stmt
-        self.policy.protocol_statement(parse.name, parse.query)
+        records: list[tuple] = [("S", parse.name, before, stmt)]
+        record = self.policy.protocol_statement(parse.name, parse.query)
+        if record is not None:
+            records.append(record)
         # the op keeps which statement this Parse made: if the server refuses the Parse
-        # (or skips it after an earlier error), the name means what it meant before
-        # (ResponseSide._undo)
-        self._batch.append((raw, Op("parse", payload=(("S", parse.name, before, stmt),))))
+        # (or skips it after an earlier error), the name means what it meant before,
+        # to the relay and to the policy (ResponseSide._undo)
+        self._batch.append((raw, Op("parse", payload=tuple(records))))
 
     def _on_execute(self, portal_name: str, raw: bytes) -> None:
         portal = self.portals.get(portal_name)
@@ -650,6 +660,12 @@ class PgRelay(ResponseSide):
         self._record_decisions([(Command(self.info, text, (), 0, "function_call"), decision)])
         self._inject(decision, simple=True)
 
+    def _not_run(self, decisions: list) -> None:
+        """The gateway refused these statements: a PREPARE or DECLARE among them made
+        nothing on the target (see PolicySession.statement_failed)."""
+        for _, decision in decisions:
+            self.policy.statement_failed(decision.facts)
+
     def _hold(self, decisions: list, raw: bytes) -> None:
         """Hold a simple-protocol query (its text carries every value)."""
         self._start_hold(self._await_review(decisions, raw))
@@ -689,6 +705,7 @@ class PgRelay(ResponseSide):
         if approved:
             self._accept_execute(stmt, portal, raw, extra)
         else:  # the approval events say what happened; nothing ran
+            self._not_run(decisions)
             self._inject(_strictest(decisions)[1], simple=False, message=message)
         self._resume_after_hold()
 
@@ -701,6 +718,7 @@ class PgRelay(ResponseSide):
         if approved:
             self._forward_query(decisions, raw, extra)
         else:
+            self._not_run(decisions)
             self._inject(rule_decision, simple=True, message=message)
         self._resume_after_hold()
 

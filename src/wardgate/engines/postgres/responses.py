@@ -541,6 +541,13 @@ class ResponseSide:
         if ex.done:
             return
         ex.done = True
+        if ex.decision is not None:
+            # what a PREPARE, DECLARE or DEALLOCATE did to the policy's names follows
+            # what the target did (it refuses a PREPARE of a name it holds)
+            if error is not None:
+                self.policy.statement_failed(ex.decision.facts)
+            elif tag is not None and tag.startswith(("DEALLOCATE", "DISCARD")):
+                self.policy.statement_ran(ex.decision.facts, tag)
         if ex.seq_future is None or ex.recorder is None:
             return
         if self.gw.results_wait_in_store and not self._results:
@@ -579,7 +586,11 @@ class ResponseSide:
         for op in reversed(ops):
             if op.kind not in ("parse", "bind", "close") or not op.payload:
                 continue
-            for kind, name, before, after in reversed(op.payload):
+            for record in reversed(op.payload):
+                kind, name, before, after = record
+                if kind in ("pS", "pP"):  # the policy's names (SQL PREPARE, DECLARE)
+                    self.policy.undo_protocol(record)
+                    continue
                 table = self.statements if kind == "S" else self.portals
                 if table.get(name) is not after:
                     continue
