@@ -254,24 +254,16 @@ class MaskingEngine:
         if not rules and all(m == SKIP for m in modes):
             return None
         replacers = {e: self._replacer(e, s) for e, s in entities.items()}
-        masker = ResultMasker(
-            columns,
-            scanner=scanner,
-            replacers=replacers,
-            rules=rules,
-            scan_modes=modes,
-            rule_descriptions=described,
-        )
+        args = {
+            "scanner": scanner,
+            "replacers": replacers,
+            "rules": rules,
+            "scan_modes": modes,
+            "rule_descriptions": described,
+        }
+        masker = ResultMasker(columns, **args)
         if masker.wants_number_gate:  # binary numbers and no C masker
-            masker = ResultMasker(
-                columns,
-                scanner=scanner,
-                replacers=replacers,
-                rules=rules,
-                scan_modes=modes,
-                rule_descriptions=described,
-                number_gate=True,
-            )
+            masker = ResultMasker(columns, number_gate=True, **args)
         return masker
 
     # -- free text -------------------------------------------------------------------

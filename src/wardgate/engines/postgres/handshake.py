@@ -149,7 +149,7 @@ async def read_agent_startup(
         for key, value in params.items():
             # the codec keeps bytes that are not UTF-8 as surrogates: such a name cannot
             # be recorded, matched against an identity or handed to the target as is
-            if not (key + value).isascii() and not _valid_utf8(key + value):
+            if not (key + value).isascii() and not fe.is_utf8(key + value):
                 raise HandshakeError(
                     'wardgate: invalid byte sequence for encoding "UTF8" in startup '
                     "parameter " + repr(key.encode("utf-8", "surrogateescape"))[1:],
@@ -164,14 +164,6 @@ async def read_agent_startup(
             )
         return AgentStartup(user, params.get("database") or user, params, tls)
     raise HandshakeError("too many negotiation packets", sqlstate="08P01")
-
-
-def _valid_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 async def authenticate_agent(

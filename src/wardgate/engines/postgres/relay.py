@@ -590,7 +590,7 @@ class PgRelay(ResponseSide):
             self._record_decisions([(Command(self.info, sql, (), 0, via), decision)])
             self._inject(decision, simple=via == "simple")
             return None
-        if not sql.isascii() and not _valid_utf8(sql):
+        if not sql.isascii() and not fe.is_utf8(sql):
             # bytes that are not UTF-8 (kept as surrogates by the codec): PostgreSQL's
             # own error, and the statement recorded with those bytes as \xNN escapes
             decision = Decision(Verdict.DENY, "gateway/invalid-utf8", "not valid UTF-8")
@@ -848,15 +848,6 @@ class PgRelay(ResponseSide):
             self._batch.append((b"", op))
 
     # ------------------------------------------------------------------ target -> agent
-
-
-def _valid_utf8(text: str) -> bool:
-    """False when the codec kept bytes that are not UTF-8 (as lone surrogates)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _ident(name: str) -> str:

@@ -79,9 +79,20 @@ __all__ = [
     "decode_copy_done",
     "decode_copy_fail",
     "decode_frontend",
+    "is_utf8",
 ]
 
 Buf = bytes | bytearray | memoryview
+
+
+def is_utf8(text: str) -> bool:
+    """False when the codec kept bytes that are not UTF-8 (as lone surrogates): such a
+    text cannot be recorded, matched or handed on as it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @decoder("startup")
