@@ -339,6 +339,8 @@ class PgRelay(ResponseSide):
             self._on_execute(fe.decode_execute(body).portal, raw)
         elif t == _D:
             d = fe.decode_describe(body)
+            if d.kind == "P" and (described := self.portals.get(d.name)) is not None:
+                described.described = True
             self._batch.append((raw, Op("describe", payload=(d.kind, d.name))))
         elif t == _C:
             c = fe.decode_close(body)
@@ -525,11 +527,13 @@ class PgRelay(ResponseSide):
         fields = portal.fields or stmt.fields
         if fields is not None:
             self._prepare_result(ex, fields, portal.result_formats)
-        else:
+        elif not portal.described:
             # the agent described neither the statement nor the portal (a client may
             # skip Describe): the masker needs the columns, or column rules could not
             # apply to the rows. A Describe of the portal goes first; its answer stays
-            # here (ResponseSide: describe_cursor) and sets the portal's fields
+            # here (ResponseSide: describe_cursor) and sets the portal's fields. (After
+            # the agent's own Describe, whose answer comes before the rows, it would
+            # be a second one per Execute: libpq describes every portal it executes.)
             name = fe.decode_execute(raw[5:]).portal
             self._batch.append((w.describe("P", name), Op("describe_cursor", payload=portal)))
         self._batch.append((raw, Op("execute", execs=[ex])))

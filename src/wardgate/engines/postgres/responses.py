@@ -87,6 +87,7 @@ class Portal:
     result_formats: tuple[int, ...]
     fields: list[Any] | None = None
     generation: int = 0  # Syncs and Queries forwarded before its Bind (see PgRelay._syncs)
+    described: bool = False  # the agent sent a Describe of it: its answer brings the fields
 
 
 @dataclass(slots=True)
